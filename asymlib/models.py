@@ -1,0 +1,132 @@
+"""MLP and W-Asymmetric MLP ensembles: E four-layer networks as one batched model.
+
+Architecture (SPEC): Linear(d, h) GELU Linear(h, h) GELU Linear(h, h) GELU Linear(h, out).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import LinearEnsemble, wasym_entries
+
+Kind = Literal["mlp", "wmlp"]
+KINDS: tuple[str, ...] = ("mlp", "wmlp")
+
+
+def default_n_fix(hidden: int, n_layers: int = 4) -> tuple[int, ...]:
+    """The paper's frozen entries per output unit: 2 in the first layer, then 3 for
+    hidden 64 or 128 and 4 for hidden 256 (the release's rule: 4 from 256 up)."""
+    later = 4 if hidden >= 256 else 3
+    return (2,) + (later,) * (n_layers - 1)
+
+
+class MLPEnsemble(nn.Module):
+    """``members`` MLPs (``kind="mlp"``) or W-Asymmetric MLPs (``kind="wmlp"``).
+
+    Args:
+        in_features: d, the number of input features.
+        hidden: h, the width of the three hidden layers.
+        out_features: 1 for regression, the number of classes otherwise.
+        members: E, the number of independent networks.
+        kind: "mlp" or "wmlp".
+        init_seeds: E seeds, one per member, for PyTorch's default initialisation;
+            ``None`` uses 0..E-1.
+        mask_seed: seed of the W-Asymmetric frozen entries, shared by every member.
+        n_fix: frozen entries per output unit for each of the 4 layers (default: the paper's).
+        kappa: standard deviation of the frozen values.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        out_features: int,
+        *,
+        members: int,
+        kind: Kind = "mlp",
+        init_seeds: Sequence[int] | None = None,
+        mask_seed: int = 0,
+        n_fix: Sequence[int] | None = None,
+        kappa: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self.kind, self.members, self.hidden = kind, members, hidden
+        self.mask_seed, self.kappa = mask_seed, kappa
+        sizes = [in_features, hidden, hidden, hidden, out_features]
+        self.n_fix = tuple(n_fix) if n_fix is not None else default_n_fix(hidden)
+        if len(self.n_fix) != len(sizes) - 1:
+            raise ValueError(f"n_fix needs one entry per layer ({len(sizes) - 1}), got {self.n_fix}")
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            frozen = None
+            if kind == "wmlp":
+                # The layer index enters the seed so layers of equal shape get different masks.
+                frozen = wasym_entries(fan_in, fan_out, n_fix=self.n_fix[i], kappa=kappa, seed=(mask_seed, i))
+            layers.append(LinearEnsemble(fan_in, fan_out, members=members, frozen=frozen))
+        self.layers = nn.ModuleList(layers)
+        seeds = list(range(members)) if init_seeds is None else list(init_seeds)
+        if len(seeds) != members:
+            raise ValueError(f"init_seeds needs {members} seeds, got {len(seeds)}")
+        self.init_seeds = seeds
+        for member, seed in enumerate(seeds):
+            generator = torch.Generator().manual_seed(int(seed))
+            for layer in self.layers:
+                layer.init_member(member, generator)
+
+    @property
+    def in_features(self) -> int:
+        return self.layers[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.layers[-1].out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (members, batch, in_features) or (batch, in_features) -> (members, batch, out_features)."""
+        for layer in self.layers[:-1]:
+            x = F.gelu(layer(x))
+        return self.layers[-1](x)
+
+    def flat_parameters(self) -> Tensor:
+        """(members, n_parameters): every member's parameters as one row."""
+        return torch.cat([p.detach().reshape(self.members, -1) for p in self.parameters()], dim=1)
+
+    @torch.no_grad()
+    def subset(self, members: Sequence[int] | Tensor) -> "MLPEnsemble":
+        """A new ensemble made of the given members (copies, same masks)."""
+        index = torch.as_tensor(members, dtype=torch.long, device=self.layers[0].weight.device)
+        clone = self._empty_like(len(index))
+        for src, dst in zip(self.layers, clone.layers):
+            dst.weight.copy_(src.weight[index])
+            dst.bias.copy_(src.bias[index])
+        clone.init_seeds = [self.init_seeds[int(i)] for i in index]
+        return clone
+
+    @torch.no_grad()
+    def interpolate(self, members: Sequence[int] | Tensor | None = None) -> "MLPEnsemble":
+        """The weight-averaged network of the given members (default: all), as a 1-member ensemble.
+
+        Frozen W-Asymmetric entries are equal in every member; they are written back after
+        averaging so that rounding in the mean cannot move them.
+        """
+        source = self if members is None else self.subset(members)
+        clone = self._empty_like(1)
+        for src, dst in zip(source.layers, clone.layers):
+            dst.weight.copy_(src.weight.mean(dim=0, keepdim=True))
+            dst.bias.copy_(src.bias.mean(dim=0, keepdim=True))
+            dst.apply_frozen()
+        clone.init_seeds = [-1]
+        return clone
+
+    def _empty_like(self, members: int) -> "MLPEnsemble":
+        clone = MLPEnsemble(
+            self.in_features, self.hidden, self.out_features, members=members, kind=self.kind,
+            init_seeds=[0] * members, mask_seed=self.mask_seed, n_fix=self.n_fix, kappa=self.kappa,
+        )
+        return clone.to(self.layers[0].weight.device)

@@ -1,0 +1,92 @@
+"""The batched trainer against plain one-model-at-a-time PyTorch training."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from asymlib.models import MLPEnsemble
+from asymlib.trainer import TrainConfig, fit
+
+
+def _toy_data(task, n=300, d=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n, d, generator=g)
+    if task == "regression":
+        y = (X[:, 0] * 2 - X[:, 1] ** 2 + 0.3 * torch.randn(n, generator=g)).float()
+    else:
+        y = ((X[:, 0] + X[:, 1] * X[:, 2] + 0.5 * torch.randn(n, generator=g)) > 0).long() + (X[:, 3] > 1).long()
+    return X[:200], y[:200], X[200:], y[200:]
+
+
+def _member_as_sequential(model, e):
+    """Member e of a batched model copied into plain nn.Linear layers."""
+    modules = []
+    for i, layer in enumerate(model.layers):
+        linear = nn.Linear(layer.in_features, layer.out_features)
+        with torch.no_grad():
+            linear.weight.copy_(layer.weight[e].T)
+            linear.bias.copy_(layer.bias[e])
+        modules.append(linear)
+        if i < len(model.layers) - 1:
+            modules.append(nn.GELU())
+    return nn.Sequential(*modules)
+
+
+def _train_alone(net, X, y, Xv, yv, *, task, order_seed, config, frozen_masks):
+    """A textbook loop: torch.optim.AdamW, one permutation per epoch, early stopping."""
+    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    frozen_values = [None if mask is None else lin.weight.detach().clone() for lin, mask in zip(linears, frozen_masks)]
+    loss_fn = nn.MSELoss() if task == "regression" else nn.CrossEntropyLoss()
+    target = (lambda t: t.unsqueeze(-1)) if task == "regression" else (lambda t: t)
+    gen = torch.Generator().manual_seed(order_seed)
+    best, bad, epochs = float("inf"), 0, 0
+    for epoch in range(config.max_epochs):
+        perm = torch.randperm(len(X), generator=gen)
+        for b in range(0, len(X), config.batch_size):
+            idx = perm[b : b + config.batch_size]
+            opt.zero_grad()
+            loss_fn(net(X[idx]), target(y[idx])).backward()
+            for lin, mask in zip(linears, frozen_masks):
+                if mask is not None:  # W-Asym: frozen entries get no gradient...
+                    lin.weight.grad[mask.T] = 0
+            opt.step()
+            with torch.no_grad():  # ...and no weight decay: put them back
+                for lin, mask, values in zip(linears, frozen_masks, frozen_values):
+                    if mask is not None:
+                        lin.weight[mask.T] = values[mask.T]
+        epochs = epoch + 1
+        with torch.no_grad():
+            val = loss_fn(net(Xv), target(yv)).item()
+        if val < best:
+            best, bad = val, 0
+        else:
+            bad += 1
+        if bad >= config.patience:
+            break
+    return epochs
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+@pytest.mark.parametrize("kind", ["mlp", "wmlp"])
+def test_batched_equals_one_by_one(task, kind):
+    X, y, Xv, yv = _toy_data(task)
+    n_out = 1 if task == "regression" else 3
+    members = 5
+    config = TrainConfig(lr=1e-2, batch_size=64, max_epochs=40, patience=3)
+    model = MLPEnsemble(X.shape[1], 16, n_out, members=members, kind=kind, init_seeds=range(10, 15), mask_seed=3)
+    singles = [_member_as_sequential(model, e) for e in range(members)]
+    order_seeds = [100 + e for e in range(members)]
+    result = fit(model, X, y, Xv, yv, task=task, order_seeds=order_seeds, config=config, progress=False)
+
+    masks = [layer.frozen_mask for layer in model.layers]
+    for e, net in enumerate(singles):
+        epochs = _train_alone(net, X, y, Xv, yv, task=task, order_seed=order_seeds[e], config=config, frozen_masks=masks)
+        assert result.epochs[e] == epochs
+        for layer, lin in zip(model.layers, [m for m in net if isinstance(m, nn.Linear)]):
+            torch.testing.assert_close(layer.weight[e], lin.weight.detach().T, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(layer.bias[e], lin.bias.detach(), rtol=1e-4, atol=1e-5)
+    # The point of the test: members stopped at different epochs, some before the cap.
+    assert len(set(result.epochs.tolist())) > 1
+    assert result.epochs.min() < config.max_epochs
