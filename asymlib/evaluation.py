@@ -1,0 +1,87 @@
+"""Test metrics of members, deep ensembles and interpolated (weight-averaged) models."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from .trainer import predict
+
+
+def metric_name(task: str) -> str:
+    """RMSE for regression, accuracy for classification (SPEC)."""
+    return "rmse" if task == "regression" else "accuracy"
+
+
+def higher_is_better(task: str) -> bool:
+    return task != "regression"
+
+
+def score(outputs: Tensor, y: Tensor, *, task: str) -> Tensor:
+    """The test metric of each leading slice of ``outputs``.
+
+    outputs: (..., n, out_features); y: (n,). Returns (...): RMSE of the single regression
+    output, or accuracy of the argmax over classes.
+    """
+    if task == "regression":
+        return (outputs.squeeze(-1) - y).pow(2).mean(dim=-1).sqrt()
+    return (outputs.argmax(dim=-1) == y).double().mean(dim=-1)
+
+
+def ensemble_scores(outputs: Tensor, y: Tensor, *, task: str, sizes: Sequence[int]) -> list[float]:
+    """Metric of the deep ensemble of the first k members for each k in ``sizes``.
+
+    outputs: (E, n, out_features), members' outputs (regression values or logits); the
+    ensemble averages them (mean logits, then argmax, for classification).
+    """
+    return [float(score(outputs[:k].mean(dim=0), y, task=task)) for k in sizes]
+
+
+def mean_pairwise_distance(flat: Tensor) -> float:
+    """Mean L2 distance over all pairs of rows. flat: (k, n_parameters), k >= 2."""
+    return float(torch.pdist(flat.double()).mean())
+
+
+def relative_improvement(ensemble: np.ndarray | float, single: np.ndarray | float, *, task: str):
+    """Figure 1's gain of an ensemble over the mean single model, in percent.
+
+    Accuracy: (ens - single) / single; RMSE: (single - ens) / single; times 100.
+    """
+    gain = np.asarray(ensemble) - np.asarray(single)
+    if not higher_is_better(task):
+        gain = -gain
+    return 100.0 * gain / np.asarray(single)
+
+
+def evaluate_ensemble(
+    model, X: Tensor, y: Tensor, *, task: str, sizes: Sequence[int], batch_size: int = 4096
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Score every member, and the ensemble and interpolated model of the first k members.
+
+    model: an ensemble with ``members`` >= max(sizes), ``interpolate`` and ``flat_parameters``.
+    X: (n, d); y: (n,).
+    Returns the (E,) member metrics and a table with one row per ensemble size:
+    ensemble_size, ensemble_metric, interpolated_metric, mean_pairwise_l2.
+    """
+    sizes = [int(k) for k in sizes]
+    if max(sizes) > model.members or min(sizes) < 1:
+        raise ValueError(f"ensemble sizes must lie in 1..{model.members} (the members trained), got {sizes}")
+    outputs = predict(model, X, batch_size=batch_size)
+    members = score(outputs, y, task=task).cpu().numpy()
+    flat = model.flat_parameters()
+    rows = []
+    for k, ens in zip(sizes, ensemble_scores(outputs, y, task=task, sizes=sizes)):
+        interpolated = predict(model.interpolate(range(k)), X, batch_size=batch_size)
+        rows.append(
+            {
+                "ensemble_size": k,
+                "ensemble_metric": ens,
+                "interpolated_metric": float(score(interpolated[0], y, task=task)),
+                "mean_pairwise_l2": mean_pairwise_distance(flat[:k]) if k > 1 else 0.0,
+            }
+        )
+    return members, pd.DataFrame(rows)

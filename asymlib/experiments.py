@@ -1,0 +1,192 @@
+"""The deep-ensemble section of the paper as resumable work units.
+
+One work unit is (dataset, hidden, repeat): both model types (MLP and WMLP) trained as two
+batched ensembles, then evaluated. Each finished unit is written as two Parquet shards, so a
+stopped run loses at most the unit in progress and a re-run skips what is done.
+
+Seeds: member e of repeat r uses the same initialisation and data-order seeds for MLP and
+WMLP, so the two types differ only by the frozen entries (a paired comparison).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import Dataset, load_dataset
+from .evaluation import evaluate_ensemble, metric_name, relative_improvement
+from .models import KINDS, MLPEnsemble
+from .trainer import TrainConfig, fit
+
+PAPER_ENSEMBLE_SIZES = (2, 4, 8, 16, 32, 64)
+PAPER_HIDDEN_SIZES = (64, 128, 256)
+
+
+def derive_seed(*key: int) -> int:
+    """A 31-bit seed that depends only on the integers in ``key`` (NumPy SeedSequence)."""
+    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def member_seeds(seed: int, repeat: int, members: int) -> tuple[list[int], list[int]]:
+    """Initialisation seeds and data-order seeds of the members of one repeat."""
+    init = [derive_seed(seed, repeat, e, 0) for e in range(members)]
+    order = [derive_seed(seed, repeat, e, 1) for e in range(members)]
+    return init, order
+
+
+def mask_seed(seed: int, repeat: int) -> int:
+    """The W-Asymmetric mask seed of a repeat, shared by all its members."""
+    return derive_seed(seed, repeat, 2**20)
+
+
+def train_deep_ensemble(
+    data: Dataset,
+    *,
+    hidden: int,
+    kind: str,
+    members: int = 64,
+    ensemble_sizes: Sequence[int] = PAPER_ENSEMBLE_SIZES,
+    seed: int = 0,
+    repeat: int = 0,
+    config: TrainConfig = TrainConfig(),
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train ``members`` networks of one type as one batched model and evaluate them.
+
+    Returns two tidy tables:
+      models: one row per member (test metric, epochs, training time, seeds);
+      ensembles: one row per ensemble size (ensemble and interpolated metric, mean pairwise
+      L2 distance, the mean single model of this type and repeat, relative improvement).
+    """
+    init_seeds, order_seeds = member_seeds(seed, repeat, members)
+    model = MLPEnsemble(
+        data.n_features, hidden, data.n_outputs, members=members, kind=kind,
+        init_seeds=init_seeds, mask_seed=mask_seed(seed, repeat),
+    ).to(device)
+    to = lambda t: t.to(device)  # noqa: E731
+    started = time.perf_counter()
+    result = fit(
+        model, to(data.X_train), to(data.y_train), to(data.X_val), to(data.y_val),
+        task=data.task, order_seeds=order_seeds, config=config, progress=progress,
+        description=f"{data.name} h={hidden} r={repeat} {kind}",
+    )
+    wall = time.perf_counter() - started
+    member_metric, ensembles = evaluate_ensemble(
+        model, to(data.X_test), to(data.y_test), task=data.task, sizes=ensemble_sizes
+    )
+    key = {"dataset": data.name, "hidden": hidden, "repeat": repeat, "type": kind, "metric_name": metric_name(data.task)}
+    models = pd.DataFrame(
+        {
+            **key,
+            "member": np.arange(members),
+            "metric": member_metric,
+            "epochs": result.epochs,
+            "train_time": result.train_time,
+            "final_val_loss": result.final_val_loss,
+            "init_seed": init_seeds,
+            "order_seed": order_seeds,
+        }
+    )
+    single = float(member_metric.mean())
+    ensembles = ensembles.assign(**key, single_mean=single, members_trained=members, batch_wall_time=wall)
+    ensembles["relative_improvement"] = relative_improvement(ensembles["ensemble_metric"], single, task=data.task)
+    ensembles["interpolated_relative_improvement"] = relative_improvement(
+        ensembles["interpolated_metric"], single, task=data.task
+    )
+    front = list(key) + ["ensemble_size"]
+    return models, ensembles[front + [c for c in ensembles.columns if c not in front]]
+
+
+class ShardStore:
+    """Finished work units as Parquet shards under ``root/shards``.
+
+    A unit is done when its ``*-ensembles.parquet`` exists; that file is written last and
+    atomically (write to a temporary name, then rename), so an interrupted unit is redone.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.shards = self.root / "shards"
+
+    def _path(self, unit: str, table: str) -> Path:
+        return self.shards / f"{unit}-{table}.parquet"
+
+    def done(self, unit: str) -> bool:
+        return self._path(unit, "ensembles").exists()
+
+    def save(self, unit: str, **tables: pd.DataFrame) -> None:
+        """Write the unit's tables; pass the one that marks completion (``ensembles``) last."""
+        self.shards.mkdir(parents=True, exist_ok=True)
+        for table, frame in tables.items():
+            target = self._path(unit, table)
+            partial = target.with_suffix(".partial")
+            frame.to_parquet(partial, index=False)
+            partial.replace(target)
+
+    def load(self, table: str, prefix: str = "") -> pd.DataFrame:
+        """All shards of one table whose unit name starts with ``prefix``, concatenated."""
+        paths = sorted(self.shards.glob(f"{prefix}*-{table}.parquet"))
+        if not paths:
+            return pd.DataFrame()
+        return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+
+
+def deep_ensemble_unit(dataset: str, hidden: int, repeat: int) -> str:
+    return f"{dataset}-h{hidden}-r{repeat}"
+
+
+def run_deep_ensembles(
+    dataset: str,
+    *,
+    out_dir: str | os.PathLike,
+    hidden_sizes: Sequence[int] = PAPER_HIDDEN_SIZES,
+    kinds: Sequence[str] = KINDS,
+    members: int = 64,
+    ensemble_sizes: Sequence[int] = PAPER_ENSEMBLE_SIZES,
+    repeats: int = 5,
+    seed: int = 0,
+    config: TrainConfig = TrainConfig(),
+    data_dir: str | os.PathLike | None = None,
+    max_rows: int | None = None,
+    val_fraction: float = 0.2,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every (hidden, repeat) unit of one dataset, skipping units already in ``out_dir``.
+
+    Returns the dataset's models and ensembles tables (finished units, old and new).
+    """
+    store = ShardStore(out_dir)
+    units = [(h, r) for h in hidden_sizes for r in range(repeats)]
+    todo = [(h, r) for h, r in units if not store.done(deep_ensemble_unit(dataset, h, r))]
+    if todo:
+        data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, val_fraction=val_fraction)
+        for hidden, repeat in todo:
+            tables = [
+                train_deep_ensemble(
+                    data, hidden=hidden, kind=kind, members=members, ensemble_sizes=ensemble_sizes,
+                    seed=seed, repeat=repeat, config=config, device=device, progress=progress,
+                )
+                for kind in kinds
+            ]
+            models = pd.concat([m for m, _ in tables], ignore_index=True)
+            ensembles = pd.concat([e for _, e in tables], ignore_index=True)
+            settings = {"seed": seed, "members": members, **asdict(config)}
+            ensembles = ensembles.assign(settings=str(settings))
+            store.save(deep_ensemble_unit(dataset, hidden, repeat), models=models, ensembles=ensembles)
+    done = {deep_ensemble_unit(dataset, h, r) for h, r in units}
+    models = store.load("models", prefix=f"{dataset}-")
+    ensembles = store.load("ensembles", prefix=f"{dataset}-")
+    unit_of = lambda t: t["dataset"] + "-h" + t["hidden"].astype(str) + "-r" + t["repeat"].astype(str)  # noqa: E731
+    if len(models):
+        models = models[unit_of(models).isin(done)].reset_index(drop=True)
+        ensembles = ensembles[unit_of(ensembles).isin(done)].reset_index(drop=True)
+    return models, ensembles

@@ -1,0 +1,77 @@
+"""Ensemble aggregation, interpolation and distances on small hand-computed cases."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from asymlib.evaluation import (
+    ensemble_scores,
+    evaluate_ensemble,
+    mean_pairwise_distance,
+    relative_improvement,
+    score,
+)
+from asymlib.models import MLPEnsemble
+
+
+def test_regression_ensemble_is_mean_of_outputs():
+    y = torch.tensor([1.0, 2.0])
+    outputs = torch.tensor([[[0.0], [2.0]], [[2.0], [4.0]]])  # (E=2, n=2, 1)
+    # member RMSEs: sqrt((1+0)/2), sqrt((1+4)/2); ensemble predicts [1, 3]: sqrt((0+1)/2)
+    torch.testing.assert_close(score(outputs, y, task="regression"), torch.tensor([math.sqrt(0.5), math.sqrt(2.5)]))
+    assert ensemble_scores(outputs, y, task="regression", sizes=[1, 2]) == pytest.approx([math.sqrt(0.5), math.sqrt(0.5)])
+
+
+def test_classification_ensemble_averages_logits_not_votes():
+    y = torch.tensor([0])
+    # Two of three members vote class 1 by a hair; the third is sure of class 0.
+    logits = torch.tensor([[[0.0, 0.1]], [[0.0, 0.1]], [[5.0, 0.0]]])
+    assert score(logits, y, task="multiclass").tolist() == [0.0, 0.0, 1.0]
+    # mean logits = [5/3, 0.2/3] -> class 0 (a majority vote would say 1)
+    assert ensemble_scores(logits, y, task="multiclass", sizes=[2, 3]) == [0.0, 1.0]
+
+
+def test_mean_pairwise_distance_by_hand():
+    flat = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 8.0]])
+    # distances: 5, 8, sqrt(9+16)=5 -> mean 6
+    assert mean_pairwise_distance(flat) == pytest.approx(6.0)
+
+
+def test_relative_improvement_signs():
+    assert relative_improvement(0.88, 0.80, task="binary") == pytest.approx(10.0)
+    assert relative_improvement(0.45, 0.50, task="regression") == pytest.approx(10.0)
+    assert relative_improvement(np.array([0.55]), 0.50, task="regression")[0] == pytest.approx(-10.0)
+
+
+def test_interpolation_averages_parameters_and_keeps_frozen_entries():
+    model = MLPEnsemble(3, 4, 1, members=3, kind="wmlp", init_seeds=[0, 1, 2], mask_seed=0)
+    with torch.no_grad():
+        for layer in model.layers:
+            free = ~layer.frozen_mask
+            for e in range(3):
+                layer.weight[e][free] = float(e)  # members 0,1,2 -> mean of first two = 0.5
+                layer.bias[e] = 10.0 * e
+    two = model.interpolate([0, 1])
+    assert two.members == 1
+    for layer, src in zip(two.layers, model.layers):
+        assert torch.all(layer.weight[0][~src.frozen_mask] == 0.5)
+        assert torch.all(layer.bias[0] == 5.0)
+        assert torch.equal(layer.weight[0][src.frozen_mask], src.frozen_values[src.frozen_mask])
+
+
+def test_evaluate_ensemble_table():
+    torch.manual_seed(0)
+    model = MLPEnsemble(4, 8, 3, members=4, kind="mlp", init_seeds=[0, 1, 2, 3])
+    X, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
+    members, table = evaluate_ensemble(model, X, y, task="multiclass", sizes=[1, 2, 4])
+    assert members.shape == (4,)
+    assert list(table["ensemble_size"]) == [1, 2, 4]
+    # size 1: the ensemble and the interpolated model are both member 0
+    assert table.loc[0, "ensemble_metric"] == pytest.approx(members[0])
+    assert table.loc[0, "interpolated_metric"] == pytest.approx(members[0])
+    flat = model.flat_parameters()
+    assert table.loc[1, "mean_pairwise_l2"] == pytest.approx(float((flat[0] - flat[1]).norm()), rel=1e-5)
+    with pytest.raises(ValueError, match="ensemble sizes"):
+        evaluate_ensemble(model, X, y, task="multiclass", sizes=[8])
