@@ -70,8 +70,9 @@ class LinearEnsemble(nn.Module):
     weight: (members, in_features, out_features)
     bias: (members, out_features)
     frozen: optional W-Asymmetric entries shared by all members; they are written into
-        ``weight``, their gradient is zeroed by a hook, and the trainer's optimizer leaves
-        them untouched (no Adam moments, no weight decay), so they stay bit-exact.
+        ``weight`` and their gradient is zeroed by a hook (so Adam's moments stay 0 there);
+        the trainer rewrites them after every step, undoing weight decay, so they stay
+        bit-exact.
 
     Parameters start at zero; the owning model initialises them member by member
     (:meth:`init_member`) so that each member can have its own seed.
@@ -93,6 +94,8 @@ class LinearEnsemble(nn.Module):
                 )
             self.register_buffer("frozen_mask", frozen.mask.clone())
             self.register_buffer("frozen_values", frozen.values.clone())
+            # flat positions in an (in * out) row, for cheap rewrites of the frozen entries
+            self.register_buffer("frozen_index", frozen.mask.flatten().nonzero().squeeze(1))
             self.weight.register_hook(self._zero_frozen_grad)
 
     def _zero_frozen_grad(self, grad: Tensor) -> Tensor:
@@ -115,9 +118,27 @@ class LinearEnsemble(nn.Module):
 
     @torch.no_grad()
     def apply_frozen(self) -> None:
-        """Write the frozen values into every member's weight (a no-op for a plain layer)."""
+        """Write the frozen values into every member's weight (a no-op for a plain layer).
+
+        Only the n_fix * out_features frozen positions are touched, so calling this after
+        every optimizer step (to undo weight decay there) costs next to nothing.
+        """
         if self.frozen_mask is not None:
-            self.weight.copy_(torch.where(self.frozen_mask, self.frozen_values, self.weight))
+            flat = self.weight.view(self.members, -1)
+            flat[:, self.frozen_index] = self.frozen_values.flatten()[self.frozen_index]
+
+    @torch.no_grad()
+    def set_members(self, weight: Tensor, bias: Tensor) -> None:
+        """Replace the parameters by new (members', in, out) and (members', out) tensors.
+
+        The trainer uses this to drop members that stopped early and to put them back at
+        the end; the parameters are new tensors, so an optimizer must be rebuilt after it.
+        """
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = nn.Parameter(bias.detach().clone())
+        self.members = weight.shape[0]
+        if self.frozen_mask is not None:
+            self.weight.register_hook(self._zero_frozen_grad)
 
     def forward(self, x: Tensor) -> Tensor:
         """x: (members, batch, in_features) or (batch, in_features) shared by all members.

@@ -90,3 +90,34 @@ def test_batched_equals_one_by_one(task, kind):
     # The point of the test: members stopped at different epochs, some before the cap.
     assert len(set(result.epochs.tolist())) > 1
     assert result.epochs.min() < config.max_epochs
+
+
+def test_restore_best_keeps_each_members_best_epoch():
+    from asymlib.trainer import evaluate_losses
+
+    X, y, Xv, yv = _toy_data("regression")
+    config = TrainConfig(lr=3e-2, batch_size=32, max_epochs=25, patience=4, restore_best=True)
+    model = MLPEnsemble(X.shape[1], 16, 1, members=4, init_seeds=range(4))
+    result = fit(model, X, y, Xv, yv, task="regression", order_seeds=range(4), config=config, progress=False)
+    val = evaluate_losses(model, Xv, yv, task="regression").double().numpy()
+    np.testing.assert_allclose(val, result.best_val_loss, rtol=1e-5)
+    # with a high learning rate the last epoch is worse than the best for some member
+    assert np.any(result.final_val_loss > result.best_val_loss)
+
+
+def test_history_and_max_epochs():
+    X, y, Xv, yv = _toy_data("multiclass")
+    config = TrainConfig(batch_size=64, max_epochs=3, patience=50)
+    model = MLPEnsemble(X.shape[1], 8, 3, members=2, init_seeds=[0, 1])
+    result = fit(model, X, y, Xv, yv, task="multiclass", order_seeds=[0, 1], config=config, progress=False)
+    assert result.epochs.tolist() == [3, 3]
+    assert result.val_history.shape == (3, 2) and not np.isnan(result.val_history).any()
+    assert model.layers[0].weight.shape[0] == 2  # every member is back in the model
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="batch_size"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(ValueError, match="order_seeds"):
+        fit(MLPEnsemble(3, 4, 1, members=2), torch.zeros(4, 3), torch.zeros(4), torch.zeros(2, 3), torch.zeros(2),
+            task="regression", order_seeds=[0], progress=False)

@@ -1,0 +1,26 @@
+# One command each: set up, run the main job, run the tests (README.md).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Where `asymlib fetch` copies the raw datasets from; without it, fetch uses the network.
+DATA_MIRROR ?= ../shared/data
+PROFILE ?= quick
+
+.PHONY: setup run test bench
+
+setup:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	# torch first: a CPU build from local disk here; a bare `torch` would pull a CUDA build
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	if [ -d "$(DATA_MIRROR)" ]; then $(BIN)/asymlib fetch --from "$(DATA_MIRROR)"; else $(BIN)/asymlib fetch; fi
+
+run:
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/asymlib run params/$(PROFILE).yaml
+
+test:
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest --nbval-lax notebooks/ tests/
+
+bench:
+	$(BIN)/python benchmarks/bench_trainer.py --dataset california --hidden 64 256 --members 64
