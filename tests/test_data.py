@@ -1,0 +1,663 @@
+"""Tests of asymlib.data on the real raw files (SPEC.md, sections "Datasets" and "Split").
+
+The raw files are found through ASYMLIB_DATA, else <repo>/data, else ../shared/data.
+Every dataset is loaded at most once per module and setting (see the ``load`` fixture).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import filecmp
+import gzip
+import hashlib
+import io
+import math
+import os
+import stat
+import tarfile
+import urllib.error
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import asymlib.data as data_module
+from asymlib.data import (
+    DATASETS,
+    RAW_FILES,
+    DataFileError,
+    Dataset,
+    MalformedDataError,
+    default_data_dir,
+    fetch_datasets,
+    load_dataset,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+# name: (rows, features, task, n_classes)
+EXPECTED = {
+    "california": (20640, 8, "regression", 0),
+    "churn": (10000, 13, "binary", 2),
+    "adult": (48842, 108, "binary", 2),
+    "mnist": (70000, 784, "multiclass", 10),
+    "otto": (61878, 93, "multiclass", 9),
+}
+CLASSIFICATION = [name for name in DATASETS if EXPECTED[name][3]]
+PARTS = ("train", "val", "test")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    env = os.environ.get("ASYMLIB_DATA")
+    if env:
+        return Path(env)
+    for candidate in (REPO / "data", REPO.parent / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate
+    pytest.fail(
+        "raw data not found: set ASYMLIB_DATA or run `asymlib fetch --from <mirror>`"
+    )
+
+
+@pytest.fixture(scope="module")
+def load(data_dir):
+    """load(name, **kwargs) -> Dataset, cached for the module: mnist, otto and adult
+    take about a second each, so each setting is read once."""
+    cache: dict = {}
+
+    def _load(name: str, **kwargs) -> Dataset:
+        key = (name, *sorted(kwargs.items()))
+        if key not in cache:
+            cache[key] = load_dataset(name, data_dir=data_dir, **kwargs)
+        return cache[key]
+
+    return _load
+
+
+def part(ds: Dataset, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return getattr(ds, f"X_{which}"), getattr(ds, f"y_{which}")
+
+
+def real_columns(X: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    # Boolean indexing copies; mnist's (44800, 784) doubles are worth sparing that.
+    return X if cols.all() else X[:, cols]
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_rows_features_and_dtypes(load, name):
+    rows, n_features, task, n_classes = EXPECTED[name]
+    ds = load(name)
+    assert ds.sizes["raw"] == ds.sizes["used"] == rows
+    assert ds.n_features == n_features == len(ds.feature_names)
+    assert len(set(ds.feature_names)) == n_features
+    assert (ds.task, ds.n_classes) == (task, n_classes)
+    assert ds.n_outputs == (n_classes if n_classes else 1)
+    y_dtype = torch.float32 if task == "regression" else torch.int64
+    for which in PARTS:
+        X, y = part(ds, which)
+        assert X.dtype == torch.float32 and y.dtype == y_dtype
+        assert X.shape == (ds.sizes[which], n_features) and y.shape == (ds.sizes[which],)
+        assert torch.isfinite(X).all(), f"{name} X_{which} has NaN/inf"
+        assert torch.isfinite(y.double()).all()
+        if n_classes:
+            # every class occurs in every part
+            assert set(y.tolist()) == set(range(n_classes))
+    # The parts partition the raw rows.
+    all_rows = torch.cat([ds.row_indices[p] for p in PARTS]).sort().values
+    assert torch.equal(all_rows, torch.arange(rows))
+    assert ds.real_valued.shape == ds.feature_mean.shape == ds.feature_scale.shape
+    assert name in repr(ds) and "tensor" not in repr(ds)
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_split_is_64_16_20(load, name):
+    ds = load(name)
+    n = ds.sizes["raw"]
+    for which, share in zip(PARTS, (0.64, 0.16, 0.20)):
+        assert abs(ds.sizes[which] - share * n) <= 1, (which, ds.sizes)
+
+
+def test_release_split_72_8_20(data_dir):
+    ds = load_dataset("churn", data_dir=data_dir, val_fraction=0.1)
+    assert (ds.sizes["train"], ds.sizes["val"], ds.sizes["test"]) == (7200, 800, 2000)
+
+
+@pytest.mark.parametrize("name", CLASSIFICATION)
+def test_stratified_split_keeps_class_balance(load, name):
+    ds = load(name)
+    k = ds.n_classes
+    whole = torch.bincount(torch.cat([ds.y_train, ds.y_val, ds.y_test]), minlength=k)
+    whole = whole / whole.sum()
+    for which in PARTS:
+        y = part(ds, which)[1]
+        counts = torch.bincount(y, minlength=k)
+        assert (counts / len(y) - whole).abs().max() < 0.01, (which, counts, whole)
+        # Stratification is exact up to rounding in each of the two splits, which a
+        # lucky unstratified split would not match.
+        assert (counts - len(y) * whole).abs().max() <= 2, (which, counts, len(y) * whole)
+
+
+@pytest.mark.parametrize("name", ["churn", "adult"])
+def test_one_hot_columns_stay_binary(load, name):
+    ds = load(name)
+    one_hot = ~ds.real_valued
+    assert one_hot.any()
+    groups: dict[str, list[int]] = {}
+    for j, feature in enumerate(ds.feature_names):
+        if one_hot[j]:
+            assert "=" in feature
+            groups.setdefault(feature.split("=")[0], []).append(j)
+    for which in PARTS:
+        X = part(ds, which)[0][:, one_hot]
+        assert ((X == 0) | (X == 1)).all()
+        for columns in groups.values():
+            per_row = part(ds, which)[0][:, columns].sum(1)
+            # At most one category per row (churn has blank Gender cells: all zeros).
+            assert ((per_row == 1) if name == "adult" else (per_row <= 1)).all()
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+@pytest.mark.parametrize("name", ["adult", "mnist", "otto"])
+def test_scaler_uses_training_statistics_only(load, name):
+    ds, raw = load(name), load(name, standardize=False)
+    for which in PARTS:  # scaling does not change the split
+        assert torch.equal(ds.row_indices[which], raw.row_indices[which])
+    cols = ds.real_valued
+    assert cols.any()
+    std, mean = torch.std_mean(real_columns(raw.X_train.double(), cols), 0, unbiased=False)
+    constant = std == 0
+    torch.testing.assert_close(ds.feature_mean[cols], mean, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(ds.feature_scale[cols][~constant], std[~constant], rtol=1e-6, atol=0)
+    assert (ds.feature_scale[cols][constant] == 1).all()  # no division by zero
+    assert (ds.feature_mean[~cols] == 0).all() and (ds.feature_scale[~cols] == 1).all()
+    scale = torch.where(constant, torch.ones_like(std), std)
+    for which in PARTS:
+        # 5000 rows per part suffice to see which statistics were used, and keep
+        # mnist's comparison quick.
+        X, X_raw = part(ds, which)[0][:5000].double(), part(raw, which)[0][:5000].double()
+        expected = (X_raw[:, cols] - mean) / scale
+        torch.testing.assert_close(X[:, cols], expected, rtol=1e-4, atol=1e-4)
+        assert torch.equal(X[:, ~cols], X_raw[:, ~cols])
+    X = real_columns(ds.X_train.double(), cols)
+    std, mean = torch.std_mean(X, 0, unbiased=False)
+    assert mean.abs().max() < 1e-4
+    assert (std[~constant] - 1).abs().max() < 1e-4
+    assert (X[:, constant] == 0).all()
+    # Validation is transformed, not re-centred on its own statistics.
+    assert ds.X_val.double()[:, cols].mean(0).abs().max() > 1e-3
+
+
+def _california_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's fetch_california_housing derivation, written out independently."""
+    raw = np.loadtxt(path, delimiter=",")
+    lon, lat, age, rooms, beds, pop, households, income, value = raw.T
+    X = np.column_stack(
+        [income, age, rooms / households, beds / households, pop, pop / households, lat, lon]
+    )
+    return X, value / 100000.0
+
+
+def test_california_matches_independent_derivation(load, data_dir):
+    X_all, y_all = _california_features(data_dir / "cal_housing.data")
+    ds = load("california")
+    assert ds.feature_names == ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population",
+                                "AveOccup", "Latitude", "Longitude"]  # fmt: skip
+    assert ds.real_valued.all()
+    train = ds.row_indices["train"].numpy()
+    mean, std = X_all[train].mean(0), X_all[train].std(0)
+    for which in PARTS:
+        rows = ds.row_indices[which].numpy()
+        X, y = part(ds, which)
+        expected = torch.from_numpy((X_all[rows] - mean) / std)
+        torch.testing.assert_close(X.double(), expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(y.double(), torch.from_numpy(y_all[rows]), rtol=1e-6, atol=0)
+    # The statistics are the training part's, not those of all rows.
+    assert not np.allclose(mean, X_all.mean(0), rtol=1e-4, atol=0)
+    assert ds.X_train.double().mean(0).abs().max() < 1e-4
+    assert (ds.X_train.double().std(0, unbiased=False) - 1).abs().max() < 1e-4
+
+
+def test_churn_matches_raw_file_and_imputes_from_train(load, data_dir):
+    frame = pd.read_csv(data_dir / "Churn_Modelling.csv")
+    ds = load("churn")
+    numeric = ["CreditScore", "Age", "Tenure", "Balance", "NumOfProducts", "HasCrCard",
+               "IsActiveMember", "EstimatedSalary"]  # fmt: skip
+    assert ds.feature_names == numeric + [
+        "Geography=France", "Geography=Germany", "Geography=Spain",
+        "Gender=Female", "Gender=Male",
+    ]  # fmt: skip
+    assert ds.real_valued.tolist() == [True] * 8 + [False] * 5
+    train = frame.iloc[ds.row_indices["train"].numpy()]
+    mean, std = train[numeric].mean(), train[numeric].std(ddof=0)  # blank cells skipped
+    torch.testing.assert_close(ds.feature_mean[:8], torch.tensor(mean.to_numpy()))
+    torch.testing.assert_close(ds.feature_scale[:8], torch.tensor(std.to_numpy()))
+    for which in PARTS:
+        rows = frame.iloc[ds.row_indices[which].numpy()]
+        X, y = part(ds, which)
+        expected = ((rows[numeric] - mean) / std).fillna(0.0)  # blank -> training mean
+        torch.testing.assert_close(X[:, :8].double(), torch.tensor(expected.to_numpy()),
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+        for j, (column, value) in enumerate(
+            [("Geography", "France"), ("Geography", "Germany"), ("Geography", "Spain"),
+             ("Gender", "Female"), ("Gender", "Male")], start=8,
+        ):  # fmt: skip
+            assert X[:, j].tolist() == (rows[column] == value).astype(float).tolist()
+        assert y.tolist() == rows["Exited"].tolist()
+    assert frame["Age"].isna().sum() > 0  # the mirrored file really has blanks
+    assert sum(int(part(ds, p)[1].sum()) for p in PARTS) == 2037
+
+
+def _parse_adult_by_hand(path: Path) -> list[list[str]]:
+    rows = []
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("|"):
+            rows.append([field.strip() for field in line.split(",")])
+    return rows
+
+
+def test_adult_one_hot_counts_match_raw_files(load, data_dir):
+    ds = load("adult")
+    assert ds.n_features == 108
+    assert ds.feature_names[:6] == ["age", "fnlwgt", "education-num", "capital-gain",
+                                    "capital-loss", "hours-per-week"]  # fmt: skip
+    assert ds.real_valued.tolist() == [True] * 6 + [False] * 102
+    for column in ("workclass", "occupation", "native-country"):
+        assert f"{column}=MissingValue" in ds.feature_names
+    assert not any("?" in f or f.endswith(".") or f.startswith("income") for f in ds.feature_names)
+
+    rows = _parse_adult_by_hand(data_dir / "adult.data") + _parse_adult_by_hand(
+        data_dir / "adult.test"
+    )
+    assert len(rows) == 48842
+    raw = load("adult", standardize=False)
+    X = torch.cat([raw.X_train, raw.X_val, raw.X_test]).double()
+    y = torch.cat([raw.y_train, raw.y_val, raw.y_test])
+    order = torch.cat([raw.row_indices[p] for p in PARTS])
+    labels = [0 if r[14].rstrip(".") == "<=50K" else 1 for r in rows]
+    assert y.tolist() == [labels[i] for i in order.tolist()]
+    assert sum(labels) == 11687
+    columns = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
+               "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
+               "hours-per-week", "native-country"]  # fmt: skip
+    sums = X.sum(0).tolist()
+    for j, feature in enumerate(ds.feature_names[:6]):
+        k = columns.index(feature)
+        assert sums[j] == pytest.approx(sum(float(r[k]) for r in rows))
+    counts = {column: Counter(r[k] for r in rows) for k, column in enumerate(columns)}
+    n_one_hot = 0
+    for j, feature in enumerate(ds.feature_names[6:], start=6):
+        column, value = feature.split("=", 1)
+        value = "?" if value == "MissingValue" else value
+        assert sums[j] == counts[column][value], feature
+        n_one_hot += 1
+    # Every category seen in the files has its column.
+    assert n_one_hot == sum(len(counts[c]) for c in columns if c not in ds.feature_names[:6])
+
+
+def _idx_payload(path: Path, header: int) -> np.ndarray:
+    with gzip.open(path, "rb") as fh:
+        return np.frombuffer(fh.read(), np.uint8, offset=header)
+
+
+def test_mnist_matches_idx_files(load, data_dir):
+    ds, raw = load("mnist"), load("mnist", standardize=False)
+    folder = data_dir / "mnist"
+    labels = np.concatenate([_idx_payload(folder / "train-labels-idx1-ubyte.gz", 8),
+                             _idx_payload(folder / "t10k-labels-idx1-ubyte.gz", 8)])  # fmt: skip
+    images = np.concatenate([_idx_payload(folder / "train-images-idx3-ubyte.gz", 16),
+                             _idx_payload(folder / "t10k-images-idx3-ubyte.gz", 16)])  # fmt: skip
+    images = images.reshape(70000, 784)
+    for which in PARTS:
+        rows = ds.row_indices[which].numpy()
+        assert np.array_equal(part(ds, which)[1].numpy(), labels[rows])
+        assert np.array_equal(part(raw, which)[0][:500].numpy(), images[rows[:500]])
+    assert ds.real_valued.all()
+    # Some border pixels are blank in every training image; they must not give NaN.
+    blank = (images[ds.row_indices["train"].numpy()] == 0).all(0)
+    assert blank.any()
+    assert (ds.X_train[:, torch.from_numpy(blank)] == 0).all()
+
+
+def test_otto_labels_and_values(load, data_dir):
+    ds, raw = load("otto"), load("otto", standardize=False)
+    counts = torch.bincount(torch.cat([ds.y_train, ds.y_val, ds.y_test]))
+    assert counts.tolist() == [1929, 16122, 8004, 2691, 2739, 14135, 2839, 8464, 4955]
+    assert ds.feature_names == [f"feat_{i}" for i in range(1, 94)]
+    head = pd.read_csv(data_dir / "otto.csv.gz", nrows=2000)
+    first = raw.row_indices["train"][:50].numpy()
+    first = first[first < 2000]
+    assert len(first) > 0
+    position = {int(r): i for i, r in enumerate(raw.row_indices["train"].tolist())}
+    for r in first:
+        assert raw.X_train[position[int(r)]].tolist() == head.iloc[r, 1:94].astype(float).tolist()
+        assert int(raw.y_train[position[int(r)]]) == int(head.iloc[r, 94].split("_")[1]) - 1
+
+
+# --------------------------------------------------------------------------- options
+
+
+def test_max_rows_subsamples_stratified(load, data_dir):
+    full = load("otto")
+    ds = load_dataset("otto", data_dir=data_dir, max_rows=1000)
+    assert ds.sizes == {"raw": 61878, "used": 1000, "train": 640, "val": 160, "test": 200}
+    whole = torch.bincount(torch.cat([full.y_train, full.y_val, full.y_test])) / 61878
+    sub = torch.bincount(torch.cat([ds.y_train, ds.y_val, ds.y_test]), minlength=9) / 1000
+    assert (sub - whole).abs().max() < 0.01
+    assert torch.isfinite(ds.X_train).all()
+
+    reg = load_dataset("california", data_dir=data_dir, max_rows=500)
+    assert reg.sizes["used"] == 500 and reg.sizes["raw"] == 20640
+    everything = load_dataset("churn", data_dir=data_dir, max_rows=10**6)
+    assert everything.sizes["used"] == 10000
+
+
+def test_max_rows_too_small_for_stratification(data_dir):
+    with pytest.raises(ValueError, match="max_rows"):
+        load_dataset("otto", data_dir=data_dir, max_rows=5)
+
+
+def test_same_seed_same_split_other_seed_other_split(data_dir):
+    a = load_dataset("churn", data_dir=data_dir, split_seed=3, max_rows=3000)
+    b = load_dataset("churn", data_dir=data_dir, split_seed=3, max_rows=3000)
+    c = load_dataset("churn", data_dir=data_dir, split_seed=4, max_rows=3000)
+    for which in PARTS:
+        assert torch.equal(a.row_indices[which], b.row_indices[which])
+        assert torch.equal(part(a, which)[0], part(b, which)[0])
+        assert torch.equal(part(a, which)[1], part(b, which)[1])
+    assert not torch.equal(a.row_indices["test"].sort().values, c.row_indices["test"].sort().values)
+
+
+def test_dataset_is_frozen(load):
+    ds = load("california")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ds.name = "other"
+
+
+def test_default_data_dir_follows_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("ASYMLIB_DATA", str(tmp_path))
+    assert default_data_dir() == tmp_path
+    with pytest.raises(DataFileError, match=str(tmp_path)):
+        load_dataset("california")  # no data_dir: reads the env var
+    monkeypatch.delenv("ASYMLIB_DATA")
+    assert default_data_dir() == REPO / "data"
+
+
+# --------------------------------------------------------------------------- errors
+
+SOURCE_HINTS = {
+    "california": "figshare.com/files/5976036",
+    "churn": "kaggle.com/datasets/shrutimechlearn/churn-modelling",
+    "adult": "archive.ics.uci.edu",
+    "mnist": "yann.lecun.com/exdb/mnist",
+    "otto": "otto-group-product-classification-challenge",
+}
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_missing_file_names_file_and_how_to_fetch(tmp_path, name):
+    with pytest.raises(DataFileError) as info:
+        load_dataset(name, data_dir=tmp_path)
+    message = str(info.value)
+    assert isinstance(info.value, FileNotFoundError)
+    assert str(tmp_path / RAW_FILES[name][0]) in message
+    assert "asymlib fetch --from" in message
+    assert SOURCE_HINTS[name] in message
+    assert info.value.path == tmp_path / RAW_FILES[name][0]
+
+
+def test_missing_second_adult_file_is_named(tmp_path, data_dir):
+    (tmp_path / "adult.data").symlink_to(data_dir / "adult.data")
+    with pytest.raises(DataFileError) as info:
+        load_dataset("adult", data_dir=tmp_path)
+    assert str(tmp_path / "adult.test") in str(info.value)
+    assert str(tmp_path / "adult.data") not in str(info.value)
+
+
+def test_missing_folder_is_reported(tmp_path):
+    with pytest.raises(DataFileError, match="does not exist"):
+        load_dataset("otto", data_dir=tmp_path / "nowhere")
+
+
+def _link_others(name: str, data_dir: Path, tmp_path: Path, bad: str) -> Path:
+    """Symlink the dataset's good files into tmp_path; return where the bad one goes."""
+    (tmp_path / "mnist").mkdir()
+    for rel in RAW_FILES[name]:
+        if rel != bad:
+            (tmp_path / rel).symlink_to(data_dir / rel)
+    return tmp_path / bad
+
+
+def _corrupt_idx(source: Path, target: Path, *, magic: bytes | None = None, cut: int = 0):
+    with gzip.open(source, "rb") as fh:
+        data = fh.read()
+    if magic is not None:
+        data = magic + data[4:]
+    target.write_bytes(gzip.compress(data[: len(data) - cut], compresslevel=1))
+
+
+def _otto_csv(path: Path, *, label: str = "Class_3", value: str = "1") -> None:
+    header = ",".join(["id"] + [f"feat_{i}" for i in range(1, 94)] + ["target"])
+    rows = [",".join([str(r)] + ["0"] * 92 + [value if r == 2 else "1"] + [label if r == 2 else
+            "Class_1"]) for r in range(1, 4)]  # fmt: skip
+    path.write_bytes(gzip.compress(("\n".join([header] + rows) + "\n").encode()))
+
+
+def _write_bad(case: str, data_dir: Path, tmp_path: Path) -> tuple[str, Path]:
+    if case == "california_5_columns":
+        bad = _link_others("california", data_dir, tmp_path, "cal_housing.data")
+        bad.write_text("1,2,3,4,5\n" * 10)
+        return "california", bad
+    if case == "california_text":
+        bad = _link_others("california", data_dir, tmp_path, "cal_housing.data")
+        lines = (data_dir / "cal_housing.data").read_text().splitlines()[:50]
+        lines[7] = lines[7].replace("-122.", "abc", 1)
+        bad.write_text("\n".join(lines) + "\n")
+        return "california", bad
+    if case == "churn_without_exited":
+        bad = _link_others("churn", data_dir, tmp_path, "Churn_Modelling.csv")
+        pd.read_csv(data_dir / "Churn_Modelling.csv").drop(columns="Exited").to_csv(
+            bad, index=False
+        )
+        return "churn", bad
+    if case == "churn_bad_label":
+        bad = _link_others("churn", data_dir, tmp_path, "Churn_Modelling.csv")
+        frame = pd.read_csv(data_dir / "Churn_Modelling.csv", nrows=100)
+        frame.loc[5, "Exited"] = 2
+        frame.to_csv(bad, index=False)
+        return "churn", bad
+    if case == "adult_14_columns":
+        bad = _link_others("adult", data_dir, tmp_path, "adult.data")
+        lines = (data_dir / "adult.data").read_text().splitlines()[:100]
+        bad.write_text("\n".join(line.rsplit(",", 1)[0] for line in lines) + "\n")
+        return "adult", bad
+    if case == "adult_bad_label":
+        bad = _link_others("adult", data_dir, tmp_path, "adult.test")
+        lines = (data_dir / "adult.test").read_text().splitlines()[:100]
+        lines[10] = lines[10].rsplit(",", 1)[0] + ", maybe."
+        bad.write_text("\n".join(lines) + "\n")
+        return "adult", bad
+    if case == "mnist_bad_magic":
+        bad = _link_others("mnist", data_dir, tmp_path, "mnist/t10k-labels-idx1-ubyte.gz")
+        _corrupt_idx(data_dir / "mnist/t10k-labels-idx1-ubyte.gz", bad, magic=b"\x00\x00\x08\x03")
+        return "mnist", bad
+    if case == "mnist_truncated":
+        bad = _link_others("mnist", data_dir, tmp_path, "mnist/t10k-labels-idx1-ubyte.gz")
+        _corrupt_idx(data_dir / "mnist/t10k-labels-idx1-ubyte.gz", bad, cut=5000)
+        return "mnist", bad
+    if case == "mnist_not_gzip":
+        bad = _link_others("mnist", data_dir, tmp_path, "mnist/t10k-labels-idx1-ubyte.gz")
+        bad.write_bytes(b"\x00\x00\x08\x01" + bytes(100))
+        return "mnist", bad
+    if case == "otto_unknown_class":
+        bad = _link_others("otto", data_dir, tmp_path, "otto.csv.gz")
+        _otto_csv(bad, label="Class_10")
+        return "otto", bad
+    if case == "otto_text_feature":
+        bad = _link_others("otto", data_dir, tmp_path, "otto.csv.gz")
+        _otto_csv(bad, value="many")
+        return "otto", bad
+    raise AssertionError(case)
+
+
+MALFORMED = {
+    "california_5_columns": "5 columns",
+    "california_text": "non-numeric",
+    "churn_without_exited": "Exited",
+    "churn_bad_label": "unexpected labels",
+    "adult_14_columns": "14 columns",
+    "adult_bad_label": "maybe",
+    "mnist_bad_magic": "magic number 0x00000803",
+    "mnist_truncated": "bytes follow",
+    "mnist_not_gzip": "gzip",
+    "otto_unknown_class": "Class_10",
+    "otto_text_feature": "many",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_file_is_named(case, data_dir, tmp_path):
+    name, bad = _write_bad(case, data_dir, tmp_path)
+    with pytest.raises(MalformedDataError) as info:
+        load_dataset(name, data_dir=tmp_path)
+    message = str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert str(bad) in message
+    assert MALFORMED[case] in message
+    assert "expected" in message and "asymlib fetch" in message
+    assert info.value.path == bad
+
+
+def test_unknown_dataset_lists_valid_names(tmp_path):
+    for call in (lambda: load_dataset("iris", data_dir=tmp_path),
+                 lambda: fetch_datasets(tmp_path, names=["iris"])):  # fmt: skip
+        with pytest.raises(ValueError) as info:
+            call()
+        assert "iris" in str(info.value)
+        assert all(name in str(info.value) for name in DATASETS)
+
+
+@pytest.mark.parametrize("parameter", ["test_fraction", "val_fraction"])
+@pytest.mark.parametrize("value", [0, 1, 0.0, 1.0, -0.2, 1.5, math.nan, "0.2", True, None])
+def test_bad_fraction_is_rejected(parameter, value, tmp_path):
+    # tmp_path is empty: a DataFileError here would mean the check came too late.
+    with pytest.raises(ValueError, match=parameter):
+        load_dataset("california", data_dir=tmp_path, **{parameter: value})
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"max_rows": 0}, {"max_rows": -3}, {"max_rows": 2.5}, {"max_rows": True},
+               {"split_seed": -1}, {"split_seed": 1.5}, {"split_seed": None}]  # fmt: skip
+)
+def test_bad_max_rows_or_seed_is_rejected(kwargs, tmp_path):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        load_dataset("california", data_dir=tmp_path, **kwargs)
+
+
+# --------------------------------------------------------------------------- fetching
+
+
+def test_fetch_from_mirror_copies_everything(tmp_path, data_dir, load):
+    dest = tmp_path / "data"
+    paths = fetch_datasets(dest, source=data_dir)
+    expected = [dest / rel for name in DATASETS for rel in RAW_FILES[name]]
+    assert paths == expected
+    for rel in (rel for name in DATASETS for rel in RAW_FILES[name]):
+        assert filecmp.cmp(dest / rel, data_dir / rel, shallow=False), rel
+        # Mirrors are often read-only; the copies must stay writable. (os.access
+        # would say yes to root whatever the mode bits are.)
+        assert (dest / rel).stat().st_mode & stat.S_IWUSR, rel
+    assert (dest / "mnist").is_dir()
+    assert not list(dest.rglob("*.part"))
+    copied = load_dataset("churn", data_dir=dest)
+    assert torch.equal(copied.X_train, load("churn").X_train)
+    assert load_dataset("california", data_dir=dest).sizes["raw"] == 20640
+
+
+def test_fetch_keeps_existing_files_unless_overwrite(tmp_path, data_dir):
+    target = tmp_path / "cal_housing.data"
+    target.write_text("sentinel")
+    assert fetch_datasets(tmp_path, source=data_dir, names="california") == [target]
+    assert target.read_text() == "sentinel"
+    fetch_datasets(tmp_path, source=data_dir, names="california", overwrite=True)
+    assert filecmp.cmp(target, data_dir / "cal_housing.data", shallow=False)
+
+
+def test_fetch_reports_file_missing_from_mirror(tmp_path, data_dir):
+    mirror, dest = tmp_path / "mirror", tmp_path / "dest"
+    mirror.mkdir()
+    (mirror / "cal_housing.data").symlink_to(data_dir / "cal_housing.data")
+    with pytest.raises(DataFileError) as info:
+        fetch_datasets(dest, source=mirror, names=["california", "churn"])
+    assert str(mirror / "Churn_Modelling.csv") in str(info.value)
+    assert not (dest / "cal_housing.data").exists()  # nothing copied from a bad mirror
+
+
+def test_fetch_without_source_explains_manual_download(tmp_path, data_dir):
+    # Churn and otto need a Kaggle login, so no network is tried for them.
+    with pytest.raises(DataFileError) as info:
+        fetch_datasets(tmp_path, names=["churn", "otto"])
+    message = str(info.value)
+    assert str(tmp_path / "Churn_Modelling.csv") in message
+    assert str(tmp_path / "otto.csv.gz") in message
+    assert "kaggle.com" in message and "asymlib fetch --from" in message
+    # Files already in place need no fetching at all.
+    (tmp_path / "Churn_Modelling.csv").symlink_to(data_dir / "Churn_Modelling.csv")
+    assert fetch_datasets(tmp_path, names="churn") == [tmp_path / "Churn_Modelling.csv"]
+
+
+# The network paths, with urlopen replaced: this machine (and CI) has no network.
+
+
+def _serve(monkeypatch, payload: bytes | Exception) -> list[str]:
+    requested: list[str] = []
+
+    def fake_urlopen(url, timeout=None):
+        requested.append(url)
+        if isinstance(payload, Exception):
+            raise payload
+        return io.BytesIO(payload)
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    return requested
+
+
+def test_fetch_california_extracts_data_file_from_archive(tmp_path, data_dir, monkeypatch):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(data_dir / "cal_housing.data", arcname="CaliforniaHousing/cal_housing.data")
+    archive = buffer.getvalue()
+    url, _, member = data_module._CAL_HOUSING_ARCHIVE
+    monkeypatch.setattr(
+        data_module, "_CAL_HOUSING_ARCHIVE", (url, hashlib.sha256(archive).hexdigest(), member)
+    )
+    requested = _serve(monkeypatch, archive)
+    assert fetch_datasets(tmp_path, names="california") == [tmp_path / "cal_housing.data"]
+    assert requested == [url]
+    assert filecmp.cmp(tmp_path / "cal_housing.data", data_dir / "cal_housing.data", shallow=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["cal_housing.data"]  # no .part left
+
+
+def test_fetch_rejects_download_with_wrong_checksum(tmp_path, monkeypatch):
+    _serve(monkeypatch, b"<html>not the file</html>")
+    with pytest.raises(MalformedDataError, match="sha256"):
+        fetch_datasets(tmp_path, names="adult")
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_fetch_network_failure_says_how_to_get_files(tmp_path, monkeypatch):
+    _serve(monkeypatch, urllib.error.URLError("no route to host"))
+    with pytest.raises(DataFileError) as info:
+        fetch_datasets(tmp_path, names="mnist")
+    message = str(info.value)
+    assert "no route to host" in message and "asymlib fetch --from" in message
+    assert "yann.lecun.com" in message
