@@ -1,0 +1,100 @@
+"""The ``asymlib`` command: put the raw data in place, run a profile of experiments.
+
+    asymlib fetch --from /path/to/mirror        # raw files into $ASYMLIB_DATA, else <repo>/data
+    asymlib run params/quick.yaml --workers 2   # results under runs/quick/
+
+Exit status: 0 on success, 1 if a notebook failed, 2 for a bad parameter file, missing
+data or no usable Jupyter kernel (the message says which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .data import DATASETS, DataFileError, default_data_dir, fetch_datasets
+from .runner import DEFAULT_KERNEL, SECTIONS, KernelError, ParamsError, run_profile
+
+_NAMES = ", ".join(DATASETS)
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    paths = fetch_datasets(
+        args.dest, source=args.source, names=args.datasets or DATASETS, overwrite=args.overwrite
+    )
+    dest = default_data_dir() if args.dest is None else Path(args.dest).expanduser()
+    print(f"{len(paths)} raw files in place under {dest}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    runs = run_profile(
+        args.params, out_root=args.out, sections=args.sections, datasets=args.datasets,
+        workers=args.workers, force=args.force, progress=not args.no_progress, kernel=args.kernel,
+    )
+    failed = [f"{section}/{dataset}" for section, run in runs.items() for dataset in run.failed]
+    if failed:
+        print(f"FAILED: {', '.join(failed)} (tracebacks in the executed notebooks above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asymlib",
+        description="Deep ensembles and mixtures of MLPs and W-Asymmetric MLPs "
+        "(a reproduction of Chernov & Novitskij, 2025).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fetch = commands.add_parser(
+        "fetch",
+        help="put the raw dataset files in place",
+        description="Copy the raw files from a local mirror (--from), or download the public ones "
+        "(churn and otto need a Kaggle login: the message says where to get them). "
+        "Files already present are kept.",
+    )
+    fetch.add_argument("--from", dest="source", metavar="DIR", help="a folder laid out like the data folder")
+    fetch.add_argument("--dest", metavar="DIR", help="where the files go (default: $ASYMLIB_DATA, else <repo>/data)")
+    fetch.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="NAME", help=f"only these ({_NAMES})")
+    fetch.add_argument("--overwrite", action="store_true", help="replace files that are already there")
+    fetch.set_defaults(handler=_fetch)
+
+    run = commands.add_parser(
+        "run",
+        help="execute the notebooks of a parameter profile",
+        description="Execute one notebook per dataset with papermill, several at once, into "
+        "OUT/<profile>/<section>/, then write the combined tables (models, ensembles; Parquet and "
+        "CSV) there. Finished datasets are skipped; a failed notebook does not stop the others "
+        "(exit status 1 at the end). Raw data are read from $ASYMLIB_DATA, else <repo>/data.",
+    )
+    run.add_argument("params", metavar="PARAMS.yaml", help="a profile such as params/smoke.yaml")
+    run.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs)")
+    run.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="NAME", help=f"only these ({_NAMES})")
+    run.add_argument("--workers", type=int, metavar="N", help="notebooks at once (default: the profile's)")
+    run.add_argument("--force", action="store_true", help="delete these datasets' results first and redo them")
+    run.add_argument(
+        "--sections", nargs="+", default=["deep_ensembles"], choices=list(SECTIONS),
+        help="sections of the profile to run (default: deep_ensembles)",
+    )
+    run.add_argument("--kernel", default=DEFAULT_KERNEL, help=f"Jupyter kernel (default: {DEFAULT_KERNEL})")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return args.handler(args)
+    except (ParamsError, DataFileError, KernelError) as exc:
+        print(f"asymlib {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
