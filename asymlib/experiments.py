@@ -116,27 +116,34 @@ class ShardStore:
         self.root = Path(root)
         self.shards = self.root / "shards"
 
-    def _path(self, unit: str, table: str) -> Path:
+    def path(self, unit: str, table: str) -> Path:
         return self.shards / f"{unit}-{table}.parquet"
 
     def done(self, unit: str) -> bool:
-        return self._path(unit, "ensembles").exists()
+        return self.path(unit, "ensembles").exists()
 
     def save(self, unit: str, **tables: pd.DataFrame) -> None:
         """Write the unit's tables; pass the one that marks completion (``ensembles``) last."""
         self.shards.mkdir(parents=True, exist_ok=True)
         for table, frame in tables.items():
-            target = self._path(unit, table)
+            target = self.path(unit, table)
             partial = target.with_suffix(".partial")
             frame.to_parquet(partial, index=False)
             partial.replace(target)
 
-    def load(self, table: str, prefix: str = "") -> pd.DataFrame:
-        """All shards of one table whose unit name starts with ``prefix``, concatenated."""
-        paths = sorted(self.shards.glob(f"{prefix}*-{table}.parquet"))
-        if not paths:
-            return pd.DataFrame()
-        return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)
+    def read(self, units: Sequence[str], table: str) -> pd.DataFrame:
+        """One table of the given finished units, concatenated (empty if there are none)."""
+        parts = [pd.read_parquet(self.path(unit, table)) for unit in units if self.done(unit)]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    def units(self) -> list[str]:
+        """Every finished unit in the store."""
+        return sorted(p.name[: -len("-ensembles.parquet")] for p in self.shards.glob("*-ensembles.parquet"))
+
+    def delete(self, unit: str, tables: Sequence[str]) -> None:
+        """Forget a unit (completion marker first, so a crash leaves it 'not done')."""
+        for table in sorted(tables, key=lambda t: t != "ensembles"):
+            self.path(unit, table).unlink(missing_ok=True)
 
 
 def deep_ensemble_unit(dataset: str, hidden: int, repeat: int) -> str:
@@ -182,11 +189,5 @@ def run_deep_ensembles(
             settings = {"seed": seed, "members": members, **asdict(config)}
             ensembles = ensembles.assign(settings=str(settings))
             store.save(deep_ensemble_unit(dataset, hidden, repeat), models=models, ensembles=ensembles)
-    done = {deep_ensemble_unit(dataset, h, r) for h, r in units}
-    models = store.load("models", prefix=f"{dataset}-")
-    ensembles = store.load("ensembles", prefix=f"{dataset}-")
-    unit_of = lambda t: t["dataset"] + "-h" + t["hidden"].astype(str) + "-r" + t["repeat"].astype(str)  # noqa: E731
-    if len(models):
-        models = models[unit_of(models).isin(done)].reset_index(drop=True)
-        ensembles = ensembles[unit_of(ensembles).isin(done)].reset_index(drop=True)
-    return models, ensembles
+    names = [deep_ensemble_unit(dataset, h, r) for h, r in units]
+    return store.read(names, "models"), store.read(names, "ensembles")

@@ -43,10 +43,11 @@ def load_results(run_dir: str | os.PathLike, *, section: str = "deep_ensembles")
         run_dir = run_dir / section
     if not (run_dir / "shards").is_dir():
         raise FileNotFoundError(f"{run_dir} holds no results (no shards/ folder)")
+    store = ShardStore(run_dir)
     tables = []
     for table in Results._fields:
         combined = run_dir / f"{table}.parquet"
-        tables.append(pd.read_parquet(combined) if combined.exists() else ShardStore(run_dir).load(table))
+        tables.append(pd.read_parquet(combined) if combined.exists() else store.read(store.units(), table))
     return Results(*tables)
 
 
@@ -134,3 +135,39 @@ def ensemble_chart(
         )
         .resolve_scale(y="independent")
     )
+
+
+PAPER_FIGURES = Path(__file__).resolve().parent / "reference" / "paper_figures.csv"
+
+
+def paper_reference(section: str = "deep_ensemble") -> pd.DataFrame:
+    """The paper's published points of Figures 3 and 4 (see ``reference/README.md``).
+
+    Columns: section, dataset, hidden_dim, gating, series, x, metric, value.
+    """
+    reference = pd.read_csv(PAPER_FIGURES)
+    return reference[reference["section"] == section].reset_index(drop=True)
+
+
+def compare_with_paper(ensembles: pd.DataFrame, *, sizes: tuple[int, ...] | None = None) -> pd.DataFrame:
+    """Our deep-ensemble results next to the paper's Figure 3, one row per (dataset, hidden,
+    type). Columns per size k: ``ours_k`` and ``paper_k``, plus ``ours_single`` and
+    ``paper_single`` (mean single model). Means over our repeats; ``sizes`` defaults to 2
+    and our largest ensemble.
+    """
+    ours = summary_table(ensembles, decimals=6)
+    if sizes is None:
+        sizes = (2, int(ours["ensemble_size"].max()))
+    paper = paper_reference("deep_ensemble").rename(columns={"hidden_dim": "hidden"})
+    paper["type"] = paper["series"].str.split("_").str[0]
+    paper["what"] = paper["series"].str.split("_", n=1).str[1]
+    keys = ["dataset", "hidden", "type"]
+    table = ours.groupby(keys)["single_mean"].first().rename("ours_single").to_frame()
+    single = paper[paper["what"] == "single_mean"].groupby(keys)["value"].first()
+    table["paper_single"] = single.reindex(table.index)
+    for k in sizes:
+        at_k = ours[ours["ensemble_size"] == k].set_index(keys)["ensemble_metric"]
+        table[f"ours_{k}"] = at_k.reindex(table.index)
+        theirs = paper[(paper["what"] == "ensemble") & (paper["x"] == k)].set_index(keys)["value"]
+        table[f"paper_{k}"] = theirs.reindex(table.index)
+    return table.round(4).reset_index()

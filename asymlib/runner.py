@@ -358,17 +358,11 @@ def _execute(
     return finished.returncode == 0, time.perf_counter() - started
 
 
-def _unit_files(store: ShardStore, unit: str, table: str) -> Path:
-    # ShardStore's file naming: <unit>-<table>.parquet.
-    return store.shards / f"{unit}-{table}.parquet"
-
-
 def _forget(section: Section, settings: dict, dataset: str, out_dir: Path) -> None:
     """Delete a dataset's shards and executed notebook, so that it is redone from scratch."""
     store = ShardStore(out_dir)
     for unit in section.units(settings, dataset):
-        for table in section.tables:
-            _unit_files(store, unit, table).unlink(missing_ok=True)
+        store.delete(unit, section.tables)
     (out_dir / f"{dataset}.ipynb").unlink(missing_ok=True)
 
 
@@ -404,12 +398,8 @@ def combine(
 ) -> dict[str, pd.DataFrame]:
     """The section's tables over the finished units of ``datasets`` (stale shards left out)."""
     store = ShardStore(out_dir)
-    units = [u for d in datasets for u in section.units(settings, d) if store.done(u)]
-    tables = {}
-    for table in section.tables:
-        parts = [pd.read_parquet(_unit_files(store, u, table)) for u in units]
-        tables[table] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    return tables
+    units = [u for d in datasets for u in section.units(settings, d)]
+    return {table: store.read(units, table) for table in section.tables}
 
 
 def _run_section(
