@@ -66,10 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="execute the notebooks of a parameter profile",
-        description="Execute one notebook per dataset with papermill, several at once, into "
-        "OUT/<profile>/<section>/, then write the combined tables (models, ensembles; Parquet and "
-        "CSV) there. Finished datasets are skipped; a failed notebook does not stop the others "
-        "(exit status 1 at the end). Raw data are read from $ASYMLIB_DATA, else <repo>/data.",
+        description="For every section of the file (deep_ensembles, mixtures), execute one notebook "
+        "per dataset with papermill, several at once, into OUT/<profile>/<section>/, then write the "
+        "combined tables (Parquet and CSV) there. Finished datasets are skipped; a failed notebook "
+        "does not stop the others (exit status 1 at the end). Raw data are read from $ASYMLIB_DATA, "
+        "else <repo>/data.",
     )
     run.add_argument("params", metavar="PARAMS.yaml", help="a profile such as params/smoke.yaml")
     run.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs)")
@@ -77,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, metavar="N", help="notebooks at once (default: the profile's)")
     run.add_argument("--force", action="store_true", help="delete these datasets' results first and redo them")
     run.add_argument(
-        "--sections", nargs="+", default=["deep_ensembles"], choices=list(SECTIONS),
-        help="sections of the profile to run (default: deep_ensembles)",
+        "--sections", nargs="+", default=None, choices=list(SECTIONS),
+        help="sections of the profile to run (default: every section in the file)",
     )
     run.add_argument("--kernel", default=DEFAULT_KERNEL, help=f"Jupyter kernel (default: {DEFAULT_KERNEL})")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -108,22 +108,26 @@ def train_deep_ensemble(
 class ShardStore:
     """Finished work units as Parquet shards under ``root/shards``.
 
-    A unit is done when its ``*-ensembles.parquet`` exists; that file is written last and
-    atomically (write to a temporary name, then rename), so an interrupted unit is redone.
+    A unit is done when its ``marker`` table (``*-ensembles.parquet`` for deep ensembles,
+    ``*-mixtures.parquet`` for mixtures) exists; that file is written last and atomically
+    (write to a temporary name, then rename), so an interrupted unit is redone.
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, *, marker: str = "ensembles") -> None:
         self.root = Path(root)
         self.shards = self.root / "shards"
+        self.marker = marker
 
     def path(self, unit: str, table: str) -> Path:
         return self.shards / f"{unit}-{table}.parquet"
 
     def done(self, unit: str) -> bool:
-        return self.path(unit, "ensembles").exists()
+        return self.path(unit, self.marker).exists()
 
     def save(self, unit: str, **tables: pd.DataFrame) -> None:
-        """Write the unit's tables; pass the one that marks completion (``ensembles``) last."""
+        """Write the unit's tables; pass the one that marks completion (``marker``) last."""
+        if list(tables)[-1:] != [self.marker]:
+            raise ValueError(f"save the completion marker table {self.marker!r} last, got {list(tables)}")
         self.shards.mkdir(parents=True, exist_ok=True)
         for table, frame in tables.items():
             target = self.path(unit, table)
@@ -138,11 +142,12 @@ class ShardStore:
 
     def units(self) -> list[str]:
         """Every finished unit in the store."""
-        return sorted(p.name[: -len("-ensembles.parquet")] for p in self.shards.glob("*-ensembles.parquet"))
+        suffix = f"-{self.marker}.parquet"
+        return sorted(p.name[: -len(suffix)] for p in self.shards.glob(f"*{suffix}"))
 
     def delete(self, unit: str, tables: Sequence[str]) -> None:
         """Forget a unit (completion marker first, so a crash leaves it 'not done')."""
-        for table in sorted(tables, key=lambda t: t != "ensembles"):
+        for table in sorted(tables, key=lambda t: t != self.marker):
             self.path(unit, table).unlink(missing_ok=True)
 
 

@@ -1,11 +1,13 @@
 """Stacked linear layers: E independent affine maps evaluated as one batched matmul.
 
-A member's weight is stored as (in_features, out_features), the transpose of
-``torch.nn.Linear``, so that a forward pass is ``baddbmm(bias, x, weight)`` without a
-transpose. W-Asymmetric layers (Lim et al., 2024) freeze ``n_fix`` entries of every output
-unit's incoming weights at values drawn from N(0, kappa^2); the positions and values are a
-pure function of ``(in_features, out_features, n_fix, kappa, seed)`` and are shared by every
-member.
+``LinearEnsemble`` holds one layer of every member of a deep ensemble; ``ExpertLinear`` holds
+one layer of the K experts of every member of a batch of mixtures of experts. A weight is
+stored as (in_features, out_features), the transpose of ``torch.nn.Linear``, so that a
+forward pass is ``baddbmm(bias, x, weight)`` without a transpose. W-Asymmetric layers (Lim
+et al., 2024) freeze ``n_fix`` entries of every output unit's incoming weights at values
+drawn from N(0, kappa^2); the positions and values are a pure function of
+``(in_features, out_features, n_fix, kappa, seed)`` and are shared by every member (and
+every expert).
 
 We considered ``tabm.LinearEnsemble`` (same (k, in, out) layout); it is not used because it
 initialises all members from one generator, has no frozen entries and would add a
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -64,6 +67,20 @@ def wasym_entries(
     return FrozenEntries(mask=torch.from_numpy(mask.T.copy()), values=torch.from_numpy(full.T.copy()))
 
 
+def linear_init(in_features: int, out_features: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """PyTorch's default ``nn.Linear`` initialisation, drawn from ``generator``.
+
+    Draws the weight as an (out, in) matrix, then the bias, both U(-1/sqrt(in), 1/sqrt(in))
+    (kaiming_uniform with a=sqrt(5)), in the same order as ``nn.Linear`` does, so the result
+    equals an ``nn.Linear`` initialised from the same generator state.
+    Returns the weight as (in_features, out_features) and the bias as (out_features,).
+    """
+    bound = 1.0 / math.sqrt(in_features)
+    weight = torch.empty(out_features, in_features).uniform_(-bound, bound, generator=generator)
+    bias = torch.empty(out_features).uniform_(-bound, bound, generator=generator)
+    return weight.T, bias
+
+
 class LinearEnsemble(nn.Module):
     """``members`` independent linear layers held as stacked parameters.
 
@@ -83,8 +100,8 @@ class LinearEnsemble(nn.Module):
     ) -> None:
         super().__init__()
         self.in_features, self.out_features, self.members = in_features, out_features, members
-        self.weight = nn.Parameter(torch.zeros(members, in_features, out_features))
-        self.bias = nn.Parameter(torch.zeros(members, out_features))
+        self.weight = nn.Parameter(torch.zeros(*self._stack_shape(members), in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(*self._stack_shape(members), out_features))
         if frozen is None:
             self.frozen_mask = None
         else:
@@ -98,22 +115,19 @@ class LinearEnsemble(nn.Module):
             self.register_buffer("frozen_index", frozen.mask.flatten().nonzero().squeeze(1))
             self.weight.register_hook(self._zero_frozen_grad)
 
+    def _stack_shape(self, members: int) -> tuple[int, ...]:
+        """The parameters' dims before (in_features, out_features): one matrix per member."""
+        return (members,)
+
     def _zero_frozen_grad(self, grad: Tensor) -> Tensor:
         return grad.masked_fill(self.frozen_mask, 0.0)
 
     @torch.no_grad()
     def init_member(self, member: int, generator: torch.Generator) -> None:
-        """PyTorch's default ``nn.Linear`` initialisation for one member.
-
-        Draws the weight as an (out, in) matrix, then the bias, both U(-1/sqrt(in), 1/sqrt(in))
-        (kaiming_uniform with a=sqrt(5)), in the same order as ``nn.Linear`` does, so a
-        member equals an ``nn.Linear`` initialised from the same generator state.
-        """
-        bound = 1.0 / math.sqrt(self.in_features)
-        w = torch.empty(self.out_features, self.in_features).uniform_(-bound, bound, generator=generator)
-        b = torch.empty(self.out_features).uniform_(-bound, bound, generator=generator)
-        self.weight[member].copy_(w.T)
-        self.bias[member].copy_(b)
+        """PyTorch's default ``nn.Linear`` initialisation for one member (see ``linear_init``)."""
+        weight, bias = linear_init(self.in_features, self.out_features, generator)
+        self.weight[member].copy_(weight)
+        self.bias[member].copy_(bias)
         self.apply_frozen()
 
     @torch.no_grad()
@@ -124,12 +138,12 @@ class LinearEnsemble(nn.Module):
         every optimizer step (to undo weight decay there) costs next to nothing.
         """
         if self.frozen_mask is not None:
-            flat = self.weight.view(self.members, -1)
+            flat = self.weight.view(-1, self.in_features * self.out_features)
             flat[:, self.frozen_index] = self.frozen_values.flatten()[self.frozen_index]
 
     @torch.no_grad()
     def set_members(self, weight: Tensor, bias: Tensor) -> None:
-        """Replace the parameters by new (members', in, out) and (members', out) tensors.
+        """Replace the parameters by new (members', ..., in, out) and (members', ..., out) tensors.
 
         The trainer uses this to drop members that stopped early and to put them back at
         the end; the parameters are new tensors, so an optimizer must be rebuilt after it.
@@ -153,3 +167,110 @@ class LinearEnsemble(nn.Module):
     def extra_repr(self) -> str:
         n_fix = 0 if self.frozen_mask is None else int(self.frozen_mask[:, 0].sum())
         return f"members={self.members}, in_features={self.in_features}, out_features={self.out_features}, n_fix={n_fix}"
+
+
+class ExpertLinear(LinearEnsemble):
+    """One layer of the K experts of each of ``members`` mixtures of experts.
+
+    weight: (members, experts, in_features, out_features)
+    bias: (members, experts, out_features)
+    frozen: W-Asymmetric entries shared by every expert of every member (as in LinearEnsemble).
+
+    ``forward`` evaluates every expert (a mixture of the experts' outputs, MoE);
+    ``interpolate`` evaluates the layer whose parameters are the gate-weighted average of the
+    experts' parameters, per example (MoIE), without forming per-example weights.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        members: int,
+        experts: int,
+        frozen: FrozenEntries | None = None,
+    ) -> None:
+        self.experts = experts  # read by _stack_shape while LinearEnsemble builds the parameters
+        super().__init__(in_features, out_features, members=members, frozen=frozen)
+
+    def _stack_shape(self, members: int) -> tuple[int, ...]:
+        return (members, self.experts)
+
+    @torch.no_grad()
+    def init_member(self, member: int, generator: torch.Generator) -> None:
+        """Every expert of one member, in turn, like ``nn.Linear`` (see ``linear_init``)."""
+        for expert in range(self.experts):
+            self.init_expert(member, expert, generator)
+        self.apply_frozen()
+
+    @torch.no_grad()
+    def init_expert(self, member: int, expert: int, generator: torch.Generator) -> None:
+        """One expert like ``nn.Linear``. The frozen entries are left to the caller's
+        ``apply_frozen`` (one call once every expert is drawn)."""
+        weight, bias = linear_init(self.in_features, self.out_features, generator)
+        self.weight[member, expert].copy_(weight)
+        self.bias[member, expert].copy_(bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Every expert's output.
+
+        x: (batch, in_features) shared by every expert of every member,
+           (members, batch, in_features) shared by the experts of a member, or
+           (members, experts, batch, in_features) one input per expert.
+        Returns (members, experts, batch, out_features).
+        """
+        bias = self.bias.unsqueeze(2)
+        if x.dim() == 4:
+            # one baddbmm over members x experts (the bias add fused into the multiply)
+            members, experts, batch, _ = x.shape
+            flat = torch.baddbmm(
+                bias.flatten(0, 1), x.reshape(members * experts, batch, -1), self.weight.flatten(0, 1)
+            )
+            return flat.view(members, experts, batch, -1)
+        # einsum multiplies x by all experts' weights at once, without copying x K times
+        equation = "bi,mkio->mkbo" if x.dim() == 2 else "mbi,mkio->mkbo"
+        return torch.einsum(equation, x, self.weight) + bias
+
+    def interpolate(self, x: Tensor, alpha: Tensor) -> Tensor:
+        """sum_k alpha_k (x W_k + b_k): the layer with per-example interpolated parameters.
+
+        x: (members, batch, in_features), or (batch, in_features) shared by every member.
+        alpha: (members, batch, experts), the gate weights of each example.
+        Returns (members, batch, out_features).
+
+        Two equal orders of summation; the one with the smaller intermediate,
+        (members, batch, experts, min(in, out)), is used.
+        """
+        if x.dim() == 2:
+            x = x.expand(alpha.shape[0], *x.shape)
+        bias = torch.bmm(alpha, self.bias)
+        if self.in_features <= self.out_features:
+            # alpha (x) x, flattened to (.., batch, K*in), times the weights as (K*in, out)
+            weighted_inputs = (alpha.unsqueeze(-1) * x.unsqueeze(-2)).flatten(-2)
+            return torch.baddbmm(bias, weighted_inputs, self.weight.flatten(1, 2))
+        outputs = torch.einsum("mbi,mkio->mbko", x, self.weight)
+        return bias + torch.matmul(alpha.unsqueeze(-2), outputs).squeeze(-2)
+
+    def extra_repr(self) -> str:
+        return f"experts={self.experts}, " + super().extra_repr()
+
+
+def stacked_layers(module: nn.Module) -> list[LinearEnsemble]:
+    """The stacked layers of a model, in the order ``module.parameters()`` lists their
+    weights and biases; the model must have no other parameters."""
+    layers = [m for m in module.modules() if isinstance(m, LinearEnsemble)]
+    owned = [p for layer in layers for p in (layer.weight, layer.bias)]
+    params = list(module.parameters())
+    if len(owned) != len(params) or any(a is not b for a, b in zip(owned, params)):
+        raise ValueError(f"{type(module).__name__} has parameters outside its LinearEnsemble layers")
+    return layers
+
+
+def set_stacked_parameters(module: nn.Module, parameters: Sequence[Tensor]) -> None:
+    """Give the stacked layers of ``module`` new parameters, listed in ``module.parameters()``
+    order (weight, bias of each layer), holding any number of members."""
+    layers = stacked_layers(module)
+    if len(parameters) != 2 * len(layers):
+        raise ValueError(f"expected {2 * len(layers)} tensors (a weight and a bias per layer), got {len(parameters)}")
+    for i, layer in enumerate(layers):
+        layer.set_members(parameters[2 * i], parameters[2 * i + 1])

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import LinearEnsemble, wasym_entries
+from .layers import LinearEnsemble, set_stacked_parameters, wasym_entries
 
 Kind = Literal["mlp", "wmlp"]
 KINDS: tuple[str, ...] = ("mlp", "wmlp")
@@ -92,6 +92,26 @@ class MLPEnsemble(nn.Module):
         for layer in self.layers[:-1]:
             x = F.gelu(layer(x))
         return self.layers[-1](x)
+
+    # The protocol of trainer.fit: every parameter has a leading members dim.
+
+    @torch.no_grad()
+    def set_members(self, parameters: Sequence[Tensor], members: Sequence[int] | Tensor | None = None) -> None:
+        """Replace the parameters by new ones (in ``parameters()`` order) of any number of members.
+
+        members: which of the original members the new parameters hold; an MLP ensemble
+        keeps no other per-member state, so this is only checked for length.
+        """
+        if members is not None and len(members) != parameters[0].shape[0]:
+            raise ValueError(f"members names {len(members)} members, the parameters hold {parameters[0].shape[0]}")
+        set_stacked_parameters(self, parameters)
+        self.members = parameters[0].shape[0]
+
+    @torch.no_grad()
+    def apply_frozen(self) -> None:
+        """Rewrite the W-Asymmetric frozen entries of every layer (a no-op for an MLP)."""
+        for layer in self.layers:
+            layer.apply_frozen()
 
     def flat_parameters(self) -> Tensor:
         """(members, n_parameters): every member's parameters as one row."""

@@ -1,8 +1,10 @@
-"""Tables and Altair charts of deep-ensemble results, for notebooks and the runner.
+"""Tables and Altair charts of deep-ensemble and mixture results, for notebooks and the runner.
 
-Every function takes the tidy ``ensembles`` table that ``run_deep_ensembles`` returns (one
-row per dataset, hidden, repeat, type, ensemble_size) and aggregates over repeats first,
-so charts carry a few dozen rows, never the raw results.
+The deep-ensemble functions take the tidy ``ensembles`` table that ``run_deep_ensembles``
+returns (one row per dataset, hidden, repeat, type, ensemble_size); the mixture functions
+take the ``mixtures`` table of ``run_mixtures`` (one row per dataset, gating, kind, experts,
+repeat) or its ``usage`` table. All aggregate over repeats first, so charts carry a few
+dozen rows, never the raw results.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ from pathlib import Path
 from typing import NamedTuple
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from .experiments import ShardStore
+from .data import DATASETS
+from .mixture_experiments import MIXTURE_TABLES, add_relative_to_two
+from .mixtures import GATINGS, MIXTURE_KINDS
 
 # Tab10's first two colours, fixed so MLP and WMLP look the same in every chart.
 TYPE_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e"}
@@ -171,3 +177,167 @@ def compare_with_paper(ensembles: pd.DataFrame, *, sizes: tuple[int, ...] | None
         theirs = paper[(paper["what"] == "ensemble") & (paper["x"] == k)].set_index(keys)["value"]
         table[f"paper_{k}"] = theirs.reindex(table.index)
     return table.round(4).reset_index()
+
+
+# ---------------------------------------------------------------------------- mixtures
+
+# Tab10's first four colours: MoE kinds as the deep-ensemble types, MoIE kinds after them.
+KIND_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e", "imlp": "#2ca02c", "iwmlp": "#d62728"}
+
+_PER_MIXTURE = ["dataset", "metric_name", "gating", "kind", "experts"]
+
+
+def _in_grid_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows in the order of the paper's grid (datasets, gatings, kinds as listed), not alphabetical."""
+    orders = {"dataset": DATASETS, "gating": GATINGS, "kind": MIXTURE_KINDS}
+
+    def position(column: pd.Series) -> pd.Series:
+        if column.name not in orders:
+            return column
+        return column.map({value: i for i, value in enumerate(orders[column.name])})
+
+    by = [c for c in ("dataset", "gating", "kind", "experts") if c in table.columns]
+    return table.sort_values(by, key=position, kind="stable").reset_index(drop=True)
+
+
+class MixtureResults(NamedTuple):
+    """The tidy tables of a mixture run: one row per mixture, one per (mixture, epoch, expert)."""
+
+    mixtures: pd.DataFrame
+    usage: pd.DataFrame
+
+
+def load_mixture_results(run_dir: str | os.PathLike) -> MixtureResults:
+    """The tables of a mixture run folder (``runs/<profile>/mixtures``, a notebook's
+    ``out_dir``, or the profile folder above it), as ``mixtures, usage``; like
+    ``load_results``, the runner's combined tables when present, else every shard."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "shards").is_dir() and (run_dir / "mixtures" / "shards").is_dir():
+        run_dir = run_dir / "mixtures"
+    if not (run_dir / "shards").is_dir():
+        raise FileNotFoundError(f"{run_dir} holds no results (no shards/ folder)")
+    store = ShardStore(run_dir, marker=MIXTURE_TABLES[-1])
+    tables = {}
+    for table in MIXTURE_TABLES:
+        combined = run_dir / f"{table}.parquet"
+        tables[table] = pd.read_parquet(combined) if combined.exists() else store.read(store.units(), table)
+    return MixtureResults(mixtures=add_relative_to_two(tables["mixtures"]), usage=tables["usage"])
+
+
+def mixture_summary(mixtures: pd.DataFrame, *, decimals: int = 4) -> pd.DataFrame:
+    """Means over repeats, one row per (dataset, gating, kind, experts).
+
+    Columns: metric and metric_std (test metric, its standard deviation over repeats),
+    relative_to_2 (%, Figure 2's gain over the 2-expert model), epochs, train_time (s),
+    parameters (per mixture), repeats.
+    """
+    grouped = mixtures.groupby(_PER_MIXTURE, sort=True)
+    table = grouped.agg(
+        metric=("metric", "mean"),
+        metric_std=("metric", "std"),
+        relative_to_2=("relative_to_2", "mean"),
+        epochs=("epochs", "mean"),
+        train_time=("train_time", "mean"),
+        parameters=("parameters", "first"),
+        repeats=("repeat", "nunique"),
+    )
+    return _in_grid_order(table.round(decimals).reset_index())
+
+
+def mixture_improvement_table(mixtures: pd.DataFrame) -> pd.DataFrame:
+    """Figure 2's numbers: gain (%) over the same model with 2 experts, averaged over repeats
+    and then over datasets. Index: (gating, kind); columns: experts. Title in ``.attrs``."""
+    per_dataset = mixtures.groupby(["dataset", "gating", "kind", "experts"])["relative_to_2"].mean()
+    table = per_dataset.groupby(["gating", "kind", "experts"]).mean().unstack("experts")
+    table.columns.name = "experts"
+    order = [(g, k) for g in GATINGS for k in MIXTURE_KINDS if (g, k) in table.index]
+    table = table.loc[order]
+    datasets = mixtures["dataset"].nunique()
+    table.attrs["title"] = (
+        f"relative improvement (%) of mixtures over the same model with 2 experts, "
+        f"mean over {datasets} dataset{'s' if datasets != 1 else ''}"
+    )
+    return table
+
+
+def usage_summary(usage: pd.DataFrame, *, decimals: int = 3) -> pd.DataFrame:
+    """How evenly the trained gates use their experts, one row per (dataset, gating, kind, experts).
+
+    From each repeat's last epoch (the model kept): effective_experts = exp(entropy) of the
+    mean gate weights (K when all are used equally, 1 when one expert takes everything),
+    top_share (the largest mean gate weight) and unused (experts with a mean gate weight
+    below 1 / (10 K)); means over repeats.
+    """
+    keys = ["dataset", "gating", "kind", "experts", "repeat"]
+    last = usage[usage["epoch"] == usage.groupby(keys)["epoch"].transform("max")]
+
+    def describe(group: pd.DataFrame) -> pd.Series:
+        weights = group["usage"].to_numpy(dtype=float)
+        weights = weights / weights.sum()
+        entropy = -np.sum(np.where(weights > 0, weights * np.log(np.where(weights > 0, weights, 1.0)), 0.0))
+        k = len(weights)
+        unused = float(np.sum(weights < 0.1 / k))
+        return pd.Series({"effective_experts": np.exp(entropy), "top_share": weights.max(), "unused": unused})
+
+    per_repeat = last.groupby(keys)[["usage"]].apply(describe).reset_index()
+    table = per_repeat.groupby(keys[:-1], sort=True)[["effective_experts", "top_share", "unused"]].mean()
+    return _in_grid_order(table.round(decimals).reset_index())
+
+
+def mixture_chart(
+    mixtures: pd.DataFrame,
+    *,
+    metric: str = "metric",
+    width: int = 220,
+    height: int = 160,
+) -> alt.FacetChart:
+    """Test metric against the number of experts, one line per kind, means over repeats
+    with +-1 standard deviation bars (Figure 4); ``metric="relative_to_2"`` gives Figure 2.
+
+    Panels: one row per dataset (its metric in the header), one column per gating; y scales
+    are independent.
+    """
+    points = mixtures.groupby(_PER_MIXTURE, sort=True).agg(
+        value=(metric, "mean"), std=(metric, "std"), repeats=("repeat", "nunique")
+    ).reset_index()
+    points["std"] = points["std"].fillna(0.0)
+    points["low"], points["high"] = points["value"] - points["std"], points["value"] + points["std"]
+    points["panel"] = points["dataset"] + " (" + points["metric_name"] + ")"
+
+    experts = sorted(points["experts"].unique().tolist())
+    color = alt.Color(
+        "kind:N", title="experts' kind",
+        scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values())),
+    )
+    x = alt.X(
+        "experts:Q", title="number of experts", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=experts)
+    )
+    y_title = "gain over 2 experts (%)" if metric == "relative_to_2" else "test metric"
+    lines = alt.Chart().mark_line(point=True).encode(
+        x=x,
+        y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
+        color=color,
+        tooltip=[
+            "kind:N", "experts:Q", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f"), "repeats:Q"
+        ],
+    )
+    spread = alt.Chart().mark_rule(opacity=0.6).encode(x=x, y="low:Q", y2="high:Q", color=color)
+    return (
+        alt.layer(lines, spread, data=_inline(points))
+        .properties(width=width, height=height)
+        .facet(
+            row=alt.Row("panel:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+            column=alt.Column("gating:N", title="gating"),
+        )
+        .resolve_scale(y="independent")
+    )
+
+
+def compare_mixtures_with_paper(mixtures: pd.DataFrame) -> pd.DataFrame:
+    """Our mixtures next to the paper's Figure 4, one row per (dataset, gating, kind,
+    experts) of our grid: ``ours`` (mean over repeats) and ``paper``."""
+    ours = mixture_summary(mixtures, decimals=6)[["dataset", "gating", "kind", "experts", "metric"]]
+    paper = paper_reference("moe").rename(columns={"series": "kind", "x": "experts", "value": "paper"})
+    keys = ["dataset", "gating", "kind", "experts"]
+    table = ours.rename(columns={"metric": "ours"}).merge(paper[keys + ["paper"]], how="left", on=keys)
+    return table.round(4)

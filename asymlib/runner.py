@@ -1,17 +1,18 @@
 """The main job: run a profile of the paper's grid as one executed notebook per dataset.
 
 A profile is a YAML file, ``params/<profile>.yaml``, with one section per experiment family
-(``deep_ensembles`` now; ``mixtures`` is meant to be added as a second entry of
-``SECTIONS``). For every dataset of a section the runner executes the section's notebook
-with papermill in its own subprocess, several at once, and then combines the per-unit
-Parquet shards into one tidy table per kind of result::
+(``SECTIONS``: ``deep_ensembles``, ``mixtures``); by default every section present in the
+file runs, in that order. For every dataset of a section the runner executes the section's
+notebook with papermill in its own subprocess, several at once, and then combines the
+per-unit Parquet shards into one tidy table per kind of result::
 
     runs/<profile>/<section>/
         <dataset>.ipynb        executed notebook (with the traceback if it failed)
         <dataset>.log          papermill's own output
         shards/                one pair of Parquet files per finished work unit
         settings.yaml          the settings each dataset's results were made with
-        models.parquet, ensembles.parquet (+ .csv)   the combined tables
+        models.parquet, ensembles.parquet (+ .csv)   deep_ensembles' combined tables
+        mixtures.parquet, usage.parquet (+ .csv)     mixtures' combined tables
 
 Re-running is cheap: a dataset whose work units are all done and whose notebook ran to
 the end is skipped without starting papermill; a partly done one re-executes its
@@ -37,6 +38,8 @@ import yaml
 
 from .data import DATASETS, RAW_FILES, DataFileError, default_data_dir
 from .experiments import ShardStore, deep_ensemble_unit
+from .mixture_experiments import MIXTURE_TABLES, finish_mixture_tables, mixture_unit
+from .mixtures import GATINGS, MIXTURE_KINDS
 
 #: The kernel papermill starts. Jupyter always knows "python3" where ipykernel is installed,
 #: and launches it with the interpreter that runs papermill (here ``sys.executable``), so the
@@ -134,6 +137,17 @@ DEEP_ENSEMBLE_KEYS: dict[str, Key] = {
 }
 
 
+MIXTURE_KEYS: dict[str, Key] = {
+    "gatings": Key(_list_of(lambda v: v in GATINGS), f"a non-empty list out of {', '.join(GATINGS)}"),
+    "kinds": Key(_list_of(lambda v: v in MIXTURE_KINDS), f"a non-empty list out of {', '.join(MIXTURE_KINDS)}"),
+    "experts": Key(_list_of(_positive_int), "a non-empty list of positive integers (experts per mixture)"),
+    "hidden": Key(_positive_int, "a positive integer (every expert's hidden width)"),
+    "repeats": Key(_positive_int, "a positive integer (mixtures per model, trained together)"),
+    # the same meaning as in deep_ensembles
+    **{k: DEEP_ENSEMBLE_KEYS[k] for k in ("seed", "max_epochs", "patience", "max_rows", "val_fraction", "device")},
+}
+
+
 def _check_deep_ensembles(section: dict) -> list[tuple[str, str]]:
     """Checks across keys: (key, problem) pairs."""
     largest, members = max(section["ensemble_sizes"]), section["members"]
@@ -150,6 +164,15 @@ def _deep_ensemble_units(section: dict, dataset: str) -> list[str]:
     ]
 
 
+def _mixture_units(section: dict, dataset: str) -> list[str]:
+    return [
+        mixture_unit(dataset, gating, kind, experts)
+        for experts in sorted(section["experts"])
+        for gating in section["gatings"]
+        for kind in section["kinds"]
+    ]
+
+
 @dataclass(frozen=True)
 class Section:
     """An experiment family: its notebook, its settings and its work units.
@@ -157,7 +180,7 @@ class Section:
     keys: the section's own settings; each is passed to the notebook as a parameter of the
         same name (besides ``dataset``, ``out_dir``, ``threads``, ``progress``).
     units: the work-unit names of one dataset, as the notebook's ShardStore names them.
-    tables: the result tables each unit writes as shards.
+    tables: the result tables each unit writes as shards; the last marks a unit as done.
     resume_keys: keys whose change may only add or drop units (the grid's size); a change of
         any other key makes the stored results incomparable to new ones.
     """
@@ -169,6 +192,10 @@ class Section:
     tables: tuple[str, ...]
     check: Callable[[dict], list[tuple[str, str]]] = lambda section: []
     resume_keys: tuple[str, ...] = ()
+    finish: Callable[[dict[str, pd.DataFrame]], dict[str, pd.DataFrame]] = lambda tables: tables
+
+    def store(self, out_dir: Path) -> ShardStore:
+        return ShardStore(out_dir, marker=self.tables[-1])
 
 
 SECTIONS: dict[str, Section] = {
@@ -180,6 +207,16 @@ SECTIONS: dict[str, Section] = {
         tables=("models", "ensembles"),
         check=_check_deep_ensembles,
         resume_keys=("hidden_sizes", "repeats"),
+    ),
+    "mixtures": Section(
+        name="mixtures",
+        notebook="notebooks/mixtures.ipynb",
+        keys=MIXTURE_KEYS,
+        units=_mixture_units,
+        tables=MIXTURE_TABLES,
+        # repeats are the members of a unit, so more repeats means redoing every unit
+        resume_keys=("gatings", "kinds", "experts"),
+        finish=finish_mixture_tables,
     ),
 }
 
@@ -195,14 +232,7 @@ def _check_datasets(names: Iterable[str], where: str) -> list[str]:
     return names
 
 
-def load_params(path: str | os.PathLike, *, sections: Sequence[str] = ("deep_ensembles",)) -> dict[str, dict]:
-    """Read and check a profile file; return ``{section: settings}`` for ``sections``.
-
-    Optional keys get their defaults. Raises ParamsError naming the file, the key and what
-    was expected; sections not asked for are not checked (they may belong to a newer
-    version of the code).
-    """
-    path = Path(path)
+def _read_profile(path: Path, sections: Sequence[str]) -> dict:
     try:
         document = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -212,6 +242,28 @@ def load_params(path: str | os.PathLike, *, sections: Sequence[str] = ("deep_ens
     if not isinstance(document, dict):
         got = type(document).__name__
         raise ParamsError(f"{path}: expected a mapping with the sections {', '.join(sections)}, got {got}")
+    return document
+
+
+def profile_sections(path: str | os.PathLike) -> list[str]:
+    """The sections of ``SECTIONS`` that a profile file has, in ``SECTIONS`` order."""
+    path = Path(path)
+    document = _read_profile(path, list(SECTIONS))
+    present = [name for name in SECTIONS if name in document]
+    if not present:
+        raise ParamsError(f"{path}: has none of the sections {', '.join(SECTIONS)}")
+    return present
+
+
+def load_params(path: str | os.PathLike, *, sections: Sequence[str] = ("deep_ensembles",)) -> dict[str, dict]:
+    """Read and check a profile file; return ``{section: settings}`` for ``sections``.
+
+    Optional keys get their defaults. Raises ParamsError naming the file, the key and what
+    was expected; sections not asked for are not checked (they may belong to a newer
+    version of the code).
+    """
+    path = Path(path)
+    document = _read_profile(path, sections)
 
     checked = {}
     for name in sections:
@@ -360,7 +412,7 @@ def _execute(
 
 def _forget(section: Section, settings: dict, dataset: str, out_dir: Path) -> None:
     """Delete a dataset's shards and executed notebook, so that it is redone from scratch."""
-    store = ShardStore(out_dir)
+    store = section.store(out_dir)
     for unit in section.units(settings, dataset):
         store.delete(unit, section.tables)
     (out_dir / f"{dataset}.ipynb").unlink(missing_ok=True)
@@ -397,9 +449,9 @@ def combine(
     section: Section, settings: dict, datasets: Iterable[str], out_dir: Path
 ) -> dict[str, pd.DataFrame]:
     """The section's tables over the finished units of ``datasets`` (stale shards left out)."""
-    store = ShardStore(out_dir)
+    store = section.store(out_dir)
     units = [u for d in datasets for u in section.units(settings, d)]
-    return {table: store.read(units, table) for table in section.tables}
+    return section.finish({table: store.read(units, table) for table in section.tables})
 
 
 def _run_section(
@@ -421,7 +473,7 @@ def _run_section(
             _forget(section, settings, dataset, out_dir)
     _record_settings(section, settings, datasets, out_dir, force=force)
 
-    store = ShardStore(out_dir)
+    store = section.store(out_dir)
     todo = []
     for dataset in datasets:
         complete = all(store.done(u) for u in section.units(settings, dataset))
@@ -480,7 +532,7 @@ def run_profile(
     params_path: str | os.PathLike,
     *,
     out_root: str | os.PathLike = "runs",
-    sections: Sequence[str] = ("deep_ensembles",),
+    sections: Sequence[str] | None = None,
     datasets: Sequence[str] | None = None,
     workers: int | None = None,
     force: bool = False,
@@ -490,12 +542,16 @@ def run_profile(
     """Execute every (section, dataset) notebook of a profile; results under
     ``out_root/<profile>/<section>/`` where ``<profile>`` is the file's stem.
 
+    sections: the sections to run; default: every section the file has (all are checked
+        before anything runs).
     datasets, workers: override the file's values (datasets must still be valid names).
     force: delete the chosen datasets' results first and redo them.
     A failed notebook does not stop the others; see ``SectionRun.failed``.
     Returns one SectionRun per section, in order; a summary is printed as well.
     """
     params_path = Path(params_path)
+    if sections is None:
+        sections = profile_sections(params_path)
     settings = load_params(params_path, sections=sections)
     # Absolute, because the notebooks run with the project root as working directory.
     profile_dir = Path(out_root).resolve() / params_path.stem
@@ -516,7 +572,7 @@ def run_profile(
 
 def format_summary(run: SectionRun) -> str:
     """A few lines for the terminal: what ran, what failed and where to look, the tables."""
-    from .report import improvement_table
+    from .report import improvement_table, mixture_improvement_table
 
     counts = f"{len(run.executed)} executed, {len(run.skipped)} skipped, {len(run.failed)} failed"
     lines = [f"{run.section}: {counts}  ({run.out_dir})"]
@@ -536,6 +592,11 @@ def format_summary(run: SectionRun) -> str:
     ensembles = run.tables.get("ensembles")
     if ensembles is not None and len(ensembles):
         table = improvement_table(ensembles)
+        lines.append(f"  {table.attrs['title']}:")
+        lines += ["    " + line for line in table.round(2).to_string().splitlines()]
+    mixtures = run.tables.get("mixtures")
+    if mixtures is not None and len(mixtures):
+        table = mixture_improvement_table(mixtures)
         lines.append(f"  {table.attrs['title']}:")
         lines += ["    " + line for line in table.round(2).to_string().splitlines()]
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Train the E members of an ensemble at once, with results equal to training them one by one.
+"""Train the E members of a batched model at once, with results equal to training them one by one.
 
 Each member keeps everything a lone training run would have: its own shuffling generator
 (a fresh permutation every epoch), its own AdamW moments and its own early stopping.
@@ -6,13 +6,18 @@ Members that stop are taken out of the batched model (their parameters are set a
 untouched) and the rest train on. Because every member still training has taken the
 same number of steps, a single ``torch.optim.AdamW`` with one step count per tensor is
 exact for all of them, and no compute is spent on members that have stopped.
+
+A member is whatever the model stacks: one network of a deep ensemble (``MLPEnsemble``)
+or one whole mixture of experts (``MixtureEnsemble``). ``fit`` needs only the small
+protocol of ``BatchedModel``.
 """
 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -20,6 +25,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import LinearEnsemble
+
+
+@runtime_checkable
+class BatchedModel(Protocol):
+    """What ``fit`` needs of a model that holds ``members`` independent members.
+
+    - every parameter has a leading dim of size ``members`` (a member's slice is all of it);
+    - ``set_members(parameters, members)`` replaces the parameters (listed in
+      ``parameters()`` order) by tensors holding any number of members; ``members`` says
+      which of the original members they are, for per-member state that is not a
+      parameter (e.g. a member's random generator);
+    - ``apply_frozen()`` rewrites entries that must not train (W-Asymmetric weights); the
+      model also keeps their gradient at zero, so Adam's moments stay 0 there.
+    A forward pass maps (members, batch, in) to (members, batch, out).
+    """
+
+    members: int
+
+    def set_members(self, parameters: Sequence[Tensor], members: Sequence[int] | Tensor) -> None: ...
+
+    def apply_frozen(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -52,6 +78,8 @@ class TrainResult:
     final_val_loss: (E,) validation loss at the epoch the member stopped.
     train_time: (E,) seconds from the start until the member stopped.
     val_history: (epochs, E) validation loss per epoch (NaN once a member has stopped).
+    monitored: (epochs, E, ...) what ``fit``'s ``monitor`` returned after each epoch (NaN
+        once a member has stopped), or None without a monitor.
     """
 
     epochs: np.ndarray
@@ -59,6 +87,7 @@ class TrainResult:
     final_val_loss: np.ndarray
     train_time: np.ndarray
     val_history: np.ndarray = field(repr=False)
+    monitored: np.ndarray | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -72,8 +101,24 @@ def ensemble_layers(model: nn.Module) -> list[LinearEnsemble]:
     return layers
 
 
-def _adamw(layers: Sequence[LinearEnsemble], config: TrainConfig, state: dict | None = None):
-    params = [p for layer in layers for p in (layer.weight, layer.bias)]
+def _check_batched(model: nn.Module) -> int:
+    """The number of members of a model that follows ``BatchedModel``."""
+    if not isinstance(model, BatchedModel):
+        raise TypeError(
+            f"fit needs a batched model (members, set_members, apply_frozen; see BatchedModel), "
+            f"got {type(model).__name__}"
+        )
+    members = model.members
+    for name, parameter in model.named_parameters():
+        if parameter.dim() == 0 or parameter.shape[0] != members:
+            raise ValueError(
+                f"parameter {name} has shape {tuple(parameter.shape)}; fit needs a leading members dim of {members}"
+            )
+    return members
+
+
+def _adamw(params: Sequence[nn.Parameter], config: TrainConfig, state: dict | None = None):
+    params = list(params)
     device = params[0].device.type
     # The fused kernel is one pass over the parameters instead of a dozen (CPU and CUDA).
     fused = device in ("cpu", "cuda")
@@ -83,16 +128,16 @@ def _adamw(layers: Sequence[LinearEnsemble], config: TrainConfig, state: dict | 
     return optimizer
 
 
-def _keep_members(layers, optimizer, config: TrainConfig, keep: Tensor):
-    """Drop the members where ``keep`` is False from the layers and the optimizer state."""
+def _keep_members(model: BatchedModel, optimizer, config: TrainConfig, keep: Tensor, running: Tensor):
+    """Keep the members where ``keep`` is True (the original members ``running``) in the
+    model and the optimizer state; drop the others."""
     state = optimizer.state_dict()
     for moments in state["state"].values():
         for name, value in moments.items():
             if name != "step":
                 moments[name] = value[keep]
-    for layer in layers:
-        layer.set_members(layer.weight[keep], layer.bias[keep])
-    return _adamw(layers, config, state)
+    model.set_members([p.detach()[keep] for p in model.parameters()], running)
+    return _adamw(model.parameters(), config, state)
 
 
 def member_losses(outputs: Tensor, targets: Tensor, *, task: str) -> Tensor:
@@ -109,24 +154,37 @@ def member_losses(outputs: Tensor, targets: Tensor, *, task: str) -> Tensor:
     return losses.view(members, batch).mean(dim=1)
 
 
-@torch.no_grad()
-def predict(model: nn.Module, X: Tensor, *, batch_size: int = 4096) -> Tensor:
-    """Outputs of every member on a shared input. X: (n, d) -> (E, n, out_features)."""
+@contextmanager
+def evaluating(model: nn.Module):
+    """Inference mode (``model.eval()``, no gradients) for the block, then the mode before.
+
+    Models whose inference differs from training (Gumbel-gated mixtures average the gate
+    over seeded samples) need it; for MLP ensembles it changes nothing.
+    """
     was_training = model.training
     model.eval()
-    parts = [model(X[start : start + batch_size]) for start in range(0, len(X), batch_size)]
-    model.train(was_training)
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def predict(model: nn.Module, X: Tensor, *, batch_size: int = 4096) -> Tensor:
+    """Outputs of every member on a shared input. X: (n, d) -> (E, n, out_features)."""
+    with evaluating(model):
+        parts = [model(X[start : start + batch_size]) for start in range(0, len(X), batch_size)]
     return torch.cat(parts, dim=1)
 
 
-@torch.no_grad()
 def evaluate_losses(model: nn.Module, X: Tensor, y: Tensor, *, task: str, batch_size: int = 4096) -> Tensor:
     """(E,) mean loss of every member on a shared (X, y), computed in chunks of rows."""
     total = None
-    for start in range(0, len(X), batch_size):
-        xb, yb = X[start : start + batch_size], y[start : start + batch_size]
-        part = member_losses(model(xb), yb, task=task) * len(xb)
-        total = part if total is None else total + part
+    with evaluating(model):
+        for start in range(0, len(X), batch_size):
+            xb, yb = X[start : start + batch_size], y[start : start + batch_size]
+            part = member_losses(model(xb), yb, task=task) * len(xb)
+            total = part if total is None else total + part
     return total / len(X)
 
 
@@ -140,13 +198,17 @@ def fit(
     task: str,
     order_seeds: Sequence[int],
     config: TrainConfig = TrainConfig(),
+    monitor: Callable[[nn.Module], Tensor] | None = None,
     progress: bool = True,
     description: str = "train",
 ) -> TrainResult:
-    """Train every member of ``model`` (an ensemble built of LinearEnsemble layers).
+    """Train every member of ``model`` (a ``BatchedModel``: an MLP ensemble, a batch of mixtures).
 
     X_train: (n, d); y_train: (n,) float32 for regression, int64 classes otherwise.
     order_seeds: E seeds; member e shuffles the training rows with its own generator.
+    monitor: called after every epoch's validation, in inference mode, with the model
+        holding the members still training; returns a (members still training, ...) tensor
+        per epoch, kept in ``TrainResult.monitored`` (e.g. a mixture's expert usage).
     The data must already be on the model's device.
 
     A member stops when its validation loss has not improved for ``config.patience``
@@ -156,18 +218,17 @@ def fit(
     """
     from tqdm.auto import tqdm
 
-    layers = ensemble_layers(model)
-    members = layers[0].members
+    members = _check_batched(model)
     order_seeds = list(order_seeds)
     if len(order_seeds) != members:
         raise ValueError(f"order_seeds needs one seed per member ({members}), got {len(order_seeds)}")
-    device = layers[0].weight.device
+    device = next(model.parameters()).device
     generators = [torch.Generator().manual_seed(int(s)) for s in order_seeds]
     n = len(X_train)
 
     # Full-size records, indexed by member; `running` maps batched slots to members.
-    final_params = [[layer.weight.detach().clone(), layer.bias.detach().clone()] for layer in layers]
-    best_params = [[w.clone(), b.clone()] for w, b in final_params] if config.restore_best else None
+    final_params = [p.detach().clone() for p in model.parameters()]
+    best_params = [p.clone() for p in final_params] if config.restore_best else None
     running = torch.arange(members)
     epochs = np.zeros(members, dtype=np.int64)
     best = torch.full((members,), float("inf"), dtype=torch.float64)
@@ -175,13 +236,13 @@ def fit(
     bad_epochs = torch.zeros(members, dtype=torch.long)
     stop_time = np.zeros(members)
     history: list[np.ndarray] = []
+    monitored: list[np.ndarray] = []
 
-    def set_aside(slots: Tensor, into: list) -> None:
-        for (weight, bias), layer in zip(into, layers):
-            weight[running[slots]] = layer.weight.detach()[slots.to(device)]
-            bias[running[slots]] = layer.bias.detach()[slots.to(device)]
+    def set_aside(slots: Tensor, into: list[Tensor]) -> None:
+        for record, parameter in zip(into, model.parameters()):
+            record[running[slots]] = parameter.detach()[slots.to(device)]
 
-    optimizer = _adamw(layers, config)
+    optimizer = _adamw(model.parameters(), config)
     bar = tqdm(total=config.max_epochs, desc=description, disable=not progress, leave=False)
     start_time = time.perf_counter()
     model.train()
@@ -194,12 +255,16 @@ def fit(
             # Summing keeps each member's gradient equal to that of its own mean loss.
             losses.sum().backward()
             optimizer.step()
-            for layer in layers:
-                layer.apply_frozen()  # undo weight decay on the W-Asymmetric entries
+            model.apply_frozen()  # undo weight decay on the W-Asymmetric entries
 
         val = evaluate_losses(model, X_val, y_val, task=task, batch_size=config.eval_batch_size).double().cpu()
         history.append(np.full(members, np.nan))
         history[-1][running.numpy()] = val.numpy()
+        if monitor is not None:
+            with evaluating(model):
+                value = monitor(model).detach().double().cpu().numpy()
+            monitored.append(np.full((members, *value.shape[1:]), np.nan))
+            monitored[-1][running.numpy()] = value
         improved = val < best[running]
         if best_params is not None and improved.any():
             set_aside(improved.nonzero().squeeze(1), best_params)
@@ -216,19 +281,19 @@ def fit(
             keep = ~stopping
             running = running[keep]
             if len(running):
-                optimizer = _keep_members(layers, optimizer, config, keep.to(device))
+                optimizer = _keep_members(model, optimizer, config, keep.to(device), running)
         bar.update(1)
         bar.set_postfix(training=f"{len(running)}/{members}", refresh=False)
         if not len(running):
             break
     bar.close()
 
-    for (weight, bias), layer in zip(best_params or final_params, layers):
-        layer.set_members(weight, bias)
+    model.set_members(best_params or final_params, torch.arange(members))
     return TrainResult(
         epochs=epochs,
         best_val_loss=best.numpy(),
         final_val_loss=final.numpy(),
         train_time=stop_time,
         val_history=np.stack(history),
+        monitored=np.stack(monitored) if monitor is not None else None,
     )

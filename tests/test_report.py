@@ -54,3 +54,55 @@ def test_compare_with_paper_puts_ours_next_to_theirs():
                        & (reference["series"] == "wmlp_ensemble") & (reference["x"] == 4)]["value"].item()
     assert row["paper_4"] == pytest.approx(theirs, abs=1e-4)
     assert row["paper_single"] > 0.8  # the paper's adult accuracy is ~0.85
+
+
+def _mixtures():
+    rows = []
+    for dataset, name, base in [("adult", "accuracy", 0.80), ("california", "rmse", 0.50)]:
+        for repeat, shift in [(0, 0.0), (1, 0.02)]:
+            for kind in ["mlp", "iwmlp"]:
+                for experts, step in [(2, 0.0), (8, 0.04)]:
+                    rows.append({
+                        "dataset": dataset, "metric_name": name, "gating": "gumbel", "kind": kind,
+                        "experts": experts, "repeat": repeat, "metric": base + shift + step,
+                        "epochs": 10, "train_time": 1.0, "parameters": 100 * experts,
+                    })
+    return pd.DataFrame(rows)
+
+
+def test_relative_to_two_experts_is_figure_2s_gain():
+    from asymlib.mixture_experiments import add_relative_to_two
+
+    table = add_relative_to_two(_mixtures()).set_index(["dataset", "kind", "experts", "repeat"])
+    # baseline: the mean over repeats of the 2-expert model (0.81 accuracy, 0.51 RMSE)
+    assert table.loc[("adult", "mlp", 8, 0), "relative_to_2"] == pytest.approx(100 * (0.84 - 0.81) / 0.81)
+    assert table.loc[("california", "mlp", 8, 1), "relative_to_2"] == pytest.approx(100 * (0.51 - 0.56) / 0.51)
+    assert table.xs(2, level="experts")["relative_to_2"].groupby(level=["dataset", "kind"]).mean().abs().max() < 1e-12
+
+
+def test_mixture_summary_and_figure_2_table():
+    from asymlib.mixture_experiments import add_relative_to_two
+    from asymlib.report import mixture_improvement_table, mixture_summary
+
+    mixtures = add_relative_to_two(_mixtures())
+    summary = mixture_summary(mixtures)
+    row = summary[(summary["dataset"] == "adult") & (summary["kind"] == "iwmlp") & (summary["experts"] == 8)].iloc[0]
+    assert row["metric"] == pytest.approx(0.85) and row["repeats"] == 2
+    assert list(summary["kind"].unique()) == ["mlp", "iwmlp"]  # the grid's order, not alphabetical
+    table = mixture_improvement_table(mixtures)
+    expected = (100 * 0.04 / 0.81 - 100 * 0.04 / 0.51) / 2  # adult gains, california loses RMSE
+    assert table.loc[("gumbel", "mlp"), 8] == pytest.approx(expected)
+
+
+def test_usage_summary_counts_effective_experts():
+    from asymlib.report import usage_summary
+
+    rows = []
+    for epoch, weights in [(1, [0.25, 0.25, 0.25, 0.25]), (2, [0.97, 0.01, 0.01, 0.01])]:
+        for expert, weight in enumerate(weights):
+            rows.append({"dataset": "adult", "gating": "standard", "kind": "mlp", "experts": 4, "repeat": 0,
+                         "epoch": epoch, "expert": expert, "usage": weight})
+    summary = usage_summary(pd.DataFrame(rows), decimals=6).iloc[0]  # the last epoch counts
+    assert 1 < summary["effective_experts"] < 1.2
+    assert summary["top_share"] == pytest.approx(0.97)
+    assert summary["unused"] == 3  # 0.01 is below a tenth of an equal share (0.025)

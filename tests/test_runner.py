@@ -1,4 +1,5 @@
-"""The batch runner: the smoke profile over all five datasets, resuming, failures, bad files.
+"""The batch runner: the smoke profile (both sections) over all five datasets, resuming,
+failures, bad files.
 
 The runs execute the real notebook with papermill (a kernel per dataset), so they need the
 raw data: $ASYMLIB_DATA, <repo>/data or ../shared/data beside the checkout; they fail
@@ -43,13 +44,20 @@ needs_data = pytest.mark.usefixtures("require_data")
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    """One smoke run of every dataset, shared by the tests below: (settings, out_root, run)."""
+def smoke_runs(tmp_path_factory):
+    """One smoke run of every section and dataset, shared by the tests below: (out_root, runs)."""
     out_root = tmp_path_factory.mktemp("runs")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ASYMLIB_DATA", str(DATA))
-        run = run_profile(SMOKE, out_root=out_root, progress=False)["deep_ensembles"]
-    return load_params(SMOKE)["deep_ensembles"], out_root, run
+        runs = run_profile(SMOKE, out_root=out_root, progress=False)
+    return out_root, runs
+
+
+@pytest.fixture
+def smoke(smoke_runs):
+    """The deep-ensemble part of the smoke run: (settings, out_root, run)."""
+    out_root, runs = smoke_runs
+    return load_params(SMOKE)["deep_ensembles"], out_root, runs["deep_ensembles"]
 
 
 @pytest.fixture
@@ -89,6 +97,40 @@ def test_smoke_run_has_one_row_per_model_and_ensemble(smoke):
 
 
 @needs_data
+def test_smoke_run_has_one_row_per_mixture(smoke_runs):
+    out_root, runs = smoke_runs
+    assert list(runs) == ["deep_ensembles", "mixtures"]  # every section of the file, by default
+    settings = load_params(SMOKE, sections=["mixtures"])["mixtures"]
+    run, out_dir = runs["mixtures"], out_root / "smoke" / "mixtures"
+    assert run.ok and sorted(run.executed) == sorted(DATASETS)
+
+    grid = sorted(
+        (dataset, gating, kind, experts, repeat)
+        for dataset in DATASETS
+        for gating in settings["gatings"]
+        for kind in settings["kinds"]
+        for experts in settings["experts"]
+        for repeat in range(settings["repeats"])
+    )
+    mixtures = pd.read_parquet(out_dir / "mixtures.parquet")
+    unit = ["dataset", "gating", "kind", "experts", "repeat"]
+    assert sorted(mixtures[unit].itertuples(index=False, name=None)) == grid
+    assert mixtures[["metric", "epochs", "train_time"]].notna().all().all()
+    assert (mixtures.loc[mixtures["experts"] == 2, "relative_to_2"] == 0).all()
+    assert mixtures["relative_to_2"].notna().all()
+    assert len(pd.read_csv(out_dir / "mixtures.csv")) == len(mixtures)
+
+    usage = pd.read_parquet(out_dir / "usage.parquet")
+    per_epoch = usage.groupby(unit + ["epoch"])["usage"]
+    assert (per_epoch.size() == per_epoch.size().index.get_level_values("experts")).all()
+    assert abs(per_epoch.sum() - 1).max() < 1e-5  # one gate weight per expert, summing to 1
+    last = usage.groupby(unit)["epoch"].max().rename("epochs")
+    pd.testing.assert_series_equal(last, mixtures.set_index(unit)["epochs"].sort_index(), check_dtype=False)
+    for dataset in DATASETS:
+        assert runner.notebook_succeeded(out_dir / f"{dataset}.ipynb")
+
+
+@needs_data
 def test_second_run_starts_no_notebook(smoke, data_env, monkeypatch):
     _, out_root, first = smoke
     out_dir = out_root / "smoke" / "deep_ensembles"
@@ -98,8 +140,9 @@ def test_second_run_starts_no_notebook(smoke, data_env, monkeypatch):
         raise AssertionError("papermill was started for a finished dataset")
 
     monkeypatch.setattr(runner, "_execute", no_papermill)
-    again = run_profile(SMOKE, out_root=out_root, progress=False)["deep_ensembles"]
-    assert again.executed == [] and sorted(again.skipped) == sorted(DATASETS)
+    runs = run_profile(SMOKE, out_root=out_root, progress=False)
+    assert all(run.executed == [] and sorted(run.skipped) == sorted(DATASETS) for run in runs.values())
+    again = runs["deep_ensembles"]
     assert _shard_times(out_dir) == before
     pd.testing.assert_frame_equal(again.tables["ensembles"], first.tables["ensembles"])
 
@@ -121,6 +164,7 @@ def test_partly_done_dataset_is_executed_again(smoke, data_env):
 def test_failed_notebook_does_not_stop_the_others(tmp_path, data_env, capsys):
     # 5 rows cannot be split with stratification (churn fails); regression can (california runs).
     params = yaml.safe_load(SMOKE.read_text())
+    del params["mixtures"]  # this test is about the runner, one section is enough
     params["deep_ensembles"].update(datasets=["churn", "california"], max_rows=5)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(params))
@@ -137,8 +181,48 @@ def test_failed_notebook_does_not_stop_the_others(tmp_path, data_env, capsys):
 
 def test_shipped_profiles_are_valid():
     for profile in ("smoke", "quick", "paper"):
-        settings = load_params(REPO / "params" / f"{profile}.yaml")["deep_ensembles"]
-        assert settings["datasets"] == list(DATASETS)
+        path = REPO / "params" / f"{profile}.yaml"
+        assert runner.profile_sections(path) == ["deep_ensembles", "mixtures"]
+        for settings in load_params(path, sections=runner.profile_sections(path)).values():
+            assert settings["datasets"] == list(DATASETS)
+
+
+def test_sections_default_to_those_in_the_file(tmp_path, monkeypatch):
+    params = yaml.safe_load(SMOKE.read_text())
+    ran = []
+
+    def record(section, *args, **kwargs):
+        ran.append(section.name)
+        return runner.SectionRun(section.name, tmp_path)
+
+    monkeypatch.setattr(runner, "_run_section", record)
+    path = tmp_path / "only_mixtures.yaml"
+    path.write_text(yaml.safe_dump({"mixtures": params["mixtures"]}))
+    assert list(run_profile(path, out_root=tmp_path, progress=False)) == ["mixtures"]
+    assert main(["run", str(SMOKE), "--out", str(tmp_path), "--sections", "deep_ensembles", "--no-progress"]) == 0
+    assert ran == ["mixtures", "deep_ensembles"]
+    path.write_text(yaml.safe_dump({"other": {}}))
+    with pytest.raises(ParamsError, match="none of the sections deep_ensembles, mixtures"):
+        run_profile(path, out_root=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"kinds": ["mlp", "moe"]}, ["mixtures.kinds", "mlp, wmlp, imlp, iwmlp", "'moe'"]),
+        ({"gatings": "gumbel"}, ["mixtures.gatings", "standard, gumbel"]),
+        ({"experts": [2, 0]}, ["mixtures.experts", "positive integers"]),
+    ],
+)
+def test_bad_mixture_settings_stop_before_anything_runs(tmp_path, change, words):
+    params = yaml.safe_load(SMOKE.read_text())
+    params["mixtures"].update(change)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(ParamsError) as error:
+        run_profile(path, out_root=tmp_path / "runs", progress=False)
+    assert all(word in str(error.value) for word in words)
+    assert not (tmp_path / "runs").exists()  # not even the deep ensembles ran
 
 
 def _edit(section: dict, change: str) -> None:

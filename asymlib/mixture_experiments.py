@@ -1,0 +1,187 @@
+"""The mixture-of-experts section of the paper (MoE, GG-MoE, MoIE) as resumable work units.
+
+One work unit is (dataset, gating, kind, experts): the ``repeats`` mixtures of that model
+trained as the members of one batched ``MixtureEnsemble`` (each its own seeds and early
+stopping), then scored on the test set. A unit is written as two Parquet shards, ``usage``
+then ``mixtures`` (the completion marker), so a stopped run loses at most the unit in
+progress and a re-run skips what is done.
+
+Seeds: repeat r uses the same initialisation, data-order and Gumbel-noise seeds in every
+unit, so gatings and kinds are paired comparisons, and the first experts of a larger
+mixture start as those of a smaller one (experts are drawn in turn from one generator).
+The W-Asymmetric entries are those of the deep-ensemble WMLPs of repeat 0: SPEC wants them
+identical for every expert and every mixture, and the mixtures of a unit share one set
+anyway (a stacked layer has one mask).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .data import Dataset, load_dataset
+from .evaluation import metric_name, relative_improvement, score
+from .experiments import ShardStore, derive_seed, mask_seed
+from .mixtures import GATINGS, MIXTURE_KINDS, PAPER_EXPERTS, MixtureEnsemble
+from .trainer import TrainConfig, fit, predict
+
+#: Tag mixed into the mixtures' seeds so that they differ from the deep ensembles' members.
+_MIXTURE_SEED_TAG = 2**21
+#: The completion marker table of a mixture unit (written last).
+MIXTURE_TABLES = ("usage", "mixtures")
+
+
+def mixture_seeds(seed: int, repeat: int) -> tuple[int, int, int]:
+    """Initialisation, data-order and training Gumbel-noise seeds of one repeat's mixture."""
+    init, order, noise = (derive_seed(seed, repeat, _MIXTURE_SEED_TAG + j) for j in range(3))
+    return init, order, noise
+
+
+def mixture_unit(dataset: str, gating: str, kind: str, experts: int) -> str:
+    return f"{dataset}-{gating}-{kind}-e{experts}"
+
+
+def train_mixtures(
+    data: Dataset,
+    *,
+    gating: str,
+    kind: str,
+    experts: int,
+    hidden: int = 64,
+    repeats: int = 5,
+    seed: int = 0,
+    config: TrainConfig = TrainConfig(),
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train the ``repeats`` mixtures of one model as one batched model and score them.
+
+    Returns two tidy tables:
+      mixtures: one row per repeat (test metric, epochs, training time, parameters, seeds);
+      usage: one row per repeat, epoch and expert: the expert's mean gate weight on the
+      validation set after that epoch (inference gate).
+    """
+    seeds = [mixture_seeds(seed, r) for r in range(repeats)]
+    init_seeds, order_seeds, noise_seeds = (list(column) for column in zip(*seeds))
+    model = MixtureEnsemble(
+        data.n_features, hidden, data.n_outputs, members=repeats, experts=experts, kind=kind, gating=gating,
+        init_seeds=init_seeds, noise_seeds=noise_seeds, mask_seed=mask_seed(seed, 0),
+        eval_seed=derive_seed(seed, _MIXTURE_SEED_TAG + 3),
+    ).to(device)
+    to = lambda t: t.to(device)  # noqa: E731
+    X_val = to(data.X_val)
+    started = time.perf_counter()
+    result = fit(
+        model, to(data.X_train), to(data.y_train), X_val, to(data.y_val),
+        task=data.task, order_seeds=order_seeds, config=config, progress=progress,
+        monitor=lambda m: m.expert_usage(X_val, batch_size=config.eval_batch_size),
+        description=f"{data.name} {gating} {kind} K={experts}",
+    )
+    wall = time.perf_counter() - started
+    outputs = predict(model, to(data.X_test), batch_size=config.eval_batch_size)
+    metric = score(outputs, to(data.y_test), task=data.task).cpu().numpy()
+
+    key = {"dataset": data.name, "gating": gating, "kind": kind, "experts": experts}
+    mixtures = pd.DataFrame(
+        {
+            **key,
+            "repeat": np.arange(repeats),
+            "metric_name": metric_name(data.task),
+            "metric": metric,
+            "epochs": result.epochs,
+            "train_time": result.train_time,
+            "final_val_loss": result.final_val_loss,
+            "best_val_loss": result.best_val_loss,
+            "parameters": model.parameters_per_mixture(),
+            "hidden": hidden,
+            "init_seed": init_seeds,
+            "order_seed": order_seeds,
+            "noise_seed": noise_seeds,
+            "batch_wall_time": wall,
+        }
+    )
+    usage = result.monitored  # (epochs, repeats, experts), NaN after a repeat stopped
+    epoch, repeat, expert = np.meshgrid(
+        np.arange(1, usage.shape[0] + 1), np.arange(repeats), np.arange(experts), indexing="ij"
+    )
+    usage_table = pd.DataFrame(
+        {
+            **key,
+            "repeat": repeat.ravel(),
+            "epoch": epoch.ravel(),
+            "expert": expert.ravel(),
+            "usage": usage.ravel().astype(np.float32),
+        }
+    )
+    return mixtures, usage_table.dropna(subset=["usage"]).reset_index(drop=True)
+
+
+def add_relative_to_two(mixtures: pd.DataFrame) -> pd.DataFrame:
+    """Figure 2's measure as a column ``relative_to_2``: the gain (%) of each mixture over the
+    same model (dataset, gating, kind) with 2 experts, averaged over repeats; accuracy:
+    (m - m2) / m2, RMSE: (m2 - m) / m2. NaN where the grid has no 2-expert model.
+    """
+    if not len(mixtures):
+        return mixtures.assign(relative_to_2=pd.Series(dtype=float))
+    model = ["dataset", "gating", "kind"]
+    two = mixtures[mixtures["experts"] == 2].groupby(model)["metric"].mean().rename("_two")
+    table = mixtures.drop(columns="relative_to_2", errors="ignore").join(two, on=model)
+    higher = table["metric_name"] != "rmse"
+    gain = np.where(higher, table["metric"] - table["_two"], table["_two"] - table["metric"])
+    table["relative_to_2"] = 100.0 * gain / table["_two"]
+    return table.drop(columns="_two")
+
+
+def finish_mixture_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Columns that need several units (the runner applies it to its combined tables)."""
+    return {**tables, "mixtures": add_relative_to_two(tables["mixtures"])}
+
+
+def run_mixtures(
+    dataset: str,
+    *,
+    out_dir: str | os.PathLike,
+    gatings: Sequence[str] = GATINGS,
+    kinds: Sequence[str] = MIXTURE_KINDS,
+    experts: Sequence[int] = PAPER_EXPERTS,
+    hidden: int = 64,
+    repeats: int = 5,
+    seed: int = 0,
+    config: TrainConfig = TrainConfig(),
+    data_dir: str | os.PathLike | None = None,
+    max_rows: int | None = None,
+    val_fraction: float = 0.2,
+    device: str = "cpu",
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every (gating, kind, experts) unit of one dataset, skipping units already in ``out_dir``.
+
+    Returns the dataset's ``mixtures`` table (one row per gating, kind, experts, repeat,
+    with ``relative_to_2``) and its ``usage`` table (finished units, old and new).
+    """
+    for name, given, valid in (("gatings", gatings, GATINGS), ("kinds", kinds, MIXTURE_KINDS)):
+        unknown = [v for v in given if v not in valid]
+        if unknown:
+            raise ValueError(f"unknown {name} {unknown}; valid: {', '.join(valid)}")
+    store = ShardStore(out_dir, marker=MIXTURE_TABLES[-1])
+    # smallest mixtures first: the 2-expert baselines are there early on in a long run
+    units = [(g, k, e) for e in sorted(experts) for g in gatings for k in kinds]
+    todo = [u for u in units if not store.done(mixture_unit(dataset, *u))]
+    if todo:
+        data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, val_fraction=val_fraction)
+        for gating, kind, n_experts in todo:
+            mixtures, usage = train_mixtures(
+                data, gating=gating, kind=kind, experts=n_experts, hidden=hidden, repeats=repeats,
+                seed=seed, config=config, device=device, progress=progress,
+            )
+            settings = {"seed": seed, "repeats": repeats, "hidden": hidden, **asdict(config)}
+            mixtures = mixtures.assign(settings=str(settings))
+            store.save(mixture_unit(dataset, gating, kind, n_experts), usage=usage, mixtures=mixtures)
+    names = [mixture_unit(dataset, *u) for u in units]
+    return add_relative_to_two(store.read(names, "mixtures")), store.read(names, "usage")

@@ -1,0 +1,223 @@
+"""Mixtures of experts (MoE), Gumbel-gated MoE and mixtures of interpolated experts (MoIE).
+
+SPEC "Models": K experts of the paper's 4-layer MLP or W-Asymmetric MLP shape and a
+logistic-regression gate on the input, alpha(x) = softmax(W x + b), or with
+``gating="gumbel"`` a Gumbel-softmax of the same logits (tau = 2).
+
+- MoE (kinds ``mlp``, ``wmlp``): y = sum_k alpha_k(x) f_k(x), a mixture of the experts' outputs.
+- MoIE (kinds ``imlp``, ``iwmlp``): y = f(x; sum_k alpha_k(x) theta_k), the experts'
+  parameters interpolated per example. Every layer is affine, so its pre-activation is
+  sum_k alpha_k(x) (W_k h + b_k) with h the previous interpolated layer's output; no
+  per-example weights are formed (``ExpertLinear.interpolate``).
+
+``MixtureEnsemble`` holds ``members`` independent mixtures as one batched model (expert
+weights (members, K, in, out), gate (members, d, K)), so ``trainer.fit`` trains several
+mixtures (repeats, seeds) at once with per-mixture data order and early stopping.
+
+Gumbel gates draw one sample per example in training, from a generator per mixture
+(``noise_seeds``) so that training repeats exactly. At inference the gate is the mean of
+``samples`` Gumbel-softmax draws from a generator seeded afresh on every call
+(``eval_seed``), so evaluation repeats as well. For MoE this *is* the mean prediction over
+the samples (the output is linear in alpha); for MoIE it is SPEC's "average alpha".
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layers import ExpertLinear, LinearEnsemble, set_stacked_parameters, wasym_entries
+from .models import default_n_fix
+
+Gating = Literal["standard", "gumbel"]
+MixtureKind = Literal["mlp", "wmlp", "imlp", "iwmlp"]
+GATINGS: tuple[str, ...] = ("standard", "gumbel")
+MIXTURE_KINDS: tuple[str, ...] = ("mlp", "wmlp", "imlp", "iwmlp")
+PAPER_EXPERTS: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
+
+
+def gumbel_noise(shape: Sequence[int], generator: torch.Generator) -> Tensor:
+    """Standard Gumbel samples, -log(E) with E ~ Exp(1) (as torch's gumbel_softmax draws them)."""
+    return -torch.empty(tuple(shape)).exponential_(generator=generator).log()
+
+
+class MixtureEnsemble(nn.Module):
+    """``members`` independent mixtures of ``experts`` experts each, as one batched model.
+
+    Args:
+        in_features: d, the number of input features (the gate's input too).
+        hidden: h, the width of every expert's three hidden layers (64 in the paper).
+        out_features: 1 for regression, the number of classes otherwise.
+        members: M, the number of independent mixtures.
+        experts: K, the number of experts per mixture.
+        kind: "mlp" or "wmlp" (MoE), "imlp" or "iwmlp" (MoIE).
+        gating: "standard" (softmax) or "gumbel" (Gumbel-softmax).
+        init_seeds: M seeds; mixture m draws its experts 0..K-1 (each layer by layer, like a
+            freshly built nn.Sequential) and then its gate from one generator with its seed,
+            all like ``nn.Linear``. ``None`` uses 0..M-1.
+        noise_seeds: M seeds of the training Gumbel noise; ``None`` uses the init seeds.
+        mask_seed: seed of the W-Asymmetric frozen entries, shared by every expert of every
+            mixture (the same entries as an ``MLPEnsemble`` of that mask seed).
+        n_fix: frozen entries per output unit for each of the 4 layers (default: the paper's).
+        kappa: standard deviation of the frozen values.
+        tau: Gumbel-softmax temperature.
+        samples: S, Gumbel samples averaged at inference.
+        eval_seed: seed of the inference Gumbel noise (the same for every mixture).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: int,
+        out_features: int,
+        *,
+        members: int,
+        experts: int,
+        kind: MixtureKind = "mlp",
+        gating: Gating = "standard",
+        init_seeds: Sequence[int] | None = None,
+        noise_seeds: Sequence[int] | None = None,
+        mask_seed: int = 0,
+        n_fix: Sequence[int] | None = None,
+        kappa: float = 1.0,
+        tau: float = 2.0,
+        samples: int = 10,
+        eval_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if kind not in MIXTURE_KINDS:
+            raise ValueError(f"kind must be one of {MIXTURE_KINDS}, got {kind!r}")
+        if gating not in GATINGS:
+            raise ValueError(f"gating must be one of {GATINGS}, got {gating!r}")
+        if experts < 1 or samples < 1 or tau <= 0:
+            raise ValueError(f"need experts >= 1, samples >= 1 and tau > 0, got {experts}, {samples}, {tau}")
+        self.kind, self.gating, self.members, self.experts, self.hidden = kind, gating, members, experts, hidden
+        self.interpolated = kind in ("imlp", "iwmlp")
+        self.mask_seed, self.kappa, self.tau, self.samples, self.eval_seed = mask_seed, kappa, tau, samples, eval_seed
+
+        sizes = [in_features, hidden, hidden, hidden, out_features]
+        self.n_fix = tuple(n_fix) if n_fix is not None else default_n_fix(hidden)
+        if len(self.n_fix) != len(sizes) - 1:
+            raise ValueError(f"n_fix needs one entry per layer ({len(sizes) - 1}), got {self.n_fix}")
+        self.gate = LinearEnsemble(in_features, experts, members=members)
+        layers = []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            frozen = None
+            if kind in ("wmlp", "iwmlp"):
+                # the seeds of MLPEnsemble's WMLP layers: the same frozen entries
+                frozen = wasym_entries(fan_in, fan_out, n_fix=self.n_fix[i], kappa=kappa, seed=(mask_seed, i))
+            layers.append(ExpertLinear(fan_in, fan_out, members=members, experts=experts, frozen=frozen))
+        self.layers = nn.ModuleList(layers)
+
+        seeds = list(range(members)) if init_seeds is None else [int(s) for s in init_seeds]
+        noise = seeds if noise_seeds is None else [int(s) for s in noise_seeds]
+        if len(seeds) != members or len(noise) != members:
+            raise ValueError(f"init_seeds and noise_seeds need {members} seeds each, got {len(seeds)} and {len(noise)}")
+        self.init_seeds, self.noise_seeds = seeds, noise
+        for member, seed in enumerate(seeds):
+            generator = torch.Generator().manual_seed(seed)
+            for expert in range(experts):
+                for layer in self.layers:
+                    layer.init_expert(member, expert, generator)
+            self.gate.init_member(member, generator)
+        self.apply_frozen()
+        # Per-mixture state besides the parameters: the training noise, and which of the
+        # original mixtures the parameters hold now (fit drops the ones that stopped).
+        self._noise = [torch.Generator().manual_seed(s) for s in noise]
+        self._active = list(range(members))
+
+    @property
+    def in_features(self) -> int:
+        return self.gate.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.layers[-1].out_features
+
+    # ------------------------------------------------------------------ forward
+
+    def gate_weights(self, x: Tensor) -> Tensor:
+        """alpha: (members, batch, experts), rows summing to 1.
+
+        x: (batch, in_features) shared by every mixture, or (members, batch, in_features).
+        Standard gates: softmax of the logits. Gumbel gates: one Gumbel-softmax sample per
+        example in training; in ``eval()`` mode the mean of ``samples`` samples.
+        """
+        logits = self.gate(x)
+        if self.gating == "standard":
+            return torch.softmax(logits, dim=-1)
+        members, batch, experts = logits.shape
+        if self.training:
+            noise = torch.stack([gumbel_noise((batch, experts), self._noise[m]) for m in self._active])
+            return torch.softmax((logits + noise.to(logits.device)) / self.tau, dim=-1)
+        generator = torch.Generator().manual_seed(self.eval_seed)
+        noise = gumbel_noise((self.samples, 1, batch, experts), generator).to(logits.device)
+        return torch.softmax((logits + noise) / self.tau, dim=-1).mean(dim=0)
+
+    def expert_outputs(self, x: Tensor) -> Tensor:
+        """Every expert's own output f_k(x): (members, experts, batch, out_features).
+
+        x: (batch, in_features) or (members, batch, in_features).
+        """
+        h = x
+        for layer in self.layers[:-1]:
+            h = F.gelu(layer(h))
+        return self.layers[-1](h)
+
+    def mix(self, x: Tensor, alpha: Tensor) -> Tensor:
+        """The mixture's output for given gate weights.
+
+        x: (batch, in_features) or (members, batch, in_features);
+        alpha: (members, batch, experts). Returns (members, batch, out_features).
+        """
+        if not self.interpolated:
+            return torch.einsum("mkbo,mbk->mbo", self.expert_outputs(x), alpha)
+        h = x
+        for layer in self.layers[:-1]:
+            h = F.gelu(layer.interpolate(h, alpha))
+        return self.layers[-1].interpolate(h, alpha)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (batch, in_features) or (members, batch, in_features) -> (members, batch, out_features)."""
+        return self.mix(x, self.gate_weights(x))
+
+    @torch.no_grad()
+    def expert_usage(self, X: Tensor, *, batch_size: int = 4096) -> Tensor:
+        """Mean gate weight of every expert over the rows of X: (members, experts).
+
+        Uses the gate of the current mode (call it in ``eval()`` mode for the inference gate;
+        ``fit``'s monitor does).
+        """
+        total = torch.zeros(self.members, self.experts, dtype=torch.float64, device=X.device)
+        for start in range(0, len(X), batch_size):
+            total += self.gate_weights(X[start : start + batch_size]).double().sum(dim=1)
+        return total / len(X)
+
+    # ------------------------------------------------------------------ trainer.fit protocol
+
+    @torch.no_grad()
+    def set_members(self, parameters: Sequence[Tensor], members: Sequence[int] | Tensor) -> None:
+        """Replace the parameters (``parameters()`` order) by tensors holding the original
+        mixtures ``members`` (indices into the mixtures this model was built with); their
+        training-noise generators follow them."""
+        members = [int(m) for m in members]
+        if len(members) != parameters[0].shape[0]:
+            raise ValueError(f"members names {len(members)} mixtures, the parameters hold {parameters[0].shape[0]}")
+        set_stacked_parameters(self, parameters)
+        self.members, self._active = len(members), members
+
+    @torch.no_grad()
+    def apply_frozen(self) -> None:
+        """Rewrite the W-Asymmetric frozen entries of every expert layer (no-op for MLP experts)."""
+        for layer in self.layers:
+            layer.apply_frozen()
+
+    def parameters_per_mixture(self) -> int:
+        """Number of parameters of one mixture (experts and gate, frozen entries included)."""
+        return sum(p[0].numel() for p in self.parameters())
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}, gating={self.gating}, tau={self.tau}, samples={self.samples}"

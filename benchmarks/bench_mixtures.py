@@ -1,0 +1,187 @@
+"""Mixture training time against the number of experts: stacked experts against a loop over them.
+
+Both train mixtures of K experts of the paper's shape (4-layer MLP, hidden 64, softmax
+gate) on the same data for a fixed number of epochs (no early stopping), with AdamW, batch
+256 and a validation pass every epoch. The batched side is asymlib's ``MixtureEnsemble``
+trained by ``fit`` (all K experts, and ``--mixtures`` mixtures, in stacked tensors). The
+loop side is what one would write in plain PyTorch: K ``nn.Sequential`` experts in an
+``nn.ModuleList``, a Python loop over them in the forward pass (for MoIE, a loop per layer:
+sum_k alpha_k (W_k h + b_k)), a shuffling DataLoader and ``torch.optim.AdamW``.
+
+Prints and writes JSON, per kind and K: mixture-epochs per second of both (and
+expert-epochs per second, K times as many, comparable with bench_trainer's model-epochs),
+their ratio, GFLOP/s of both, and the machine's measured float32 matrix-multiply peak.
+
+    python benchmarks/bench_mixtures.py --dataset california --experts 2 4 8 16 32 64 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from asymlib.data import load_dataset
+from asymlib.mixtures import MixtureEnsemble
+from asymlib.trainer import TrainConfig, fit
+from bench_trainer import _sync, flops_per_model_epoch, matmul_peak_gflops
+
+
+def flops_per_mixture_epoch(sizes: list[int], experts: int, n_train: int, n_val: int) -> float:
+    """Matrix-multiply FLOPs of one epoch of one mixture: K experts and the gate (d x K).
+    The same count for MoE and MoIE (an interpolated layer does K experts' multiplies)."""
+    gate = 2.0 * sizes[0] * experts * (3 * n_train + n_val)
+    return experts * flops_per_model_epoch(sizes, n_train, n_val) + gate
+
+
+def time_batched(data, *, kind: str, experts: int, mixtures: int, hidden: int, epochs: int, device: str) -> float:
+    model = MixtureEnsemble(
+        data.n_features, hidden, data.n_outputs, members=mixtures, experts=experts, kind=kind,
+        init_seeds=range(mixtures),
+    ).to(device)
+    config = TrainConfig(max_epochs=epochs, patience=epochs + 1)
+    tensors = [t.to(device) for t in (data.X_train, data.y_train, data.X_val, data.y_val)]
+    _sync(device)
+    start = time.perf_counter()
+    fit(model, *tensors, task=data.task, order_seeds=range(mixtures), config=config, progress=False)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+class LoopMixture(nn.Module):
+    """A plain PyTorch mixture: a Python loop over K nn.Sequential experts."""
+
+    def __init__(self, in_features: int, hidden: int, out_features: int, *, experts: int, interpolated: bool):
+        super().__init__()
+        self.interpolated = interpolated
+        self.gate = nn.Linear(in_features, experts)
+        self.experts = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(in_features, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out_features),
+            )
+            for _ in range(experts)
+        )
+
+    def forward(self, x):
+        alpha = torch.softmax(self.gate(x), dim=-1)
+        if not self.interpolated:
+            return sum(alpha[:, k : k + 1] * expert(x) for k, expert in enumerate(self.experts))
+        h = x
+        for i in range(0, len(self.experts[0]), 2):  # Linear, GELU pairs; the last Linear alone
+            h = sum(alpha[:, k : k + 1] * expert[i](h) for k, expert in enumerate(self.experts))
+            if i + 1 < len(self.experts[0]):
+                h = self.experts[0][i + 1](h)
+        return h
+
+
+def time_loop(data, *, kind: str, experts: int, hidden: int, epochs: int, device: str) -> float:
+    regression = data.task == "regression"
+    loss_fn = nn.MSELoss() if regression else nn.CrossEntropyLoss()
+    y_train = data.y_train.unsqueeze(-1) if regression else data.y_train
+    y_val = (data.y_val.unsqueeze(-1) if regression else data.y_val).to(device)
+    X_val = data.X_val.to(device)
+    torch.manual_seed(0)
+    net = LoopMixture(
+        data.n_features, hidden, data.n_outputs, experts=experts, interpolated=kind in ("imlp", "iwmlp")
+    ).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=3e-2)
+    loader = DataLoader(TensorDataset(data.X_train, y_train), batch_size=256, shuffle=True)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        net.train()
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            optimizer.zero_grad()
+            loss_fn(net(xb), yb).backward()
+            optimizer.step()
+        net.eval()
+        with torch.no_grad():
+            loss_fn(net(X_val), y_val).item()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="california")
+    parser.add_argument("--max-rows", type=int, default=None, help="subsample the dataset (default: all rows)")
+    parser.add_argument("--experts", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64, 128])
+    parser.add_argument("--kinds", nargs="+", default=["mlp", "imlp"], help="mlp/wmlp (MoE), imlp/iwmlp (MoIE)")
+    parser.add_argument("--mixtures", type=int, default=1, help="mixtures trained together in the batched run")
+    parser.add_argument("--hidden", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of the batched run")
+    parser.add_argument("--loop-epochs", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", default="benchmarks/results/mixtures.json")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    data = load_dataset(args.dataset, max_rows=args.max_rows)
+    peak = matmul_peak_gflops(device=args.device)
+    report = {
+        "machine": platform.processor() or platform.machine(),
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "dataset": args.dataset,
+        "n_train": len(data.X_train),
+        "hidden": args.hidden,
+        "mixtures": args.mixtures,
+        "matmul_peak_gflops": round(peak, 1),
+        "runs": [],
+    }
+    print(f"{report['device']}, {report['threads']} threads, float32 matmul peak {peak:.1f} GFLOP/s")
+    sizes = [data.n_features, args.hidden, args.hidden, args.hidden, data.n_outputs]
+    common = {"hidden": args.hidden, "device": args.device}
+    for kind in args.kinds:
+        # warm-up: first calls pay for allocator and kernel selection
+        time_batched(data, kind=kind, experts=2, mixtures=args.mixtures, epochs=1, **common)
+        for experts in args.experts:
+            batched = time_batched(
+                data, kind=kind, experts=experts, mixtures=args.mixtures, epochs=args.epochs, **common
+            )
+            loop = time_loop(data, kind=kind, experts=experts, epochs=args.loop_epochs, **common)
+            batched_rate = args.mixtures * args.epochs / batched
+            loop_rate = args.loop_epochs / loop
+            flops = flops_per_mixture_epoch(sizes, experts, len(data.X_train), len(data.X_val))
+            gflops = batched_rate * flops / 1e9
+            run = {
+                "kind": kind,
+                "experts": experts,
+                "batched_mixture_epochs_per_s": round(batched_rate, 3),
+                "loop_mixture_epochs_per_s": round(loop_rate, 3),
+                "batched_expert_epochs_per_s": round(experts * batched_rate, 2),
+                "loop_expert_epochs_per_s": round(experts * loop_rate, 2),
+                "speedup": round(batched_rate / loop_rate, 2),
+                "batched_gflops": round(gflops, 1),
+                "loop_gflops": round(loop_rate * flops / 1e9, 1),
+                "fraction_of_peak": round(gflops / peak, 3),
+            }
+            report["runs"].append(run)
+            print(
+                f"{kind:5s} K={experts:4d}: batched {run['batched_mixture_epochs_per_s']:8.3f} mixture-epochs/s "
+                f"({run['batched_expert_epochs_per_s']:7.1f} expert-epochs/s), "
+                f"loop {run['loop_mixture_epochs_per_s']:7.3f}, "
+                f"speed-up {run['speedup']:5.1f}x, {run['batched_gflops']:.1f} GFLOP/s = "
+                f"{100 * run['fraction_of_peak']:.0f}% of peak (loop {run['loop_gflops']:.1f})",
+                flush=True,
+            )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()
