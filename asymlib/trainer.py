@@ -24,8 +24,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import LinearEnsemble
-
 
 @runtime_checkable
 class BatchedModel(Protocol):
@@ -91,14 +89,6 @@ class TrainResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def ensemble_layers(model: nn.Module) -> list[LinearEnsemble]:
-    """The stacked layers of a model, in order; all must hold the same members."""
-    layers = [m for m in model.modules() if isinstance(m, LinearEnsemble)]
-    if not layers or len({layer.members for layer in layers}) != 1:
-        raise ValueError("fit needs a model whose LinearEnsemble layers all hold the same number of members")
-    return layers
 
 
 def _check_batched(model: nn.Module) -> int:
