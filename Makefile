@@ -24,3 +24,4 @@ test:
 
 bench:
 	$(BIN)/python benchmarks/bench_trainer.py --dataset california --hidden 64 256 --members 64
+	$(BIN)/python benchmarks/bench_mixtures.py
