@@ -1,0 +1,489 @@
+"""One report notebook per section and profile, executed, and its offline HTML copy.
+
+The runner leaves one executed notebook per dataset in ``runs/<profile>/<section>/``. The
+report stitches them under a summary::
+
+    runs/<profile>/report_<section>.ipynb     the report (opens in JupyterLab)
+    runs/<profile>/report_<section>.html      its HTML copy: charts render with no network
+
+Summary first: code cells that import asymlib, load the section's combined tables and draw
+the paper's figures next to the paper's points, sliders and the WMLP - MLP statistics.
+Then each dataset's notebook, its cells and outputs as they ran, under a heading: its
+parameters shown as markdown, its code cells tagged so that executing the report (nbclient,
+papermill, ``pytest --nbval-lax``) keeps their outputs instead of training again.
+
+    from asymlib.stitch import build_report
+    build_report("runs/quick/deep_ensembles")      # -> runs/quick/report_deep_ensembles.html
+
+The HTML copy carries Vega, Vega-Lite and Vega-Embed inline (from the ``vl-convert-python``
+package, or from ``ASYMLIB_VEGA_JS``, see ``vega_script``), in place of the CDN scripts that
+Altair's notebook output and nbconvert's template would load.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+import re
+import textwrap
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from .data import DATASETS
+
+#: nbclient (and so papermill) leaves cells with this tag as they are: outputs kept.
+SKIP_EXECUTION = "skip-execution"
+#: nbval's tag for the same.
+NBVAL_SKIP = "nbval-skip"
+#: The environment variable naming a folder with vega.min.js, vega-lite.min.js and
+#: vega-embed.min.js (e.g. an ``npm install vega vega-lite vega-embed`` node_modules).
+VEGA_JS_ENV = "ASYMLIB_VEGA_JS"
+_VEGA_FILES = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")
+
+
+class ReportError(RuntimeError):
+    """A section folder holds no executed dataset notebook, or ``ASYMLIB_VEGA_JS`` lacks a script."""
+
+
+def report_path(section_dir: str | os.PathLike, *, section: str) -> Path:
+    """Where ``stitch_section`` writes the report of a section folder by default."""
+    return Path(section_dir).resolve().parent / f"report_{section}.ipynb"
+
+
+def dataset_notebooks(section_dir: str | os.PathLike) -> dict[str, Path]:
+    """The executed per-dataset notebooks of a section folder, in the paper's dataset order."""
+    section_dir = Path(section_dir)
+    return {name: section_dir / f"{name}.ipynb" for name in DATASETS if (section_dir / f"{name}.ipynb").is_file()}
+
+
+def locate_section(section_dir: str | os.PathLike, *, section: str = "deep_ensembles") -> Path:
+    """The section folder a report reads its tables from, wherever its kernel started.
+
+    ``section_dir`` as written in the report: relative to the repository root (so it works
+    from papermill's and nbval's working folders alike) or absolute. If it holds no results
+    (the runs folder was moved or copied), the report's own folder is tried: ``./<section>``
+    and then ``.``, which is where JupyterLab and nbval start the kernel.
+    """
+    # The runner builds reports: importing it at the top would make an import cycle.
+    from .runner import project_path
+
+    candidates = [project_path(section_dir), Path.cwd() / section, Path.cwd()]
+    for candidate in candidates:
+        if (candidate / "shards").is_dir():
+            return candidate
+    raise FileNotFoundError(f"no results (a shards/ folder) in any of {', '.join(map(str, candidates))}")
+
+
+def _displayed_path(path: Path) -> str:
+    """``path`` relative to the repository root if it lies inside it, else absolute."""
+    from .runner import project_root
+
+    try:
+        return str(path.resolve().relative_to(project_root()))
+    except ValueError:
+        return str(path.resolve())
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _cells(*parts: tuple[str, str]) -> list:
+    """Notebook cells from ("md" | "code", source) pairs; sources are dedented."""
+    make = {"md": new_markdown_cell, "code": new_code_cell}
+    return [make[kind](textwrap.dedent(source).strip()) for kind, source in parts]
+
+
+def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]) -> list:
+    """The summary cells of the deep-ensemble section: the paper's Figures 1 and 3 next
+    to its points, the comparison table, the size sliders and the paired statistics."""
+    where = _displayed_path(section_dir)
+    title = _cells(("md", f"""
+        # Deep ensembles of MLPs and W-Asymmetric MLPs: profile `{profile}`
+
+        A reproduction of Chernov & Novitskij (2025), *The Empirical Impact of Reducing Symmetries
+        on the Performance of Deep Ensembles and MoE*, Figures 1 and 3. Deep ensembles of the first
+        *k* of independently trained MLPs and W-Asymmetric MLPs (WMLP: some weights frozen at random
+        values) are scored on the test set. The claim under test: WMLP ensembles gain more from
+        growing than MLP ensembles, relative to their own mean single model.
+
+        Datasets: {', '.join(datasets)}. The summary is computed from the combined tables in
+        `{where}`; each dataset's executed notebook follows it, with its outputs as they ran.
+
+        Contents: Figure 1 · Figure 3 · ours against the paper in numbers · MLP against WMLP at
+        one ensemble size (sliders) · WMLP against MLP, paired over repeats · the datasets' notebooks.
+        """))
+    parameters = new_code_cell(
+        f"# The section folder: relative to the repository root, or absolute.\n"
+        f"section_dir = {where!r}\nsection = 'deep_ensembles'",
+        metadata={"tags": ["parameters"]},
+    )
+    return title + [parameters] + _cells(
+        ("code", """
+        import pandas as pd
+
+        from asymlib import figures, statistics
+        from asymlib.report import compare_with_paper, improvement_table, load_results, summary_table
+        from asymlib.stitch import locate_section, show_vega_inline
+
+        show_vega_inline()  # the charts below then draw without a CDN, in JupyterLab too
+        section_dir = locate_section(section_dir, section=section)
+        models, ensembles = load_results(section_dir, section=section)
+        repeats = ensembles.groupby(["dataset", "hidden"])["repeat"].nunique()
+        print(f"{len(models)} trained models, {len(ensembles)} ensemble rows from {section_dir}")
+        print(f"datasets: {', '.join(ensembles['dataset'].unique())}")
+        print(f"hidden sizes: {sorted(ensembles['hidden'].unique().tolist())}, "
+              f"ensemble sizes: {sorted(ensembles['ensemble_size'].unique().tolist())}, "
+              f"repeats: {repeats.min()} to {repeats.max()}")
+        """),
+        ("md", """
+        ## Figure 1: relative improvement over the mean single model
+
+        Accuracy (ens - single) / single, RMSE (single - ens) / single, in %, where *single* is the
+        mean test metric of all members of that type and repeat; means over repeats, then over
+        datasets. Solid: ours. Dashed: the paper's Figure 3 points turned into the same measure,
+        over the same datasets as ours. Diamonds: the values printed in the paper's Figure 1
+        (size 64, all five datasets).
+        """),
+        ("code", "figures.figure1(ensembles)"),
+        ("code", """
+        ours = improvement_table(ensembles)
+        print(ours.attrs["title"] + "; the paper's Figure 1 beside it")
+        paper = pd.DataFrame(figures.PAPER_FIGURE1).T.add_prefix(f"paper_{figures.PAPER_FIGURE1_SIZE}_")
+        ours.add_prefix("ours_").join(paper, how="outer").round(2)
+        """),
+        ("md", """
+        ## Figure 3: test metric against ensemble size
+
+        Ours: mean over repeats with a band of +-1 standard deviation, and each type's mean single
+        model (dashed rule). The paper's points: dashed lines with diamonds, its mean single models
+        dotted. The paper's code release split its data 72 / 8 / 20; we follow its text (64 / 16 / 20).
+        """),
+        ("code", "figures.figure3(ensembles)"),
+        ("md", "### Ours next to the paper, in numbers (means over repeats)"),
+        ("code", "compare_with_paper(ensembles)"),
+        ("md", """
+        ## MLP against WMLP at one ensemble size
+
+        The slider belongs to the chart, so it also works in the HTML copy: bars are our relative
+        improvement at the largest trained ensemble size up to the slider's value, black ticks the
+        paper's at the same size. Below, ipywidgets do the same with a table of the test metrics;
+        they need a running kernel, and a static view of their first state is saved.
+        """),
+        ("code", "figures.size_slider_chart(ensembles)"),
+        ("code", "figures.ensemble_explorer(ensembles)"),
+        ("md", """
+        ## WMLP against MLP, paired over repeats
+
+        Repeat *r* of both types shares its seeds, so the difference WMLP - MLP is taken within each
+        repeat, oriented so that **positive means WMLP is better** (accuracy: wmlp - mlp; RMSE:
+        mlp - wmlp; relative improvements: wmlp - mlp, in percentage points). Mean, 95 % t interval
+        and the paired t-test's p-value over repeats; with a single repeat these are NaN.
+        """),
+        ("code", """
+        paired = statistics.improvement_statistics(ensembles)
+        figures.improvement_chart(paired, measure="relative_improvement")
+        """),
+        ("code", 'figures.improvement_chart(paired, measure="ensemble_metric")'),
+        ("code", """
+        print(paired.attrs["title"] + ", largest ensembles")
+        largest = paired["ensemble_size"] == paired["ensemble_size"].max()
+        paired[largest].round(4).reset_index(drop=True)
+        """),
+        ("md", "### Every ensemble size, means over repeats"),
+        ("code", "summary_table(ensembles)"),
+    )
+
+
+def _generic_summary(section_dir: Path, profile: str, datasets: list[str]) -> list:
+    # A section without figures of its own yet still gets its notebooks in one place.
+    return [
+        new_markdown_cell(
+            f"# {section_dir.name}: profile `{profile}`\n\n"
+            f"No summary figures for this section yet. Datasets: {', '.join(datasets)}; "
+            f"results in `{_displayed_path(section_dir)}`."
+        ),
+    ]
+
+
+#: The summary each section's report opens with: (section_dir, profile, datasets) -> cells.
+SUMMARIES: dict[str, Callable[[Path, str, list[str]], list]] = {
+    "deep_ensembles": _deep_ensembles_summary,
+}
+
+
+# --------------------------------------------------------------------------- stitching
+
+
+def _demote_headings(markdown: str, levels: int = 2) -> str:
+    """Headings ``# x`` become ``### x``, so a dataset's notebook nests under its own
+    heading; fenced code is left alone."""
+    lines, fenced = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        if not fenced and re.match(r"#{1,6}\s", line):
+            line = "#" * levels + line
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _dataset_cells(dataset: str, notebook_path: Path) -> list:
+    """The executed notebook's cells under a heading, ready to sit in the report."""
+    from .runner import notebook_error, notebook_succeeded
+
+    notebook = nbformat.read(notebook_path, as_version=4)
+    run = notebook.metadata.get("papermill", {})
+    heading = [
+        f"## {dataset}\n",
+        f"The executed notebook `{notebook_path.name}` ({_displayed_path(notebook_path)}), as it ran"
+        + (f", {run['duration']:.0f} s" if run.get("duration") else "")
+        + ". Its code cells keep their outputs: executing this report does not run them again.",
+    ]
+    if not notebook_succeeded(notebook_path):
+        heading.append(f"\n\n**This notebook did not finish:** {notebook_error(notebook_path)}")
+    cells = [new_markdown_cell("\n".join(heading))]
+
+    tags_of = [set(cell.metadata.get("tags", [])) for cell in notebook.cells]
+    injected = any("injected-parameters" in tags for tags in tags_of)
+    for index, (cell, tags) in enumerate(zip(notebook.cells, tags_of)):
+        # The defaults cell is overridden by the injected one; show what the run used.
+        if "parameters" in tags and injected:
+            continue
+        if "injected-parameters" in tags or "parameters" in tags:
+            source = cell.source.removeprefix("# Parameters\n").strip()
+            cells.append(new_markdown_cell(f"Parameters of this run:\n\n```python\n{source}\n```"))
+            continue
+        cell = copy.deepcopy(cell)
+        cell.metadata.pop("papermill", None)
+        if cell.cell_type == "markdown":
+            cell.source = _demote_headings(cell.source)
+        elif cell.cell_type == "code":
+            cell.metadata["tags"] = sorted(tags | {SKIP_EXECUTION, NBVAL_SKIP})
+        # Every dataset's notebook has the same cell ids; the report needs unique ones.
+        cell.id = f"{dataset}-{index}"
+        cells.append(cell)
+    return cells
+
+
+def stitch_section(
+    section_dir: str | os.PathLike,
+    *,
+    section: str = "deep_ensembles",
+    profile: str | None = None,
+    output: str | os.PathLike | None = None,
+) -> Path:
+    """Write the (not yet executed) report notebook of a section folder; returns its path.
+
+    section_dir: ``runs/<profile>/<section>``, holding ``<dataset>.ipynb`` per dataset and
+        the combined tables (or shards).
+    profile: shown in the title; default the name of the folder above ``section_dir``.
+    output: the notebook to write; default ``runs/<profile>/report_<section>.ipynb``.
+    Raises ReportError if the folder holds no executed dataset notebook.
+    """
+    section_dir = Path(section_dir).resolve()
+    profile = profile or section_dir.parent.name
+    notebooks = dataset_notebooks(section_dir)
+    if not notebooks:
+        raise ReportError(f"{section_dir} holds no executed dataset notebook ({', '.join(DATASETS)}.ipynb)")
+    summary = SUMMARIES.get(section, _generic_summary)(section_dir, profile, list(notebooks))
+    cells = summary + [new_markdown_cell("# The datasets' notebooks")]
+    for dataset, path in notebooks.items():
+        cells += _dataset_cells(dataset, path)
+
+    report = new_notebook(
+        cells=cells,
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"},
+            "language_info": {"name": "python"},
+            "title": f"{section.replace('_', ' ')}: {profile}",
+        },
+    )
+    output = Path(output) if output is not None else report_path(section_dir, section=section)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.validate(report)
+    nbformat.write(report, output)
+    return output
+
+
+def execute_report(
+    path: str | os.PathLike, *, kernel: str = "python3", timeout: int = 600, trust: bool = True
+) -> Path:
+    """Execute the report in place with nbclient, the kernel started in its own folder.
+
+    The datasets' cells are skipped (their ``skip-execution`` tag). Widget state is saved
+    with the notebook. trust: sign the executed notebook as ``jupyter trust`` does, so that
+    JupyterLab runs the scripts of its chart outputs (it strips them from untrusted HTML
+    and the charts would stay blank until the user trusts the notebook). If a cell fails,
+    the notebook is still written, with the traceback, and the error raised.
+    """
+    from nbclient import NotebookClient
+
+    path = Path(path)
+    report = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        report, kernel_name=kernel, timeout=timeout, skip_cells_with_tag=SKIP_EXECUTION,
+        resources={"metadata": {"path": str(path.parent.resolve())}},
+    )
+    try:
+        client.execute()
+    finally:
+        nbformat.write(report, path)
+    if trust:
+        from nbformat.sign import NotebookNotary
+
+        NotebookNotary().sign(report)
+    return path
+
+
+# --------------------------------------------------------------------------- offline HTML
+
+
+@functools.lru_cache(maxsize=1)
+def vega_script() -> str | None:
+    """JavaScript that defines ``vega``, ``vegaLite`` and ``vegaEmbed`` globally, or None.
+
+    From the ``vl-convert-python`` package (its bundle of the versions Altair emits), else
+    from the three files under the folder named by ``ASYMLIB_VEGA_JS``.
+    """
+    try:
+        import vl_convert
+    except ImportError:
+        vl_convert = None
+    if vl_convert is not None:
+        import altair as alt
+
+        vl_version = "v" + "_".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
+        return vl_convert.javascript_bundle(vl_version=vl_version)
+    folder = os.environ.get(VEGA_JS_ENV)
+    if folder:
+        found = {}
+        for name in _VEGA_FILES:
+            matches = sorted(Path(folder).rglob(name))
+            if not matches:
+                raise ReportError(f"{VEGA_JS_ENV}={folder} has no {name}")
+            found[name] = matches[0].read_text(encoding="utf-8")
+        return "\n;\n".join(found[name] for name in _VEGA_FILES)
+    return None
+
+
+def _offline_head() -> str:
+    """The inline scripts for the page head, or "" when no vega scripts are at hand."""
+    import altair as alt
+
+    script = vega_script()
+    if script is None:
+        return ""
+    # Altair's notebook output loads each library unless VEGA_DEBUG says that version is
+    # there; the inline bundle provides exactly the versions it asks for.
+    versions = {
+        "vega_version": alt.VEGA_VERSION, "vegalite_version": alt.VEGALITE_VERSION,
+        "vegaembed_version": alt.VEGAEMBED_VERSION,
+    }
+    loaded = f"var VEGA_DEBUG = {json.dumps(versions)};"
+    # A "</script" inside the code would end the tag early; "<\/" means the same in JS.
+    script = script.replace("</script", "<\\/script")
+    return f'<script type="text/javascript">\n{script}\n</script>\n<script type="text/javascript">{loaded}</script>'
+
+
+_VEGA_OUTPUT = "asymlib_vega_scripts"
+
+
+def show_vega_inline() -> None:
+    """Display the vega scripts in the notebook (about 1 MB), so that Altair's outputs
+    below them find vega there instead of fetching it from a CDN: the report's charts then
+    draw in JupyterLab without network too. The HTML export carries them in its head and
+    leaves this output out. Without scripts (``vega_script``), says so."""
+    from IPython.display import display
+
+    head = _offline_head()
+    if head:
+        display({"text/html": head}, raw=True, metadata={_VEGA_OUTPUT: True})
+    else:
+        print("charts load vega from a CDN (pip install vl-convert-python to embed it)")
+
+
+# The lab template, without what it would fetch from a CDN: require.js (Altair's output
+# would then ask it for vega from the CDN), the widget manager, MathJax and Mermaid.
+_OFFLINE_TEMPLATE = """\
+{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}
+{{ resources.offline_head }}
+{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _static_outputs(report: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy without live widgets, nor the vega scripts ``show_vega_inline`` put in an
+    output: a widget output shows its static view (its HTML, else its text); without a
+    widget manager the live view could not be drawn anyway."""
+    report = copy.deepcopy(report)
+    report.metadata.pop("widgets", None)
+    for cell in report.cells:
+        if "outputs" in cell:
+            # The page's head has the vega scripts already.
+            cell.outputs = [o for o in cell.outputs if not o.get("metadata", {}).get(_VEGA_OUTPUT)]
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if _WIDGET_VIEW in data and len(data) > 1:
+                del data[_WIDGET_VIEW]
+    return report
+
+
+def export_html(path: str | os.PathLike, *, output: str | os.PathLike | None = None) -> Path:
+    """Export a notebook to HTML that renders its Altair charts with no network.
+
+    Vega, Vega-Lite and Vega-Embed are written into the page (``vega_script``); no script
+    is loaded from elsewhere. Widgets show their static view. Without ``vl-convert-python``
+    (and ``ASYMLIB_VEGA_JS``) the charts fall back to Altair's CDN loader, with a warning:
+    then they render only online. Returns the HTML path (default: beside the notebook).
+    """
+    import jinja2
+    from nbconvert import HTMLExporter
+
+    path = Path(path)
+    head = _offline_head()
+    if not head:
+        warnings.warn(
+            "no vega scripts to inline (pip install vl-convert-python, or set "
+            f"{VEGA_JS_ENV}): the HTML's charts will load vega from a CDN and need the network",
+            stacklevel=2,
+        )
+    exporter = HTMLExporter(
+        template_name="lab",
+        extra_loaders=[jinja2.DictLoader({"asymlib_offline.html.j2": _OFFLINE_TEMPLATE})],
+        template_file="asymlib_offline.html.j2",
+    )
+    report = _static_outputs(nbformat.read(path, as_version=4))
+    body, _ = exporter.from_notebook_node(report, resources={"offline_head": head})
+    output = Path(output) if output is not None else path.with_suffix(".html")
+    output.write_text(body, encoding="utf-8")
+    return output
+
+
+def build_report(
+    section_dir: str | os.PathLike,
+    *,
+    section: str = "deep_ensembles",
+    profile: str | None = None,
+    output: str | os.PathLike | None = None,
+    kernel: str = "python3",
+) -> Path:
+    """Stitch, execute and export a section's report; returns the HTML path.
+
+    The notebook goes to ``output`` (default ``runs/<profile>/report_<section>.ipynb``),
+    the HTML beside it.
+    """
+    notebook = stitch_section(section_dir, section=section, profile=profile, output=output)
+    execute_report(notebook, kernel=kernel)
+    return export_html(notebook)

@@ -1,0 +1,178 @@
+"""The figures carry our results and the paper's points, inline and aggregated."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from asymlib import figures
+from asymlib.report import PAPER_FIGURES
+from asymlib.statistics import improvement_statistics
+
+SIZES = (2, 4)
+
+
+def _ensembles() -> pd.DataFrame:
+    """Two datasets (one RMSE, one accuracy), hidden 64, sizes 2 and 4, two repeats."""
+    rows = []
+    for dataset, metric_name, single, step in [("california", "rmse", 0.60, -0.02), ("adult", "accuracy", 0.80, 0.01)]:
+        for repeat in range(2):
+            for kind, extra in [("mlp", 0.0), ("wmlp", 1.0)]:
+                for k in SIZES:
+                    metric = single + step * (extra + k / 2) + 0.001 * repeat
+                    gain = 100 * abs(metric - single) / single
+                    rows.append({
+                        "dataset": dataset, "metric_name": metric_name, "hidden": 64, "repeat": repeat, "type": kind,
+                        "ensemble_size": k, "ensemble_metric": metric, "interpolated_metric": single,
+                        "single_mean": single, "relative_improvement": gain,
+                    })
+    return pd.DataFrame(rows)
+
+
+def _values(chart) -> list[dict]:
+    """Every data row the chart's spec carries (Altair moves inline data to "datasets")."""
+    spec = chart.to_dict()
+    rows = [row for values in spec.get("datasets", {}).values() for row in values]
+    return rows + spec.get("data", {}).get("values", [])
+
+
+def _paper_gain(dataset: str, hidden: int, kind: str, size: int) -> float:
+    """Figure 1's measure from the paper's Figure 3 points, worked out from the CSV."""
+    reference = pd.read_csv(PAPER_FIGURES)
+    rows = reference[(reference["dataset"] == dataset) & (reference["hidden_dim"] == hidden) & (reference["x"] == size)]
+    ensemble = rows[rows["series"] == f"{kind}_ensemble"]["value"].item()
+    single = rows[rows["series"] == f"{kind}_single_mean"]["value"].item()
+    gain = (single - ensemble) if rows["metric"].iloc[0] == "rmse" else (ensemble - single)
+    return 100 * gain / single
+
+
+def test_figure1_has_ours_and_both_paper_series():
+    ensembles = _ensembles()
+    rows = _values(figures.figure1(ensembles))
+    by_source = {}
+    for row in rows:
+        by_source.setdefault(row["source"], []).append(row)
+    assert set(by_source) == {"ours", "paper (Figure 1)", "paper (Figure 3)"}
+
+    printed = {(r["hidden"], r["type"]): r["relative_improvement"] for r in by_source["paper (Figure 1)"]}
+    assert printed == {
+        (64, "mlp"): 1.21, (64, "wmlp"): 2.12, (128, "mlp"): 1.38, (128, "wmlp"): 2.33,
+        (256, "mlp"): 1.59, (256, "wmlp"): 2.98,
+    }
+    assert {r["ensemble_size"] for r in by_source["paper (Figure 1)"]} == {64}
+
+    # The paper's Figure 3 as relative improvements, averaged over *our* datasets.
+    derived = {(r["hidden"], r["type"], r["ensemble_size"]): r for r in by_source["paper (Figure 3)"]}
+    expected = (_paper_gain("california", 256, "wmlp", 16) + _paper_gain("adult", 256, "wmlp", 16)) / 2
+    assert derived[(256, "wmlp", 16)]["relative_improvement"] == pytest.approx(expected)
+    assert derived[(256, "wmlp", 16)]["datasets"] == 2
+
+    # Ours: mean over repeats, then over datasets.
+    ours = {(r["type"], r["ensemble_size"]): r["relative_improvement"] for r in by_source["ours"]}
+    at_4 = ensembles[(ensembles["type"] == "wmlp") & (ensembles["ensemble_size"] == 4)]
+    assert ours[("wmlp", 4)] == pytest.approx(at_4.groupby("dataset")["relative_improvement"].mean().mean())
+
+
+def test_paper_figure1_matches_its_figure3_at_64():
+    # The printed Figure 1 is the mean over datasets of the Figure 3 points: the CSV agrees.
+    points = figures.paper_points()
+    at_64 = points[points["ensemble_size"] == 64].groupby(["hidden", "type"])["relative_improvement"].mean()
+    for hidden, by_type in figures.PAPER_FIGURE1.items():
+        for kind, value in by_type.items():
+            assert at_64[(hidden, kind)] == pytest.approx(value, abs=0.006)
+
+
+def test_figure3_has_our_bands_and_the_papers_points():
+    ensembles = _ensembles()
+    rows = _values(figures.figure3(ensembles))
+    assert len(rows) < 500
+    paper = [r for r in rows if r["source"] == "paper"]
+    assert {r["dataset"] for r in rows} == {"california", "adult"}
+    point = next(
+        r for r in paper
+        if r["series"] == "paper: ensemble" and r["dataset"] == "california" and r["hidden"] == 64
+        and r["type"] == "wmlp" and r["ensemble_size"] == 64
+    )
+    assert point["value"] == pytest.approx(0.51322)  # the CSV's point
+    singles = [r for r in paper if r["series"] == "paper: mean single model"]
+    assert len(singles) == 2 * 3 * 2  # one per dataset, hidden size and type
+
+    ours = next(
+        r for r in rows
+        if r["series"] == "ours: ensemble" and r["dataset"] == "adult" and r["type"] == "mlp" and r["ensemble_size"] == 4
+    )
+    values = ensembles[(ensembles["dataset"] == "adult") & (ensembles["type"] == "mlp") & (ensembles["ensemble_size"] == 4)]["ensemble_metric"]
+    assert ours["value"] == pytest.approx(values.mean())
+    assert ours["low"] == pytest.approx(values.mean() - values.std())
+    assert ours["high"] == pytest.approx(values.mean() + values.std())
+    assert ours["repeats"] == 2
+
+
+def test_figure3_with_one_repeat_has_no_band_width():
+    one = _ensembles()
+    rows = _values(figures.figure3(one[one["repeat"] == 0]))
+    ours = [r for r in rows if r["series"] == "ours: ensemble"]
+    assert ours and all(r["low"] == r["value"] == r["high"] for r in ours)
+
+
+def test_slider_chart_binds_the_ensemble_size():
+    spec = figures.size_slider_chart(_ensembles()).to_dict()
+    (param,) = spec["params"]
+    assert param["bind"]["input"] == "range"
+    assert (param["bind"]["min"], param["bind"]["max"], param["value"]) == (2, 4, 4)
+    # Each panel filters on the parameter: the largest trained size up to the slider's value.
+    filters = [t["filter"] for t in spec["spec"]["transform"] if "filter" in t]
+    assert f"(datum.ensemble_size <= {param['name']})" in filters
+    rows = _values(figures.size_slider_chart(_ensembles()))
+    # The paper's points only at our hidden and ensemble sizes, so every position compares like with like.
+    paper = [r for r in rows if r["source"] == "paper"]
+    assert {(r["hidden"], r["ensemble_size"]) for r in paper} == {(64, 2), (64, 4)}
+    california = next(r for r in paper if r["dataset"] == "california" and r["type"] == "mlp" and r["ensemble_size"] == 4)
+    assert california["relative_improvement"] == pytest.approx(_paper_gain("california", 64, "mlp", 4))
+
+
+def test_size_table_compares_types_at_one_size():
+    table = figures.size_table(_ensembles(), ensemble_size=4, hidden=64)
+    assert list(table.index) == ["adult", "california"]
+    row = table.loc["california"]
+    assert row["metric"] == "rmse"
+    # california steps by -0.02 (lower RMSE), WMLP one step further: WMLP better by 0.02.
+    assert row["wmlp_better"] == pytest.approx(0.02)
+    assert row["mlp"] - row["wmlp"] == pytest.approx(0.02)
+    assert row["paper_wmlp_gain"] == pytest.approx(_paper_gain("california", 64, "wmlp", 4))
+
+
+def test_explorer_updates_its_view_and_keeps_a_static_copy():
+    explorer = figures.ensemble_explorer(_ensembles())
+    assert list(explorer.size.options) == list(SIZES) and explorer.size.value == 4
+    assert list(explorer.hidden.options) == [64]
+    first = explorer.view.outputs
+    assert "ensembles of 4" in first[0]["data"]["text/html"]
+    explorer.size.value = 2
+    assert "ensembles of 2" in explorer.view.outputs[0]["data"]["text/html"]
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "Static view at ensemble size 2" in bundle["text/html"] and "altair-viz-" in bundle["text/html"]
+
+
+def test_improvement_chart_carries_the_intervals():
+    statistics = improvement_statistics(_ensembles())
+    rows = _values(figures.improvement_chart(statistics, measure="ensemble_metric"))
+    assert {r["measure"] for r in rows} == {"ensemble_metric"}
+    california = next(r for r in rows if r["dataset"] == "california" and r["ensemble_size"] == 2)
+    # Both repeats differ by the same 0.02 (RMSE lower for WMLP): a zero-width interval at +0.02.
+    assert california["mean"] == pytest.approx(0.02)
+    assert california["ci_low"] == pytest.approx(0.02) and california["ci_high"] == pytest.approx(0.02)
+
+
+def test_charts_stay_small():
+    ensembles = _ensembles()
+    charts = [
+        figures.figure1(ensembles), figures.figure3(ensembles), figures.size_slider_chart(ensembles),
+        figures.improvement_chart(improvement_statistics(ensembles)),
+    ]
+    for chart in charts:
+        assert len(_values(chart)) < 500
+        assert len(json.dumps(chart.to_dict())) < 200_000

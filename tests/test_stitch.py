@@ -1,0 +1,241 @@
+"""The stitched report: built from a real (smoke-sized) run of the runner, executed, and
+exported to HTML that needs no network.
+
+One run of the runner (two datasets, two repeats, ~30 s) is shared by this module and
+``test_browser.py`` through ``built_report``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from asymlib import stitch
+from asymlib.runner import run_profile
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = ["california", "churn"]  # one regression, one classification dataset
+#: Chart titles of the summary's figures (a substring of each).
+FIGURE_TITLES = [
+    "Figure 1: relative improvement",
+    "Figure 3: test metric",
+    "MLP against WMLP at the ensemble size chosen with the slider",
+    "MLP against WMLP, ensembles of",  # the ipywidgets explorer's first view
+    "WMLP - MLP, relative improvement, paired over repeats",
+    "WMLP - MLP, ensemble metric, paired over repeats",
+]
+
+
+@dataclass(frozen=True)
+class BuiltReport:
+    section_dir: Path
+    notebook: Path
+    html: Path
+
+
+_BUILT: dict[str, BuiltReport] = {}
+
+
+def built_report(tmp_path_factory: pytest.TempPathFactory) -> BuiltReport:
+    """Run a smoke profile with two repeats over ``DATASETS`` and build its report, once per
+    test session (shared with test_browser.py, which cannot share a fixture object)."""
+    if "report" not in _BUILT:
+        root = tmp_path_factory.mktemp("report_run")
+        profile = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())["deep_ensembles"]
+        profile.update(datasets=DATASETS, repeats=2, workers=2)
+        params = root / "smoke2.yaml"
+        params.write_text(yaml.safe_dump({"deep_ensembles": profile}))
+        runs = run_profile(params, out_root=root / "runs", sections=["deep_ensembles"], progress=False)
+        section = runs["deep_ensembles"]
+        assert section.ok, section.failed
+        # The plain-Python entry: stitch_section, execute_report, export_html.
+        html = stitch.build_report(section.out_dir, section="deep_ensembles")
+        _BUILT["report"] = BuiltReport(section.out_dir, html.with_suffix(".ipynb"), html)
+    return _BUILT["report"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> BuiltReport:
+    return built_report(tmp_path_factory)
+
+
+def _html_outputs(cell) -> str:
+    return "\n".join(
+        "".join(output.get("data", {}).get("text/html", "")) for output in cell.get("outputs", [])
+    )
+
+
+def test_report_sits_beside_the_section_and_lists_every_dataset(report):
+    assert report.notebook == report.section_dir.parent / "report_deep_ensembles.ipynb"
+    assert report.html == report.notebook.with_suffix(".html") and report.html.stat().st_size > 100_000
+    notebook = nbformat.read(report.notebook, as_version=4)
+    nbformat.validate(notebook)
+    headings = [c.source.splitlines()[0] for c in notebook.cells if c.cell_type == "markdown"]
+    assert headings[0].startswith("# Deep ensembles") and "smoke2" in headings[0]
+    for dataset in DATASETS:
+        assert f"## {dataset}" in headings
+    # The summary comes first, the datasets after it in the paper's order.
+    assert headings.index("# The datasets' notebooks") < headings.index("## california") < headings.index("## churn")
+    ids = [cell.id for cell in notebook.cells]
+    assert len(ids) == len(set(ids))
+
+
+def test_dataset_cells_keep_their_outputs_and_parameters_become_markdown(report):
+    notebook = nbformat.read(report.notebook, as_version=4)
+    executed = nbformat.read(report.section_dir / "churn.ipynb", as_version=4)
+    start = next(i for i, c in enumerate(notebook.cells) if c.source.startswith("## churn"))
+    stitched = notebook.cells[start:]
+    code = [c for c in stitched if c.cell_type == "code"]
+    assert all({"skip-execution", "nbval-skip"} <= set(c.metadata["tags"]) for c in code)
+    assert not any("parameters" in c.metadata.get("tags", []) for c in code)
+    params = [c for c in stitched if c.cell_type == "markdown" and c.source.startswith("Parameters of this run")]
+    assert len(params) == 1 and 'dataset = "churn"' in params[0].source
+    original = [c for c in executed.cells if c.cell_type == "code" and not {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+    assert [c.source for c in code] == [c.source for c in original]
+    assert [c.outputs for c in code] == [c.outputs for c in original]  # untouched by the report's execution
+    # The notebook's own headings nest under the dataset's.
+    assert any(c.source.startswith("### Deep ensembles") for c in stitched if c.cell_type == "markdown")
+
+
+def test_summary_cells_ran_without_errors_and_show_every_figure(report):
+    notebook = nbformat.read(report.notebook, as_version=4)
+    summary = notebook.cells[: next(i for i, c in enumerate(notebook.cells) if c.source.startswith("# The datasets"))]
+    code = [c for c in summary if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code)
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    html = "\n".join(_html_outputs(c) for c in code)
+    for title in FIGURE_TITLES:
+        assert title in html, title
+    # Our data and the paper's for both datasets reached the figures.
+    for dataset in DATASETS:
+        assert f'"dataset": "{dataset}"' in html
+    assert '"source": "paper (Figure 1)"' in html and '"source": "paper"' in html
+    # The widgets were saved with the notebook (JupyterLab redraws them from this state).
+    assert "application/vnd.jupyter.widget-state+json" in notebook.metadata.get("widgets", {})
+
+
+def test_executed_report_is_trusted_and_carries_vega_for_jupyterlab(report):
+    from nbformat.sign import NotebookNotary
+
+    notebook = nbformat.read(report.notebook, as_version=4)
+    # JupyterLab strips the scripts of untrusted HTML outputs: the charts would stay blank.
+    assert NotebookNotary().check_signature(notebook)
+    if stitch.vega_script() is not None:
+        scripts = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("metadata", {}).get("asymlib_vega_scripts")]
+        assert len(scripts) == 1 and "window.vegaEmbed=" in scripts[0]["data"]["text/html"].replace(" ", "")
+
+
+def test_report_runs_under_nbval(report):
+    finished = subprocess.run(
+        [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", str(report.notebook)],
+        cwd=report.notebook.parent, capture_output=True, text=True, timeout=300,
+    )
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-2000:]
+    assert re.search(r"\d+ passed", finished.stdout)
+
+
+def test_html_carries_vega_inline_and_loads_nothing_from_the_network(report):
+    assert stitch.vega_script() is not None, (
+        "no vega scripts to inline: pip install vl-convert-python (or set ASYMLIB_VEGA_JS)"
+    )
+    html = report.html.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc=[\"']?(https?:)?//", html), "a script is loaded from the network"
+    assert not re.search(r"<link[^>]*\bhref=[\"']?(https?:)?//", html), "a stylesheet is loaded from the network"
+    assert "require.min.js" not in html and "embed-amd.js" not in html
+    # The bundle defines the three globals Altair's output calls, at the versions it asks for.
+    for assignment in ("window.vegaEmbed=", "window.vega=", "window.vegaLite="):
+        assert html.replace(" ", "").count(assignment) == 1  # in the head; not again from the notebook
+    assert re.search(r'var VEGA_DEBUG = \{"vega_version": "\d+", "vegalite_version": "[\d.]+", "vegaembed_version": "\d+"\}', html)
+    notebook = nbformat.read(report.notebook, as_version=4)
+    charts = sum(_html_outputs(c).count('id="altair-viz-') for c in notebook.cells)
+    assert html.count('<div id="altair-viz-') >= charts >= len(FIGURE_TITLES) + len(DATASETS)
+    # The explorer's static view stands in for the widget, which needs a widget manager.
+    assert "application/vnd.jupyter.widget-view+json" not in html
+    assert "Static view at ensemble size" in html
+
+
+def test_locate_section_falls_back_to_the_report_folder(report, monkeypatch):
+    monkeypatch.chdir(report.section_dir.parent)
+    assert stitch.locate_section("/nonexistent/deep_ensembles") == report.section_dir
+    monkeypatch.chdir(report.section_dir)
+    assert stitch.locate_section("/nonexistent/deep_ensembles") == report.section_dir
+    monkeypatch.chdir(report.section_dir / "shards")
+    with pytest.raises(FileNotFoundError, match="no results"):
+        stitch.locate_section("/nonexistent/deep_ensembles")
+
+
+def test_a_failed_dataset_notebook_is_flagged(report, tmp_path):
+    failed = nbformat.read(report.section_dir / "churn.ipynb", as_version=4)
+    failed.metadata.papermill["exception"] = True
+    failed.cells[-1].outputs = [nbformat.v4.new_output("error", ename="ValueError", evalue="boom", traceback=[])]
+    section_dir = tmp_path / "myprofile" / "deep_ensembles"
+    section_dir.mkdir(parents=True)
+    nbformat.write(failed, section_dir / "adult.ipynb")
+    notebook = nbformat.read(stitch.stitch_section(section_dir, output=tmp_path / "r.ipynb"), as_version=4)
+    assert "profile `myprofile`" in notebook.cells[0].source
+    heading = next(c.source for c in notebook.cells if c.source.startswith("## adult"))
+    assert "did not finish:** ValueError: boom" in heading
+
+
+def test_stitch_refuses_an_empty_folder(tmp_path):
+    with pytest.raises(stitch.ReportError, match="no executed dataset notebook"):
+        stitch.stitch_section(tmp_path / "deep_ensembles")
+
+
+# --------------------------------------------------------------------------- vega scripts
+
+
+@pytest.fixture
+def no_vl_convert(monkeypatch):
+    """As if vl-convert-python were not installed (and no cached bundle)."""
+    monkeypatch.setitem(sys.modules, "vl_convert", None)
+    stitch.vega_script.cache_clear()
+    yield
+    stitch.vega_script.cache_clear()
+
+
+def _tiny_notebook(path: Path) -> Path:
+    import altair as alt
+
+    chart = alt.Chart(alt.InlineData(values=[{"a": 1}])).mark_point().encode(x="a:Q")
+    cell = nbformat.v4.new_code_cell("chart", outputs=[
+        nbformat.v4.new_output("display_data", data={"text/html": chart.to_html(fullhtml=False, template="universal")})
+    ])
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
+    return path
+
+
+def test_vega_scripts_from_a_folder_without_vl_convert(no_vl_convert, tmp_path, monkeypatch):
+    folder = tmp_path / "node_modules"
+    for name, marker in [("vega", "VEGA_MARK"), ("vega-lite", "LITE_MARK"), ("vega-embed", "EMBED_MARK")]:
+        (folder / name / "build").mkdir(parents=True)
+        (folder / name / "build" / f"{name}.min.js").write_text(f"var {marker} = '</script>';")
+    monkeypatch.setenv(stitch.VEGA_JS_ENV, str(folder))
+    html = stitch.export_html(_tiny_notebook(tmp_path / "tiny.ipynb")).read_text()
+    assert html.index("VEGA_MARK") < html.index("LITE_MARK") < html.index("EMBED_MARK") < html.index("VEGA_DEBUG")
+    assert "var VEGA_MARK = '<\\/script>'" in html  # cannot close the inline script early
+
+
+def test_without_vega_scripts_the_export_warns_and_uses_the_cdn(no_vl_convert, tmp_path, monkeypatch):
+    monkeypatch.delenv(stitch.VEGA_JS_ENV, raising=False)
+    with pytest.warns(UserWarning, match="pip install vl-convert-python"):
+        html = stitch.export_html(_tiny_notebook(tmp_path / "tiny.ipynb")).read_text()
+    assert "VEGA_DEBUG = {" not in html and "cdn.jsdelivr.net/npm/vega@" in html
+
+
+def test_demoted_headings_leave_code_alone():
+    text = "# Title\ntext\n```python\n# a comment\n```\n## Part"
+    assert stitch._demote_headings(text) == "### Title\ntext\n```python\n# a comment\n```\n#### Part"
+
+
+def test_report_notebook_is_json_with_a_python3_kernel(report):
+    metadata = json.loads(report.notebook.read_text())["metadata"]
+    assert metadata["kernelspec"]["name"] == "python3"
