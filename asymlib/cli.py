@@ -34,8 +34,10 @@ def _run(args: argparse.Namespace) -> int:
     runs = run_profile(
         args.params, out_root=args.out, sections=args.sections, datasets=args.datasets,
         workers=args.workers, force=args.force, progress=not args.no_progress, kernel=args.kernel,
+        report=not args.no_report,
     )
     failed = [f"{section}/{dataset}" for section, run in runs.items() for dataset in run.failed]
+    failed += [f"{section} report" for section, run in runs.items() if run.report_error]
     if failed:
         print(f"FAILED: {', '.join(failed)} (tracebacks in the executed notebooks above)", file=sys.stderr)
         return 1
@@ -83,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--kernel", default=DEFAULT_KERNEL, help=f"Jupyter kernel (default: {DEFAULT_KERNEL})")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-report", action="store_true", help="do not build the sections' report notebooks and HTML")
     run.set_defaults(handler=_run)
     return parser
 

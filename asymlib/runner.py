@@ -308,6 +308,8 @@ class SectionRun:
     skipped: datasets already complete, left untouched.
     failed: dataset -> its executed notebook, which shows the traceback.
     tables: the combined tables (e.g. models, ensembles) over the section's datasets.
+    report: the section's exported HTML report, when one was built.
+    report_error: why building the report failed (the results are still complete).
     """
 
     section: str
@@ -317,6 +319,8 @@ class SectionRun:
     failed: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    report: Path | None = None
+    report_error: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -538,6 +542,7 @@ def run_profile(
     force: bool = False,
     progress: bool = True,
     kernel: str = DEFAULT_KERNEL,
+    report: bool = True,
 ) -> dict[str, SectionRun]:
     """Execute every (section, dataset) notebook of a profile; results under
     ``out_root/<profile>/<section>/`` where ``<profile>`` is the file's stem.
@@ -546,6 +551,8 @@ def run_profile(
         before anything runs).
     datasets, workers: override the file's values (datasets must still be valid names).
     force: delete the chosen datasets' results first and redo them.
+    report: stitch each section's executed notebooks into ``out_root/<profile>/report_<section>``
+        (.ipynb and offline .html) whenever something new ran or the report is missing.
     A failed notebook does not stop the others; see ``SectionRun.failed``.
     Returns one SectionRun per section, in order; a summary is printed as well.
     """
@@ -565,9 +572,26 @@ def run_profile(
             workers=workers or settings[name]["workers"], force=force, progress=progress,
             kernel=kernel,
         )
+        if report:
+            _build_section_report(run, profile=params_path.stem, kernel=kernel)
         print(format_summary(run), flush=True)
         runs[name] = run
     return runs
+
+
+def _build_section_report(run: SectionRun, *, profile: str, kernel: str) -> None:
+    """Build the section's report if it is out of date; a failure is recorded, not raised,
+    because the results it would show are already safe on disk."""
+    from .stitch import build_report, dataset_notebooks, report_path
+
+    html = report_path(run.out_dir, section=run.section).with_suffix(".html")
+    if not dataset_notebooks(run.out_dir) or (html.exists() and not run.executed):
+        run.report = html if html.exists() else None
+        return
+    try:
+        run.report = build_report(run.out_dir, section=run.section, profile=profile, kernel=kernel)
+    except Exception as exc:  # noqa: BLE001 - any failure here must not hide the results
+        run.report_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
 def format_summary(run: SectionRun) -> str:
@@ -589,6 +613,10 @@ def format_summary(run: SectionRun) -> str:
         lines.append(f"  tables: {', '.join(written)} -> {run.out_dir}/<table>.parquet and .csv")
     else:
         lines.append("  no finished results yet")
+    if run.report is not None:
+        lines.append(f"  report: {run.report} (and .ipynb beside it)")
+    if run.report_error is not None:
+        lines.append(f"  report NOT built: {run.report_error}")
     ensembles = run.tables.get("ensembles")
     if ensembles is not None and len(ensembles):
         table = improvement_table(ensembles)

@@ -97,6 +97,17 @@ def test_smoke_run_has_one_row_per_model_and_ensemble(smoke):
 
 
 @needs_data
+def test_smoke_run_builds_a_report_per_section(smoke_runs):
+    out_root, runs = smoke_runs
+    for section, run in runs.items():
+        assert run.report_error is None
+        assert run.report == out_root / "smoke" / f"report_{section}.html"
+        html = run.report.read_text()
+        assert all(dataset in html for dataset in DATASETS)
+        assert (out_root / "smoke" / f"report_{section}.ipynb").exists()
+
+
+@needs_data
 def test_smoke_run_has_one_row_per_mixture(smoke_runs):
     out_root, runs = smoke_runs
     assert list(runs) == ["deep_ensembles", "mixtures"]  # every section of the file, by default
@@ -140,7 +151,9 @@ def test_second_run_starts_no_notebook(smoke, data_env, monkeypatch):
         raise AssertionError("papermill was started for a finished dataset")
 
     monkeypatch.setattr(runner, "_execute", no_papermill)
+    reports = {p: p.stat().st_mtime_ns for p in (out_root / "smoke").glob("report_*")}
     runs = run_profile(SMOKE, out_root=out_root, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in (out_root / "smoke").glob("report_*")} == reports
     assert all(run.executed == [] and sorted(run.skipped) == sorted(DATASETS) for run in runs.values())
     again = runs["deep_ensembles"]
     assert _shard_times(out_dir) == before
@@ -154,7 +167,7 @@ def test_partly_done_dataset_is_executed_again(smoke, data_env):
     (out_dir / "shards" / "california-h8-r0-ensembles.parquet").unlink()
     others = {k: v for k, v in _shard_times(out_dir).items() if not k.startswith("california-")}
 
-    run = run_profile(SMOKE, out_root=out_root, progress=False)["deep_ensembles"]
+    run = run_profile(SMOKE, out_root=out_root, progress=False, report=False)["deep_ensembles"]
     assert run.executed == ["california"] and run.ok
     assert len(run.tables["ensembles"]["dataset"].unique()) == len(DATASETS)
     assert {k: v for k, v in _shard_times(out_dir).items() if not k.startswith("california-")} == others
@@ -169,7 +182,7 @@ def test_failed_notebook_does_not_stop_the_others(tmp_path, data_env, capsys):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(params))
 
-    status = main(["run", str(path), "--out", str(tmp_path / "runs"), "--no-progress"])
+    status = main(["run", str(path), "--out", str(tmp_path / "runs"), "--no-progress", "--no-report"])
     assert status == 1
     out_dir = tmp_path / "runs" / "tiny" / "deep_ensembles"
     assert runner.notebook_succeeded(out_dir / "california.ipynb")
