@@ -200,6 +200,118 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
     )
 
 
+def _mixtures_summary(section_dir: Path, profile: str, datasets: list[str]) -> list:
+    """The summary cells of the mixture section: the paper's Figures 2 and 4 next to its
+    points, the comparison table, the number-of-experts slider and explorer, and how evenly
+    the gates use their experts."""
+    where = _displayed_path(section_dir)
+    title = _cells(("md", f"""
+        # Mixtures of MLP and W-Asymmetric MLP experts: profile `{profile}`
+
+        A reproduction of Chernov & Novitskij (2025), *The Empirical Impact of Reducing Symmetries
+        on the Performance of Deep Ensembles and MoE*, Figures 2 and 4. A logistic-regression gate
+        (softmax, or Gumbel-softmax with tau = 2) weighs *K* experts of hidden 64: MoE mixes the
+        experts' outputs (kinds `mlp`, `wmlp`), MoIE interpolates their parameters per example
+        (`imlp`, `iwmlp`); the `w` kinds are W-Asymmetric (some weights frozen at random values).
+        The paper finds the evidence for W-Asymmetric experts inconclusive here.
+
+        Datasets: {', '.join(datasets)}. The summary is computed from the combined tables in
+        `{where}`; each dataset's executed notebook follows it, with its outputs as they ran.
+
+        Contents: Figure 2 · Figure 4 · ours against the paper in numbers · the kinds at one
+        number of experts (sliders) · expert usage · the datasets' notebooks.
+        """))
+    parameters = new_code_cell(
+        f"# The section folder: relative to the repository root, or absolute.\n"
+        f"section_dir = {where!r}\nsection = 'mixtures'",
+        metadata={"tags": ["parameters"]},
+    )
+    return title + [parameters] + _cells(
+        ("code", """
+        import pandas as pd
+        from IPython.display import display
+
+        from asymlib import figures
+        from asymlib.report import (
+            compare_mixtures_with_paper, load_mixture_results, mixture_summary, usage_summary,
+        )
+        from asymlib.stitch import locate_section, show_vega_inline
+
+        show_vega_inline()  # the charts below then draw without a CDN, in JupyterLab too
+        section_dir = locate_section(section_dir, section=section)
+        mixtures, usage = load_mixture_results(section_dir)
+        repeats = mixtures.groupby(["dataset", "gating", "kind", "experts"])["repeat"].nunique()
+        print(f"{len(mixtures)} trained mixtures, {len(usage)} expert-usage rows from {section_dir}")
+        print(f"datasets: {', '.join(mixtures['dataset'].unique())}")
+        print(f"gatings: {', '.join(mixtures['gating'].unique())}; kinds: {', '.join(mixtures['kind'].unique())}")
+        print(f"numbers of experts: {sorted(mixtures['experts'].unique().tolist())}, "
+              f"repeats: {repeats.min()} to {repeats.max()}")
+        """),
+        ("md", """
+        ## Figure 2: gain over the same model with 2 experts
+
+        Accuracy (m - m2) / m2, RMSE (m2 - m) / m2, in %, where *m2* is the mean test metric of
+        the same dataset, gating and kind with 2 experts: positive means more experts helped.
+        Means over repeats, then over datasets. Solid: ours. Dashed: the paper's Figure 4 points
+        turned into the same measure, over the same datasets as ours (up to 128 experts).
+        """),
+        ("code", "figures.figure2(mixtures)"),
+        ("code", """
+        table = figures.figure2_table(mixtures)
+        print(table.attrs["title"])
+        table.round(3)
+        """),
+        ("md", """
+        ## Figure 4: test metric against the number of experts
+
+        Ours: mean over repeats with a band of +-1 standard deviation. The paper's points: dashed
+        lines with diamonds. The paper's code release split its data 72 / 8 / 20; we follow its
+        text (64 / 16 / 20).
+        """),
+        ("code", "figures.figure4(mixtures)"),
+        ("md", "### Ours next to the paper, in numbers (means over repeats; the paper: its Figure 4)"),
+        ("code", """
+        compared = compare_mixtures_with_paper(mixtures)
+        with pd.option_context("display.max_rows", 1000):
+            display(compared.pivot_table(
+                index=["dataset", "gating", "experts"], columns="kind", values=["ours", "paper"], sort=False
+            ))
+        """),
+        ("md", """
+        ## The kinds of experts at one number of experts
+
+        The slider belongs to the chart, so it also works in the HTML copy: points are our test
+        metric (+-1 std over repeats) at the largest trained number of experts up to the slider's
+        value, black ticks the paper's at the same number. Below, ipywidgets compare MLP with WMLP
+        and IMLP with IWMLP experts, paired over repeats (positive: the W-Asymmetric kind is
+        better); they need a running kernel, and a static view of their first state is saved.
+        """),
+        ("code", "figures.experts_slider_chart(mixtures)"),
+        ("code", "figures.mixture_explorer(mixtures)"),
+        ("md", """
+        ## Expert usage
+
+        From each mixture's last epoch: *effective experts* = exp(entropy) of the mean gate
+        weights on the validation set (*K* when the gate uses every expert equally, 1 when one
+        expert takes everything), means over repeats; one column per number of experts. The
+        full table (with the top share and the unused experts) follows.
+        """),
+        ("code", """
+        used = usage_summary(usage)  # in the paper's order of datasets, gatings and kinds
+        used.pivot_table(index=["dataset", "gating", "kind"], columns="experts", values="effective_experts", sort=False)
+        """),
+        ("code", """
+        with pd.option_context("display.max_rows", 1000):
+            display(used)
+        """),
+        ("md", "### Every model, means over repeats"),
+        ("code", """
+        with pd.option_context("display.max_rows", 1000):
+            display(mixture_summary(mixtures))
+        """),
+    )
+
+
 def _generic_summary(section_dir: Path, profile: str, datasets: list[str]) -> list:
     # A section without figures of its own yet still gets its notebooks in one place.
     return [
@@ -214,6 +326,7 @@ def _generic_summary(section_dir: Path, profile: str, datasets: list[str]) -> li
 #: The summary each section's report opens with: (section_dir, profile, datasets) -> cells.
 SUMMARIES: dict[str, Callable[[Path, str, list[str]], list]] = {
     "deep_ensembles": _deep_ensembles_summary,
+    "mixtures": _mixtures_summary,
 }
 
 

@@ -1,8 +1,8 @@
 """The report's HTML copy in a real browser, with the network cut off: every chart draws.
 
 Needs Debian's Chromium (``apt-get install -y chromium``); skipped, saying so, without it.
-The screenshot is left beside the report (``runs/<profile>/report_deep_ensembles.png`` of
-the test run) for a person to look at.
+The screenshot is left beside each report (``runs/<profile>/report_<section>.png`` of the
+test run) for a person to look at.
 """
 
 from __future__ import annotations
@@ -63,9 +63,9 @@ class _ChartScanner(HTMLParser):
         self._depth -= 1
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory) -> BuiltReport:
-    return built_report(tmp_path_factory)
+@pytest.fixture(scope="module", params=["deep_ensembles", "mixtures"])
+def report(request, tmp_path_factory) -> BuiltReport:
+    return built_report(tmp_path_factory, request.param)
 
 
 def _chromium(html: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:

@@ -176,3 +176,150 @@ def test_charts_stay_small():
     for chart in charts:
         assert len(_values(chart)) < 500
         assert len(json.dumps(chart.to_dict())) < 200_000
+
+
+# --------------------------------------------------------------------------- mixtures
+
+EXPERTS = (2, 4)
+
+
+def _mixtures() -> pd.DataFrame:
+    """Two datasets (one RMSE, one accuracy), both gatings, all four kinds, 2 and 4 experts,
+    two repeats; no relative_to_2 column: the figures work it out themselves."""
+    rows = []
+    for dataset, metric_name, base, step in [("california", "rmse", 0.60, -0.02), ("adult", "accuracy", 0.80, 0.01)]:
+        for gating_index, gating in enumerate(["standard", "gumbel"]):
+            for kind_index, kind in enumerate(["mlp", "wmlp", "imlp", "iwmlp"]):
+                for experts in EXPERTS:
+                    for repeat in range(2):
+                        metric = base + step * (kind_index + gating_index + experts / 2) + 0.004 * repeat
+                        rows.append({
+                            "dataset": dataset, "gating": gating, "kind": kind, "experts": experts, "repeat": repeat,
+                            "metric_name": metric_name, "metric": metric,
+                        })
+    return pd.DataFrame(rows)
+
+
+def _paper_moe(dataset: str, gating: str, kind: str, experts: int) -> float:
+    reference = pd.read_csv(PAPER_FIGURES)
+    row = reference[
+        (reference["section"] == "moe") & (reference["dataset"] == dataset) & (reference["gating"] == gating)
+        & (reference["series"] == kind) & (reference["x"] == experts)
+    ]
+    return row["value"].item()
+
+
+def _paper_gain_over_2(dataset: str, gating: str, kind: str, experts: int) -> float:
+    """Figure 2's measure from the paper's Figure 4 points, worked out from the CSV."""
+    two, more = _paper_moe(dataset, gating, kind, 2), _paper_moe(dataset, gating, kind, experts)
+    gain = (two - more) if dataset == "california" else (more - two)
+    return 100 * gain / two
+
+
+def _by_source(rows: list[dict]) -> dict[str, list[dict]]:
+    grouped = {}
+    for row in rows:
+        grouped.setdefault(row["source"], []).append(row)
+    return grouped
+
+
+def test_figure2_averages_gains_over_repeats_then_datasets():
+    mixtures = _mixtures()
+    by_source = _by_source(_values(figures.figure2(mixtures)))
+    assert set(by_source) == {"ours", "paper"}
+    ours = {(r["gating"], r["kind"], r["experts"]): r for r in by_source["ours"]}
+    assert len(ours) == 2 * 4 * 2
+
+    # By hand, gumbel WMLP: california (RMSE) 2 experts: 0.60 - 0.02 * (1 + 1 + 1) = 0.54 and
+    # 0.544 -> mean 0.542; 4 experts: 0.60 - 0.02 * 4 = 0.52, 0.524 -> 0.522: gain (0.542 - 0.522) / 0.542.
+    # adult (accuracy) 2 experts: 0.80 + 0.01 * 3 = 0.83, 0.834 -> 0.832; 4 experts 0.842: gain 0.01 / 0.832.
+    california, adult = 100 * 0.020 / 0.542, 100 * 0.010 / 0.832
+    assert ours[("gumbel", "wmlp", 4)]["relative_to_2"] == pytest.approx((california + adult) / 2)
+    assert ours[("gumbel", "wmlp", 4)]["datasets"] == 2
+    assert ours[("standard", "mlp", 2)]["relative_to_2"] == pytest.approx(0.0, abs=1e-12)
+    # Standard MLP: california 0.58 / 0.584 -> 0.56 / 0.564; adult 0.81 / 0.814 -> 0.82 / 0.824.
+    expected = (100 * 0.02 / 0.582 + 100 * 0.01 / 0.812) / 2
+    assert ours[("standard", "mlp", 4)]["relative_to_2"] == pytest.approx(expected)
+
+    # The paper's Figure 4 turned into the same measure, over our datasets, at all its sizes.
+    paper = {(r["gating"], r["kind"], r["experts"]): r for r in by_source["paper"]}
+    assert {r["experts"] for r in by_source["paper"]} == {2, 4, 8, 16, 32, 64, 128}
+    expected = (_paper_gain_over_2("california", "gumbel", "iwmlp", 128) + _paper_gain_over_2("adult", "gumbel", "iwmlp", 128)) / 2
+    assert paper[("gumbel", "iwmlp", 128)]["relative_to_2"] == pytest.approx(expected)
+    assert paper[("gumbel", "iwmlp", 128)]["datasets"] == 2
+
+
+def test_figure2_table_puts_ours_beside_the_paper_at_our_sizes():
+    table = figures.figure2_table(_mixtures())
+    assert list(table.columns) == ["ours_2", "paper_2", "ours_4", "paper_4"]
+    assert list(table.index)[:2] == [("standard", "mlp"), ("standard", "wmlp")] and len(table) == 8
+    expected = (_paper_gain_over_2("california", "standard", "wmlp", 4) + _paper_gain_over_2("adult", "standard", "wmlp", 4)) / 2
+    assert table.loc[("standard", "wmlp"), "paper_4"] == pytest.approx(expected)
+
+
+def test_figure4_has_our_bands_and_the_papers_points():
+    mixtures = _mixtures()
+    rows = _values(figures.figure4(mixtures))
+    assert len(rows) < 500
+    by_source = _by_source(rows)
+    assert {r["dataset"] for r in rows} == {"california", "adult"}
+    paper = {(r["dataset"], r["gating"], r["kind"], r["experts"]): r for r in by_source["paper"]}
+    assert len(paper) == 2 * 2 * 4 * 7  # our datasets, every gating, kind and size of the paper
+    assert paper[("adult", "gumbel", "iwmlp", 64)]["value"] == pytest.approx(_paper_moe("adult", "gumbel", "iwmlp", 64))
+    assert paper[("california", "standard", "mlp", 8)]["value"] == pytest.approx(0.52717)  # the CSV's point
+
+    ours = next(
+        r for r in by_source["ours"]
+        if (r["dataset"], r["gating"], r["kind"], r["experts"]) == ("adult", "standard", "imlp", 4)
+    )
+    values = pd.Series([0.80 + 0.01 * 4, 0.80 + 0.01 * 4 + 0.004])
+    assert ours["value"] == pytest.approx(values.mean())
+    assert (ours["low"], ours["high"]) == pytest.approx((values.mean() - values.std(), values.mean() + values.std()))
+    assert ours["repeats"] == 2 and ours["panel"] == "adult (accuracy)"
+
+
+def test_experts_slider_binds_the_number_of_experts():
+    chart = figures.experts_slider_chart(_mixtures())
+    spec = chart.to_dict()
+    (param,) = spec["params"]
+    assert param["name"] == "experts" and param["bind"]["input"] == "range"
+    assert (param["bind"]["min"], param["bind"]["max"], param["value"]) == (2, 4, 4)
+    filters = [t["filter"] for t in spec["spec"]["transform"] if "filter" in t]
+    assert "(datum.experts <= experts)" in filters
+    # The paper's points only at our gatings and numbers of experts.
+    paper = [r for r in _values(chart) if r["source"] == "paper"]
+    assert {r["experts"] for r in paper} == {2, 4} and len(paper) == 2 * 2 * 4 * 2
+    point = next(r for r in paper if (r["dataset"], r["gating"], r["kind"], r["experts"]) == ("california", "gumbel", "wmlp", 4))
+    assert point["metric"] == pytest.approx(_paper_moe("california", "gumbel", "wmlp", 4))
+
+
+def test_experts_table_pairs_the_w_asymmetric_kinds_with_their_counterparts():
+    table = figures.experts_table(_mixtures(), experts=4, gating="standard")
+    assert list(table.index) == ["california", "adult"]  # the paper's order
+    california = table.loc["california"]
+    assert california["metric"] == "rmse"
+    # Each kind is one step of -0.02 (RMSE) further than the previous: WMLP beats MLP by 0.02.
+    assert california["wmlp_better"] == pytest.approx(0.02) and california["iwmlp_better"] == pytest.approx(0.02)
+    assert california["mlp"] == pytest.approx(0.60 - 0.02 * 2 + 0.002)
+    assert california["paper_iwmlp"] == pytest.approx(_paper_moe("california", "standard", "iwmlp", 4))
+    assert table.loc["adult", "wmlp_better"] == pytest.approx(0.01)
+
+
+def test_mixture_explorer_updates_its_view_and_keeps_a_static_copy():
+    explorer = figures.mixture_explorer(_mixtures())
+    assert list(explorer.experts.options) == list(EXPERTS) and explorer.experts.value == 4
+    assert list(explorer.gating.options) == ["standard", "gumbel"] and explorer.gating.value == "standard"
+    assert "4 experts, standard gating" in explorer.view.outputs[0]["data"]["text/html"]
+    explorer.experts.value = 2
+    explorer.gating.value = "gumbel"
+    assert "2 experts, gumbel gating" in explorer.view.outputs[0]["data"]["text/html"]
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "Static view at 2 experts, gumbel gating" in bundle["text/html"] and "altair-viz-" in bundle["text/html"]
+
+
+def test_mixture_charts_stay_small():
+    mixtures = _mixtures()
+    for chart in [figures.figure2(mixtures), figures.figure4(mixtures), figures.experts_slider_chart(mixtures)]:
+        assert len(_values(chart)) < 500
+        assert len(json.dumps(chart.to_dict())) < 200_000

@@ -1,8 +1,8 @@
-"""The stitched report: built from a real (smoke-sized) run of the runner, executed, and
+"""The stitched reports: built from real (smoke-sized) runs of the runner, executed, and
 exported to HTML that needs no network.
 
-One run of the runner (two datasets, two repeats, ~30 s) is shared by this module and
-``test_browser.py`` through ``built_report``.
+One run of the runner per section (two datasets, two repeats, ~30 s each) is shared by this
+module and ``test_browser.py`` through ``built_report``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,20 @@ FIGURE_TITLES = [
     "WMLP - MLP, relative improvement, paired over repeats",
     "WMLP - MLP, ensemble metric, paired over repeats",
 ]
+#: The same for the mixture section's summary.
+MIXTURE_FIGURE_TITLES = [
+    "Figure 2: gain of mixtures over the same model with 2 experts",
+    "Figure 4: test metric of mixtures against the number of experts",
+    "The kinds of experts at the number of experts chosen with the slider",
+    "MLP against WMLP and IMLP against IWMLP, 4 experts",  # the ipywidgets explorer's first view
+]
+#: Tables of the mixture summary (a substring of each one's HTML).
+MIXTURE_TABLE_MARKS = [
+    "gain (%) of mixtures over the same model with 2 experts, mean over 2 datasets",  # figure2_table
+    "effective_experts",  # usage_summary
+    ">paper</th>",  # compare_mixtures_with_paper (a column group)
+    "4 experts, standard gating: test metrics",  # the explorer's table
+]
 
 
 @dataclass(frozen=True)
@@ -44,22 +58,23 @@ class BuiltReport:
 _BUILT: dict[str, BuiltReport] = {}
 
 
-def built_report(tmp_path_factory: pytest.TempPathFactory) -> BuiltReport:
-    """Run a smoke profile with two repeats over ``DATASETS`` and build its report, once per
-    test session (shared with test_browser.py, which cannot share a fixture object)."""
-    if "report" not in _BUILT:
-        root = tmp_path_factory.mktemp("report_run")
-        profile = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())["deep_ensembles"]
+def built_report(tmp_path_factory: pytest.TempPathFactory, section: str = "deep_ensembles") -> BuiltReport:
+    """Run the smoke profile's ``section`` with two repeats over ``DATASETS`` and build its
+    report, once per test session and section (shared with test_browser.py, which cannot
+    share a fixture object)."""
+    if section not in _BUILT:
+        root = tmp_path_factory.mktemp(f"report_run_{section}")
+        profile = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())[section]
         profile.update(datasets=DATASETS, repeats=2, workers=2)
         params = root / "smoke2.yaml"
-        params.write_text(yaml.safe_dump({"deep_ensembles": profile}))
-        runs = run_profile(params, out_root=root / "runs", sections=["deep_ensembles"], progress=False)
-        section = runs["deep_ensembles"]
-        assert section.ok, section.failed
+        params.write_text(yaml.safe_dump({section: profile}))
+        runs = run_profile(params, out_root=root / "runs", sections=[section], progress=False, report=False)
+        run = runs[section]
+        assert run.ok, run.failed
         # The plain-Python entry: stitch_section, execute_report, export_html.
-        html = stitch.build_report(section.out_dir, section="deep_ensembles")
-        _BUILT["report"] = BuiltReport(section.out_dir, html.with_suffix(".ipynb"), html)
-    return _BUILT["report"]
+        html = stitch.build_report(run.out_dir, section=section)
+        _BUILT[section] = BuiltReport(run.out_dir, html.with_suffix(".ipynb"), html)
+    return _BUILT[section]
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +203,62 @@ def test_a_failed_dataset_notebook_is_flagged(report, tmp_path):
 def test_stitch_refuses_an_empty_folder(tmp_path):
     with pytest.raises(stitch.ReportError, match="no executed dataset notebook"):
         stitch.stitch_section(tmp_path / "deep_ensembles")
+
+
+# --------------------------------------------------------------------------- the mixtures' report
+
+
+@pytest.fixture(scope="module")
+def mixture_report(tmp_path_factory) -> BuiltReport:
+    return built_report(tmp_path_factory, "mixtures")
+
+
+def _summary_code_cells(notebook) -> list:
+    end = next(i for i, c in enumerate(notebook.cells) if c.source.startswith("# The datasets"))
+    return [c for c in notebook.cells[:end] if c.cell_type == "code"]
+
+
+def test_mixture_report_has_its_summary_then_every_dataset(mixture_report):
+    assert mixture_report.notebook == mixture_report.section_dir.parent / "report_mixtures.ipynb"
+    notebook = nbformat.read(mixture_report.notebook, as_version=4)
+    nbformat.validate(notebook)
+    headings = [c.source.splitlines()[0] for c in notebook.cells if c.cell_type == "markdown"]
+    assert headings[0].startswith("# Mixtures of MLP and W-Asymmetric MLP experts") and "smoke2" in headings[0]
+    assert headings.index("## Figure 2: gain over the same model with 2 experts") < headings.index(
+        "# The datasets' notebooks"
+    ) < headings.index("## california") < headings.index("## churn")
+    # The datasets' notebooks keep their own outputs: the mixture notebook's headings nest.
+    assert any(c.source.startswith("### Mixtures of experts") for c in notebook.cells if c.cell_type == "markdown")
+    ids = [cell.id for cell in notebook.cells]
+    assert len(ids) == len(set(ids))
+
+
+def test_mixture_summary_ran_and_shows_every_figure_and_table(mixture_report):
+    notebook = nbformat.read(mixture_report.notebook, as_version=4)
+    code = _summary_code_cells(notebook)
+    assert all(c.execution_count is not None for c in code)
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    html = "\n".join(_html_outputs(c) for c in code)
+    printed = "\n".join(o.get("text", "") for c in code for o in c.outputs if o.output_type == "stream")
+    for mark in MIXTURE_FIGURE_TITLES + MIXTURE_TABLE_MARKS:
+        assert mark in html + printed, mark
+    for dataset in DATASETS:
+        assert f'"dataset": "{dataset}"' in html  # in the charts' data
+        assert f"<th>{dataset}</th>" in html  # in the tables
+    assert '"source": "ours"' in html and '"source": "paper"' in html
+    assert '"name": "experts"' in html  # the slider's parameter
+    assert "application/vnd.jupyter.widget-state+json" in notebook.metadata.get("widgets", {})
+
+
+def test_mixture_html_is_offline_and_shows_the_explorers_static_view(mixture_report):
+    html = mixture_report.html.read_text(encoding="utf-8")
+    assert not re.search(r"<script[^>]*\bsrc=[\"']?(https?:)?//", html), "a script is loaded from the network"
+    assert html.replace(" ", "").count("window.vegaEmbed=") == 1
+    notebook = nbformat.read(mixture_report.notebook, as_version=4)
+    charts = sum(_html_outputs(c).count('id="altair-viz-') for c in notebook.cells)
+    assert html.count('<div id="altair-viz-') >= charts >= len(MIXTURE_FIGURE_TITLES)
+    assert "application/vnd.jupyter.widget-view+json" not in html
+    assert "Static view at 4 experts, standard gating" in html
 
 
 # --------------------------------------------------------------------------- vega scripts
