@@ -17,7 +17,6 @@ Every difference is oriented so that a positive number means *WMLP is better*:
 
 from __future__ import annotations
 
-import warnings
 from typing import Sequence
 
 import numpy as np
@@ -76,8 +75,8 @@ def summarize_differences(differences: np.ndarray, *, confidence: float = 0.95) 
 
     differences: (n,) paired differences. A one-sample test on them is the paired t-test.
     With n = 1 there is no spread: std, the interval, t and p are NaN. With n >= 2 and all
-    differences equal, the interval collapses to the mean and t, p follow scipy (p = NaN
-    if they are all zero).
+    differences equal (common for accuracies over 2 repeats), the interval collapses to the
+    mean and t, p are NaN: a test with no measured spread would claim p = 0.
     """
     values = np.asarray(differences, dtype=float)
     n = len(values)
@@ -88,15 +87,11 @@ def summarize_differences(differences: np.ndarray, *, confidence: float = 0.95) 
         return summary
     std = float(values.std(ddof=1))
     half_width = stats.t.ppf(0.5 + confidence / 2, df=n - 1) * std / np.sqrt(n)
-    with warnings.catch_warnings():
-        # Equal differences (e.g. two repeats whose ensembles differ by the same test
-        # example) make scipy warn about precision; the result is still the limit case.
-        warnings.simplefilter("ignore", RuntimeWarning)
-        test = stats.ttest_1samp(values, 0.0)
-    summary.update(
-        std=std, ci_low=float(mean - half_width), ci_high=float(mean + half_width),
-        t=float(test.statistic), p_value=float(test.pvalue),
-    )
+    summary.update(std=std, ci_low=float(mean - half_width), ci_high=float(mean + half_width))
+    if std <= 1e-12 * max(1.0, abs(mean)):
+        return summary
+    test = stats.ttest_1samp(values, 0.0)
+    summary.update(t=float(test.statistic), p_value=float(test.pvalue))
     return summary
 
 

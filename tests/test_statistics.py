@@ -73,6 +73,7 @@ def test_equal_differences_give_a_zero_width_interval():
     row = _pick(improvement_statistics(_table()), "california", "ensemble_metric")
     assert row["std"] == pytest.approx(0, abs=1e-12)
     assert row["ci_low"] == pytest.approx(0.02) and row["ci_high"] == pytest.approx(0.02)
+    assert np.isnan(row["t"]) and np.isnan(row["p_value"])  # no spread: no test
 
 
 def test_a_single_repeat_has_no_interval_or_p_value():
