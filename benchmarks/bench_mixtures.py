@@ -25,12 +25,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
 
 from asymlib.data import load_dataset
 from asymlib.mixtures import MixtureEnsemble
 from asymlib.trainer import TrainConfig, fit
-from bench_trainer import _sync, flops_per_model_epoch, matmul_peak_gflops
+from bench_trainer import _sync, flops_per_model_epoch, matmul_peak_gflops, train_plainly
 
 
 def flops_per_mixture_epoch(sizes: list[int], experts: int, n_train: int, n_val: int) -> float:
@@ -82,29 +81,13 @@ class LoopMixture(nn.Module):
 
 
 def time_loop(data, *, kind: str, experts: int, hidden: int, epochs: int, device: str) -> float:
-    regression = data.task == "regression"
-    loss_fn = nn.MSELoss() if regression else nn.CrossEntropyLoss()
-    y_train = data.y_train.unsqueeze(-1) if regression else data.y_train
-    y_val = (data.y_val.unsqueeze(-1) if regression else data.y_val).to(device)
-    X_val = data.X_val.to(device)
     torch.manual_seed(0)
     net = LoopMixture(
         data.n_features, hidden, data.n_outputs, experts=experts, interpolated=kind in ("imlp", "iwmlp")
     ).to(device)
-    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=3e-2)
-    loader = DataLoader(TensorDataset(data.X_train, y_train), batch_size=256, shuffle=True)
     _sync(device)
     start = time.perf_counter()
-    for _ in range(epochs):
-        net.train()
-        for xb, yb in loader:
-            xb, yb = xb.to(device), yb.to(device)
-            optimizer.zero_grad()
-            loss_fn(net(xb), yb).backward()
-            optimizer.step()
-        net.eval()
-        with torch.no_grad():
-            loss_fn(net(X_val), y_val).item()
+    train_plainly(net, data, epochs=epochs, device=device)
     _sync(device)
     return time.perf_counter() - start
 

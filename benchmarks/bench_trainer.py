@@ -67,13 +67,30 @@ def time_batched(data, *, hidden: int, members: int, epochs: int, device: str) -
     return time.perf_counter() - start
 
 
-def time_one_by_one(data, *, hidden: int, members: int, epochs: int, device: str) -> float:
-    """The plain loop, as a researcher would write it without batching."""
+def train_plainly(net: nn.Module, data, *, epochs: int, device: str) -> None:
+    """The plain PyTorch loop a researcher writes for one model: a shuffling DataLoader,
+    torch.optim.AdamW, a validation pass every epoch."""
     regression = data.task == "regression"
     loss_fn = nn.MSELoss() if regression else nn.CrossEntropyLoss()
     y_train = data.y_train.unsqueeze(-1) if regression else data.y_train
     y_val = (data.y_val.unsqueeze(-1) if regression else data.y_val).to(device)
     X_val = data.X_val.to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=3e-2)
+    loader = DataLoader(TensorDataset(data.X_train, y_train), batch_size=256, shuffle=True)
+    for _ in range(epochs):
+        net.train()
+        for xb, yb in loader:
+            xb, yb = xb.to(device), yb.to(device)
+            optimizer.zero_grad()
+            loss_fn(net(xb), yb).backward()
+            optimizer.step()
+        net.eval()
+        with torch.no_grad():
+            loss_fn(net(X_val), y_val).item()
+
+
+def time_one_by_one(data, *, hidden: int, members: int, epochs: int, device: str) -> float:
+    """``members`` nn.Sequential MLPs trained one after the other."""
     _sync(device)
     start = time.perf_counter()
     for member in range(members):
@@ -83,18 +100,7 @@ def time_one_by_one(data, *, hidden: int, members: int, epochs: int, device: str
             nn.Linear(data.n_features, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
             nn.Linear(h, h), nn.GELU(), nn.Linear(h, data.n_outputs),
         ).to(device)
-        optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=3e-2)
-        loader = DataLoader(TensorDataset(data.X_train, y_train), batch_size=256, shuffle=True)
-        for _ in range(epochs):
-            net.train()
-            for xb, yb in loader:
-                xb, yb = xb.to(device), yb.to(device)
-                optimizer.zero_grad()
-                loss_fn(net(xb), yb).backward()
-                optimizer.step()
-            net.eval()
-            with torch.no_grad():
-                loss_fn(net(X_val), y_val).item()
+        train_plainly(net, data, epochs=epochs, device=device)
     _sync(device)
     return time.perf_counter() - start
 
