@@ -18,10 +18,8 @@ their ratio, GFLOP/s of both, and the machine's measured float32 matrix-multiply
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -29,7 +27,9 @@ from torch import nn
 from asymlib.data import load_dataset
 from asymlib.mixtures import MixtureEnsemble
 from asymlib.trainer import TrainConfig, fit
-from bench_trainer import _sync, flops_per_model_epoch, matmul_peak_gflops, train_plainly
+from bench_trainer import (
+    _sync, flops_per_model_epoch, matmul_peak_gflops, speed_figures, train_plainly, write_report,
+)
 
 
 def flops_per_mixture_epoch(sizes: list[int], experts: int, n_train: int, n_val: int) -> float:
@@ -137,7 +137,6 @@ def main(argv=None) -> dict:
             batched_rate = args.mixtures * args.epochs / batched
             loop_rate = args.loop_epochs / loop
             flops = flops_per_mixture_epoch(sizes, experts, len(data.X_train), len(data.X_val))
-            gflops = batched_rate * flops / 1e9
             run = {
                 "kind": kind,
                 "experts": experts,
@@ -145,10 +144,7 @@ def main(argv=None) -> dict:
                 "loop_mixture_epochs_per_s": round(loop_rate, 3),
                 "batched_expert_epochs_per_s": round(experts * batched_rate, 2),
                 "loop_expert_epochs_per_s": round(experts * loop_rate, 2),
-                "speedup": round(batched_rate / loop_rate, 2),
-                "batched_gflops": round(gflops, 1),
-                "loop_gflops": round(loop_rate * flops / 1e9, 1),
-                "fraction_of_peak": round(gflops / peak, 3),
+                **speed_figures(batched_rate, loop_rate, flops=flops, peak=peak),
             }
             report["runs"].append(run)
             print(
@@ -159,10 +155,7 @@ def main(argv=None) -> dict:
                 f"{100 * run['fraction_of_peak']:.0f}% of peak (loop {run['loop_gflops']:.1f})",
                 flush=True,
             )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(report, args.out)
     return report
 
 

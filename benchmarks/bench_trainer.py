@@ -105,6 +105,25 @@ def time_one_by_one(data, *, hidden: int, members: int, epochs: int, device: str
     return time.perf_counter() - start
 
 
+def speed_figures(batched_rate: float, loop_rate: float, *, flops: float, peak: float) -> dict:
+    """Rates in runs per second (model-epochs, mixture-epochs, ...) and the FLOPs of one run
+    -> the figures every benchmark reports: speed-up, GFLOP/s of both, share of the peak."""
+    gflops = batched_rate * flops / 1e9
+    return {
+        "speedup": round(batched_rate / loop_rate, 2),
+        "batched_gflops": round(gflops, 1),
+        "loop_gflops": round(loop_rate * flops / 1e9, 1),
+        "fraction_of_peak": round(gflops / peak, 3),
+    }
+
+
+def write_report(report: dict, out: str | Path) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out}")
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="california")
@@ -143,15 +162,11 @@ def main(argv=None) -> dict:
         loop_rate = args.loop_members * args.loop_epochs / loop
         sizes = [data.n_features, hidden, hidden, hidden, data.n_outputs]
         flops = flops_per_model_epoch(sizes, len(data.X_train), len(data.X_val))
-        gflops = batched_rate * flops / 1e9
         run = {
             "hidden": hidden,
             "batched_model_epochs_per_s": round(batched_rate, 2),
             "loop_model_epochs_per_s": round(loop_rate, 2),
-            "speedup": round(batched_rate / loop_rate, 2),
-            "batched_gflops": round(gflops, 1),
-            "loop_gflops": round(loop_rate * flops / 1e9, 1),
-            "fraction_of_peak": round(gflops / peak, 3),
+            **speed_figures(batched_rate, loop_rate, flops=flops, peak=peak),
         }
         report["runs"].append(run)
         print(
@@ -159,10 +174,7 @@ def main(argv=None) -> dict:
             f"loop {run['loop_model_epochs_per_s']:7.2f}, speed-up {run['speedup']:5.1f}x, "
             f"{run['batched_gflops']:.1f} GFLOP/s = {100 * run['fraction_of_peak']:.0f}% of peak"
         )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(report, args.out)
     return report
 
 

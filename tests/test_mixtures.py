@@ -13,21 +13,12 @@ from torch import nn
 from asymlib.mixtures import GATINGS, MIXTURE_KINDS, MixtureEnsemble, gumbel_noise
 from asymlib.models import MLPEnsemble
 from asymlib.trainer import TrainConfig, fit
+from toydata import toy_data
 
 
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)  # inputs and probes drawn with torch.randn are the same every run
-
-
-def _toy_data(task, n=300, d=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, d, generator=g)
-    if task == "regression":
-        y = (X[:, 0] * 2 - X[:, 1] ** 2 + 0.3 * torch.randn(n, generator=g)).float()
-    else:
-        y = ((X[:, 0] + X[:, 1] * X[:, 2] + 0.5 * torch.randn(n, generator=g)) > 0).long() + (X[:, 3] > 1).long()
-    return X[:200], y[:200], X[200:], y[200:]
 
 
 def _expert_as_sequential(model, member, expert):
@@ -189,7 +180,7 @@ def test_moie_equals_per_example_interpolated_parameters(hidden):
 
 @pytest.mark.parametrize("gating", GATINGS)
 def test_moie_with_wmlp_experts_keeps_frozen_entries_exact(gating):
-    X, y, Xv, yv = _toy_data("regression")
+    X, y, Xv, yv = toy_data("regression")
     model = MixtureEnsemble(5, 16, 1, members=2, experts=3, kind="iwmlp", gating=gating, init_seeds=[1, 2], mask_seed=9)
     before = [layer.weight.detach().clone() for layer in model.layers]
     config = TrainConfig(lr=1e-2, weight_decay=0.5, batch_size=32, max_epochs=3, patience=100)
@@ -203,7 +194,7 @@ def test_moie_with_wmlp_experts_keeps_frozen_entries_exact(gating):
 
 @pytest.mark.parametrize("kind, gating, task", [("wmlp", "gumbel", "multiclass"), ("imlp", "standard", "regression")])
 def test_mixtures_trained_together_equal_each_trained_alone(kind, gating, task):
-    X, y, Xv, yv = _toy_data(task)
+    X, y, Xv, yv = toy_data(task)
     n_out = 1 if task == "regression" else 3
     config = TrainConfig(lr=1e-2, batch_size=64, max_epochs=30, patience=2)
     init, order, noise = [11, 12, 13], [21, 22, 23], [31, 32, 33]
@@ -224,7 +215,7 @@ def test_mixtures_trained_together_equal_each_trained_alone(kind, gating, task):
 
 
 def test_expert_usage_is_recorded_every_epoch_per_mixture():
-    X, y, Xv, yv = _toy_data("multiclass")
+    X, y, Xv, yv = toy_data("multiclass")
     model = MixtureEnsemble(5, 8, 3, members=2, experts=4, gating="gumbel", init_seeds=[0, 1])
     config = TrainConfig(lr=1e-2, batch_size=64, max_epochs=12, patience=2)
     result = fit(

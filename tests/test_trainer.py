@@ -7,16 +7,7 @@ from torch import nn
 
 from asymlib.models import MLPEnsemble
 from asymlib.trainer import TrainConfig, fit
-
-
-def _toy_data(task, n=300, d=5, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n, d, generator=g)
-    if task == "regression":
-        y = (X[:, 0] * 2 - X[:, 1] ** 2 + 0.3 * torch.randn(n, generator=g)).float()
-    else:
-        y = ((X[:, 0] + X[:, 1] * X[:, 2] + 0.5 * torch.randn(n, generator=g)) > 0).long() + (X[:, 3] > 1).long()
-    return X[:200], y[:200], X[200:], y[200:]
+from toydata import toy_data
 
 
 def _member_as_sequential(model, e):
@@ -71,7 +62,7 @@ def _train_alone(net, X, y, Xv, yv, *, task, order_seed, config, frozen_masks):
 @pytest.mark.parametrize("task", ["regression", "multiclass"])
 @pytest.mark.parametrize("kind", ["mlp", "wmlp"])
 def test_batched_equals_one_by_one(task, kind):
-    X, y, Xv, yv = _toy_data(task)
+    X, y, Xv, yv = toy_data(task)
     n_out = 1 if task == "regression" else 3
     members = 5
     config = TrainConfig(lr=1e-2, batch_size=64, max_epochs=40, patience=3)
@@ -95,7 +86,7 @@ def test_batched_equals_one_by_one(task, kind):
 def test_restore_best_keeps_each_members_best_epoch():
     from asymlib.trainer import evaluate_losses
 
-    X, y, Xv, yv = _toy_data("regression")
+    X, y, Xv, yv = toy_data("regression")
     config = TrainConfig(lr=3e-2, batch_size=32, max_epochs=25, patience=4, restore_best=True)
     model = MLPEnsemble(X.shape[1], 16, 1, members=4, init_seeds=range(4))
     result = fit(model, X, y, Xv, yv, task="regression", order_seeds=range(4), config=config, progress=False)
@@ -106,7 +97,7 @@ def test_restore_best_keeps_each_members_best_epoch():
 
 
 def test_history_and_max_epochs():
-    X, y, Xv, yv = _toy_data("multiclass")
+    X, y, Xv, yv = toy_data("multiclass")
     config = TrainConfig(batch_size=64, max_epochs=3, patience=50)
     model = MLPEnsemble(X.shape[1], 8, 3, members=2, init_seeds=[0, 1])
     result = fit(model, X, y, Xv, yv, task="multiclass", order_seeds=[0, 1], config=config, progress=False)
