@@ -24,9 +24,9 @@ import time
 import torch
 from torch import nn
 
-from asymlib.data import load_dataset
-from asymlib.mixtures import MixtureEnsemble
-from asymlib.trainer import TrainConfig, fit
+from asymlib.core.data import load_dataset
+from asymlib.core.mixtures import MixtureEnsemble
+from asymlib.core.trainer import TrainConfig, fit
 from bench_trainer import (
     _sync, flops_per_model_epoch, matmul_peak_gflops, speed_figures, train_plainly, write_report,
 )

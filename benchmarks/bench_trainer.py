@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import time
 from pathlib import Path
@@ -25,9 +24,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from asymlib.data import load_dataset
-from asymlib.models import MLPEnsemble
-from asymlib.trainer import TrainConfig, evaluate_losses, fit
+from asymlib.core.data import load_dataset
+from asymlib.core.models import MLPEnsemble
+from asymlib.core.trainer import TrainConfig, fit
 
 
 def matmul_peak_gflops(*, size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:

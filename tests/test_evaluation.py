@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from asymlib.evaluation import (
+from asymlib.core.evaluation import (
     ensemble_scores,
     evaluate_ensemble,
     mean_pairwise_distance,
     relative_improvement,
     score,
 )
-from asymlib.models import MLPEnsemble
+from asymlib.core.models import MLPEnsemble
 
 
 def test_regression_ensemble_is_mean_of_outputs():

@@ -7,9 +7,10 @@ import json
 import pandas as pd
 import pytest
 
-from asymlib import figures
-from asymlib.report import PAPER_FIGURES
-from asymlib.statistics import improvement_statistics
+from asymlib.reports import figures_deep_ensembles as figures
+from asymlib.reports import figures_mixtures
+from asymlib.reports.tables import PAPER_FIGURES
+from asymlib.core.statistics import improvement_statistics
 
 SIZES = (2, 4)
 
@@ -225,7 +226,7 @@ def _by_source(rows: list[dict]) -> dict[str, list[dict]]:
 
 def test_figure2_averages_gains_over_repeats_then_datasets():
     mixtures = _mixtures()
-    by_source = _by_source(_values(figures.figure2(mixtures)))
+    by_source = _by_source(_values(figures_mixtures.figure2(mixtures)))
     assert set(by_source) == {"ours", "paper"}
     ours = {(r["gating"], r["kind"], r["experts"]): r for r in by_source["ours"]}
     assert len(ours) == 2 * 4 * 2
@@ -250,7 +251,7 @@ def test_figure2_averages_gains_over_repeats_then_datasets():
 
 
 def test_figure2_table_puts_ours_beside_the_paper_at_our_sizes():
-    table = figures.figure2_table(_mixtures())
+    table = figures_mixtures.figure2_table(_mixtures())
     assert list(table.columns) == ["ours_2", "paper_2", "ours_4", "paper_4"]
     assert list(table.index)[:2] == [("standard", "mlp"), ("standard", "wmlp")] and len(table) == 8
     expected = (_paper_gain_over_2("california", "standard", "wmlp", 4) + _paper_gain_over_2("adult", "standard", "wmlp", 4)) / 2
@@ -259,7 +260,7 @@ def test_figure2_table_puts_ours_beside_the_paper_at_our_sizes():
 
 def test_figure4_has_our_bands_and_the_papers_points():
     mixtures = _mixtures()
-    rows = _values(figures.figure4(mixtures))
+    rows = _values(figures_mixtures.figure4(mixtures))
     assert len(rows) < 500
     by_source = _by_source(rows)
     assert {r["dataset"] for r in rows} == {"california", "adult"}
@@ -279,7 +280,7 @@ def test_figure4_has_our_bands_and_the_papers_points():
 
 
 def test_experts_slider_binds_the_number_of_experts():
-    chart = figures.experts_slider_chart(_mixtures())
+    chart = figures_mixtures.experts_slider_chart(_mixtures())
     spec = chart.to_dict()
     (param,) = spec["params"]
     assert param["name"] == "experts" and param["bind"]["input"] == "range"
@@ -294,7 +295,7 @@ def test_experts_slider_binds_the_number_of_experts():
 
 
 def test_experts_table_pairs_the_w_asymmetric_kinds_with_their_counterparts():
-    table = figures.experts_table(_mixtures(), experts=4, gating="standard")
+    table = figures_mixtures.experts_table(_mixtures(), experts=4, gating="standard")
     assert list(table.index) == ["california", "adult"]  # the paper's order
     california = table.loc["california"]
     assert california["metric"] == "rmse"
@@ -306,7 +307,7 @@ def test_experts_table_pairs_the_w_asymmetric_kinds_with_their_counterparts():
 
 
 def test_mixture_explorer_updates_its_view_and_keeps_a_static_copy():
-    explorer = figures.mixture_explorer(_mixtures())
+    explorer = figures_mixtures.mixture_explorer(_mixtures())
     assert list(explorer.experts.options) == list(EXPERTS) and explorer.experts.value == 4
     assert list(explorer.gating.options) == ["standard", "gumbel"] and explorer.gating.value == "standard"
     assert "4 experts, standard gating" in explorer.view.outputs[0]["data"]["text/html"]
@@ -320,6 +321,6 @@ def test_mixture_explorer_updates_its_view_and_keeps_a_static_copy():
 
 def test_mixture_charts_stay_small():
     mixtures = _mixtures()
-    for chart in [figures.figure2(mixtures), figures.figure4(mixtures), figures.experts_slider_chart(mixtures)]:
+    for chart in [figures_mixtures.figure2(mixtures), figures_mixtures.figure4(mixtures), figures_mixtures.experts_slider_chart(mixtures)]:
         assert len(_values(chart)) < 500
         assert len(json.dumps(chart.to_dict())) < 200_000

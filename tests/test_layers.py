@@ -7,9 +7,9 @@ import sys
 import torch
 from torch import nn
 
-from asymlib.layers import LinearEnsemble, wasym_entries
-from asymlib.models import MLPEnsemble, default_n_fix
-from asymlib.trainer import TrainConfig, fit
+from asymlib.core.layers import LinearEnsemble, wasym_entries
+from asymlib.core.models import MLPEnsemble, default_n_fix
+from asymlib.core.trainer import TrainConfig, fit
 
 
 def test_n_fix_per_output_unit_in_every_layer():
@@ -44,7 +44,7 @@ def test_plain_mlp_has_no_frozen_entries():
 
 _MASK_SCRIPT = """
 import hashlib, torch
-from asymlib.models import MLPEnsemble
+from asymlib.core.models import MLPEnsemble
 m = MLPEnsemble(13, 64, 3, members=1, kind="wmlp", mask_seed=7)
 h = hashlib.sha256()
 for layer in m.layers:

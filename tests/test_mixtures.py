@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asymlib.mixtures import GATINGS, MIXTURE_KINDS, MixtureEnsemble, gumbel_noise
-from asymlib.models import MLPEnsemble
-from asymlib.trainer import TrainConfig, fit
+from asymlib.core.mixtures import GATINGS, MIXTURE_KINDS, MixtureEnsemble, gumbel_noise
+from asymlib.core.models import MLPEnsemble
+from asymlib.core.trainer import TrainConfig, fit
 from toydata import toy_data
 
 
@@ -123,7 +123,7 @@ def test_gumbel_inference_is_the_mean_of_seeded_samples(kind):
             # MoE: the mean of the S predictions
             expected = torch.stack([model.mix(x, alpha) for alpha in samples]).mean(dim=0)
         else:
-            # MoIE: the prediction with alpha averaged over the S samples (SPEC)
+            # MoIE: the prediction with alpha averaged over the S samples (docs/protocol.md)
             expected = model.mix(x, torch.stack(samples).mean(dim=0))
         torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
         # one sample per example in training: a fresh draw each time
@@ -246,8 +246,8 @@ def test_bad_arguments_name_the_choices():
 def test_mixture_units_give_tidy_tables_and_resume(tmp_path, monkeypatch):
     import pandas as pd
 
-    import asymlib.mixture_experiments as experiments
-    from asymlib.experiments import ShardStore
+    import asymlib.sections.mixtures as experiments
+    from asymlib.sections.units import ShardStore
 
     settings = dict(out_dir=tmp_path, gatings=["gumbel"], kinds=["mlp", "iwmlp"], experts=[2, 3], repeats=2,
                     config=TrainConfig(max_epochs=2, patience=2), max_rows=600, progress=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 import papermill
 import yaml
 
-from asymlib.runner import SECTIONS
+from asymlib.execution.params import SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,17 +8,22 @@ raw data: $ASYMLIB_DATA, <repo>/data or ../shared/data beside the checkout; they
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from asymlib import runner
-from asymlib.cli import main
-from asymlib.data import DATASETS, RAW_FILES
-from asymlib.runner import ParamsError, load_params, run_profile
+from asymlib.core.data import DATASETS, RAW_FILES
+from asymlib.core.project import notebook_succeeded
+from asymlib.execution import params, runner
+from asymlib.execution.cli import main
+from asymlib.execution.params import ParamsError, load_params
+from asymlib.execution.runner import run_profile
+from fingerprint import profile_fingerprint, table_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "smoke.yaml"
@@ -45,11 +50,20 @@ needs_data = pytest.mark.usefixtures("require_data")
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory):
-    """One smoke run of every section and dataset, shared by the tests below: (out_root, runs)."""
+    """One smoke run of every section and dataset, shared by the tests below: (out_root, runs).
+
+    One torch thread per notebook, whatever the machine's cores, so that the tables are
+    bit-for-bit those of the committed fingerprint (a sum over more threads rounds otherwise).
+    """
     out_root = tmp_path_factory.mktemp("runs")
+    profile = yaml.safe_load(SMOKE.read_text())
+    for section in profile.values():
+        section["threads"] = 1
+    pinned = tmp_path_factory.mktemp("params") / SMOKE.name
+    pinned.write_text(yaml.safe_dump(profile))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ASYMLIB_DATA", str(DATA))
-        runs = run_profile(SMOKE, out_root=out_root, progress=False)
+        runs = run_profile(pinned, out_root=out_root, progress=False)
     return out_root, runs
 
 
@@ -92,8 +106,26 @@ def test_smoke_run_has_one_row_per_model_and_ensemble(smoke):
 
     assert len(pd.read_csv(out_dir / "ensembles.csv")) == len(ensembles)
     for dataset in DATASETS:
-        assert runner.notebook_succeeded(out_dir / f"{dataset}.ipynb")
+        assert notebook_succeeded(out_dir / f"{dataset}.ipynb")
     assert ensembles["ensemble_metric"].notna().all() and models["metric"].notna().all()
+
+
+@needs_data
+def test_smoke_tables_match_the_committed_fingerprint(smoke_runs):
+    """The smoke profile computes exactly what it computed before the package's layout
+    changed: every table, timing columns aside, hashes as in tests/smoke_fingerprint.json."""
+    out_root, _ = smoke_runs
+    committed = json.loads((REPO / "tests" / "smoke_fingerprint.json").read_text())
+    assert profile_fingerprint(out_root / "smoke") == committed
+
+
+def test_fingerprint_sees_one_changed_bit_but_not_order_or_timing():
+    frame = pd.DataFrame({"dataset": ["a", "b"], "metric": [0.1, 0.2], "train_time": [1.0, 2.0]})
+    reference = table_fingerprint(frame)
+    shuffled = frame.iloc[::-1][["train_time", "metric", "dataset"]].assign(train_time=[5.0, 6.0])
+    assert table_fingerprint(shuffled) == reference
+    nudged = frame.assign(metric=[0.1, np.nextafter(0.2, 1.0)])
+    assert table_fingerprint(nudged) != reference
 
 
 @needs_data
@@ -138,7 +170,7 @@ def test_smoke_run_has_one_row_per_mixture(smoke_runs):
     last = usage.groupby(unit)["epoch"].max().rename("epochs")
     pd.testing.assert_series_equal(last, mixtures.set_index(unit)["epochs"].sort_index(), check_dtype=False)
     for dataset in DATASETS:
-        assert runner.notebook_succeeded(out_dir / f"{dataset}.ipynb")
+        assert notebook_succeeded(out_dir / f"{dataset}.ipynb")
 
 
 @needs_data
@@ -150,7 +182,7 @@ def test_second_run_starts_no_notebook(smoke, data_env, monkeypatch):
     def no_papermill(*args, **kwargs):
         raise AssertionError("papermill was started for a finished dataset")
 
-    monkeypatch.setattr(runner, "_execute", no_papermill)
+    monkeypatch.setattr(runner, "execute_notebook", no_papermill)
     reports = {p: p.stat().st_mtime_ns for p in (out_root / "smoke").glob("report_*")}
     runs = run_profile(SMOKE, out_root=out_root, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (out_root / "smoke").glob("report_*")} == reports
@@ -185,8 +217,8 @@ def test_failed_notebook_does_not_stop_the_others(tmp_path, data_env, capsys):
     status = main(["run", str(path), "--out", str(tmp_path / "runs"), "--no-progress", "--no-report"])
     assert status == 1
     out_dir = tmp_path / "runs" / "tiny" / "deep_ensembles"
-    assert runner.notebook_succeeded(out_dir / "california.ipynb")
-    assert not runner.notebook_succeeded(out_dir / "churn.ipynb")
+    assert notebook_succeeded(out_dir / "california.ipynb")
+    assert not notebook_succeeded(out_dir / "churn.ipynb")
     printed = capsys.readouterr()
     assert "churn failed with ValueError" in printed.out and str(out_dir / "churn.ipynb") in printed.out
     assert "deep_ensembles/churn" in printed.err
@@ -195,8 +227,8 @@ def test_failed_notebook_does_not_stop_the_others(tmp_path, data_env, capsys):
 def test_shipped_profiles_are_valid():
     for profile in ("smoke", "quick", "paper"):
         path = REPO / "params" / f"{profile}.yaml"
-        assert runner.profile_sections(path) == ["deep_ensembles", "mixtures"]
-        for settings in load_params(path, sections=runner.profile_sections(path)).values():
+        assert params.profile_sections(path) == ["deep_ensembles", "mixtures"]
+        for settings in load_params(path, sections=params.profile_sections(path)).values():
             assert settings["datasets"] == list(DATASETS)
 
 
@@ -290,7 +322,7 @@ def test_missing_section_or_file(tmp_path):
 
 
 def test_changed_settings_need_force(tmp_path):
-    section = runner.SECTIONS["deep_ensembles"]
+    section = params.SECTIONS["deep_ensembles"]
     settings = load_params(SMOKE)["deep_ensembles"]
     runner._record_settings(section, settings, ["adult"], tmp_path, force=False)
     # More repeats only grow the grid; other changes would mix incomparable results.

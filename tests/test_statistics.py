@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from asymlib.statistics import improvement_statistics, paired_differences, summarize_differences
+from asymlib.core.statistics import improvement_statistics, paired_differences, summarize_differences
 
 # Student's t with 2 degrees of freedom has a closed form: F(t) = 1/2 + t / (2 sqrt(t^2 + 2)),
 # so the two-sided p-value is 1 - |t| / sqrt(t^2 + 2) and the 97.5 % quantile is

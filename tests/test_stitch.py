@@ -18,8 +18,9 @@ import nbformat
 import pytest
 import yaml
 
-from asymlib import stitch
-from asymlib.runner import run_profile
+from asymlib.reports import html as offline
+from asymlib.reports import stitch
+from asymlib.execution.runner import run_profile
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ["california", "churn"]  # one regression, one classification dataset
@@ -143,7 +144,7 @@ def test_executed_report_is_trusted_and_carries_vega_for_jupyterlab(report):
     notebook = nbformat.read(report.notebook, as_version=4)
     # JupyterLab strips the scripts of untrusted HTML outputs: the charts would stay blank.
     assert NotebookNotary().check_signature(notebook)
-    if stitch.vega_script() is not None:
+    if offline.vega_script() is not None:
         scripts = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("metadata", {}).get("asymlib_vega_scripts")]
         assert len(scripts) == 1 and "window.vegaEmbed=" in scripts[0]["data"]["text/html"].replace(" ", "")
 
@@ -158,7 +159,7 @@ def test_report_runs_under_nbval(report):
 
 
 def test_html_carries_vega_inline_and_loads_nothing_from_the_network(report):
-    assert stitch.vega_script() is not None, (
+    assert offline.vega_script() is not None, (
         "no vega scripts to inline: pip install vl-convert-python (or set ASYMLIB_VEGA_JS)"
     )
     html = report.html.read_text(encoding="utf-8")
@@ -268,9 +269,9 @@ def test_mixture_html_is_offline_and_shows_the_explorers_static_view(mixture_rep
 def no_vl_convert(monkeypatch):
     """As if vl-convert-python were not installed (and no cached bundle)."""
     monkeypatch.setitem(sys.modules, "vl_convert", None)
-    stitch.vega_script.cache_clear()
+    offline.vega_script.cache_clear()
     yield
-    stitch.vega_script.cache_clear()
+    offline.vega_script.cache_clear()
 
 
 def _tiny_notebook(path: Path) -> Path:
@@ -289,16 +290,16 @@ def test_vega_scripts_from_a_folder_without_vl_convert(no_vl_convert, tmp_path, 
     for name, marker in [("vega", "VEGA_MARK"), ("vega-lite", "LITE_MARK"), ("vega-embed", "EMBED_MARK")]:
         (folder / name / "build").mkdir(parents=True)
         (folder / name / "build" / f"{name}.min.js").write_text(f"var {marker} = '</script>';")
-    monkeypatch.setenv(stitch.VEGA_JS_ENV, str(folder))
-    html = stitch.export_html(_tiny_notebook(tmp_path / "tiny.ipynb")).read_text()
+    monkeypatch.setenv(offline.VEGA_JS_ENV, str(folder))
+    html = offline.export_html(_tiny_notebook(tmp_path / "tiny.ipynb")).read_text()
     assert html.index("VEGA_MARK") < html.index("LITE_MARK") < html.index("EMBED_MARK") < html.index("VEGA_DEBUG")
     assert "var VEGA_MARK = '<\\/script>'" in html  # cannot close the inline script early
 
 
 def test_without_vega_scripts_the_export_warns_and_uses_the_cdn(no_vl_convert, tmp_path, monkeypatch):
-    monkeypatch.delenv(stitch.VEGA_JS_ENV, raising=False)
+    monkeypatch.delenv(offline.VEGA_JS_ENV, raising=False)
     with pytest.warns(UserWarning, match="pip install vl-convert-python"):
-        html = stitch.export_html(_tiny_notebook(tmp_path / "tiny.ipynb")).read_text()
+        html = offline.export_html(_tiny_notebook(tmp_path / "tiny.ipynb")).read_text()
     assert "VEGA_DEBUG = {" not in html and "cdn.jsdelivr.net/npm/vega@" in html
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from asymlib.models import MLPEnsemble
-from asymlib.trainer import TrainConfig, fit
+from asymlib.core.models import MLPEnsemble
+from asymlib.core.trainer import TrainConfig, fit
 from toydata import toy_data
 
 
@@ -84,7 +84,7 @@ def test_batched_equals_one_by_one(task, kind):
 
 
 def test_restore_best_keeps_each_members_best_epoch():
-    from asymlib.trainer import evaluate_losses
+    from asymlib.core.trainer import evaluate_losses
 
     X, y, Xv, yv = toy_data("regression")
     config = TrainConfig(lr=3e-2, batch_size=32, max_epochs=25, patience=4, restore_best=True)

@@ -48,7 +48,7 @@ class BatchedModel(Protocol):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The paper's training settings (SPEC, "Training")."""
+    """The paper's training settings (docs/protocol.md, "Training")."""
 
     lr: float = 1e-3
     weight_decay: float = 3e-2

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from asymlib.report import compare_with_paper, improvement_table, paper_reference, summary_table
+from asymlib.reports.tables import compare_with_paper, improvement_table, paper_reference, summary_table
 
 
 def _ensembles():
@@ -71,7 +71,7 @@ def _mixtures():
 
 
 def test_relative_to_two_experts_is_figure_2s_gain():
-    from asymlib.mixture_experiments import add_relative_to_two
+    from asymlib.sections.mixtures import add_relative_to_two
 
     table = add_relative_to_two(_mixtures()).set_index(["dataset", "kind", "experts", "repeat"])
     # baseline: the mean over repeats of the 2-expert model (0.81 accuracy, 0.51 RMSE)
@@ -81,8 +81,8 @@ def test_relative_to_two_experts_is_figure_2s_gain():
 
 
 def test_mixture_summary_and_figure_2_table():
-    from asymlib.mixture_experiments import add_relative_to_two
-    from asymlib.report import mixture_improvement_table, mixture_summary
+    from asymlib.sections.mixtures import add_relative_to_two
+    from asymlib.reports.tables import mixture_improvement_table, mixture_summary
 
     mixtures = add_relative_to_two(_mixtures())
     summary = mixture_summary(mixtures)
@@ -95,7 +95,7 @@ def test_mixture_summary_and_figure_2_table():
 
 
 def test_usage_summary_counts_effective_experts():
-    from asymlib.report import usage_summary
+    from asymlib.reports.tables import usage_summary
 
     rows = []
     for epoch, weights in [(1, [0.25, 0.25, 0.25, 0.25]), (2, [0.97, 0.01, 0.01, 0.01])]:

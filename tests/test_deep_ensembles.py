@@ -3,9 +3,10 @@
 import pandas as pd
 import pytest
 
-from asymlib.data import load_dataset
-from asymlib.experiments import ShardStore, member_seeds, run_deep_ensembles, train_deep_ensemble
-from asymlib.trainer import TrainConfig
+from asymlib.core.data import load_dataset
+from asymlib.sections.units import ShardStore
+from asymlib.sections.deep_ensembles import member_seeds, run_deep_ensembles, train_deep_ensemble
+from asymlib.core.trainer import TrainConfig
 
 CONFIG = TrainConfig(max_epochs=3, patience=2)
 
@@ -46,7 +47,7 @@ def test_finished_units_are_not_trained_again(tmp_path, monkeypatch):
     assert len(models) == 2 * 2 * 2 and len(ensembles) == 2 * 2
     assert ShardStore(tmp_path).units() == ["churn-h8-r0", "churn-h8-r1"]
 
-    import asymlib.experiments as experiments
+    import asymlib.sections.deep_ensembles as experiments
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished unit was trained again")

@@ -1,4 +1,4 @@
-"""One report notebook per section and profile, executed, and its offline HTML copy.
+"""One report notebook per section and profile: stitched, executed, exported to HTML.
 
 The runner leaves one executed notebook per dataset in ``runs/<profile>/<section>/``. The
 report stitches them under a summary::
@@ -12,45 +12,37 @@ Then each dataset's notebook, its cells and outputs as they ran, under a heading
 parameters shown as markdown, its code cells tagged so that executing the report (nbclient,
 papermill, ``pytest --nbval-lax``) keeps their outputs instead of training again.
 
-    from asymlib.stitch import build_report
+    from asymlib.reports.stitch import build_report
     build_report("runs/quick/deep_ensembles")      # -> runs/quick/report_deep_ensembles.html
 
-The HTML copy carries Vega, Vega-Lite and Vega-Embed inline (from the ``vl-convert-python``
-package, or from ``ASYMLIB_VEGA_JS``, see ``vega_script``), in place of the CDN scripts that
-Altair's notebook output and nbconvert's template would load.
+The HTML copy renders with no network (``html.export_html``).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-import json
 import os
 import re
 import textwrap
-import warnings
 from pathlib import Path
 from typing import Callable
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from .data import DATASETS
+from ..core.data import DATASETS
+from ..core.project import (
+    notebook_error,
+    notebook_succeeded,
+    project_path,
+    project_root,
+)
+from .html import ReportError, export_html
 
 #: nbclient (and so papermill) leaves cells with this tag as they are: outputs kept.
 SKIP_EXECUTION = "skip-execution"
 #: nbval's tag for the same.
 NBVAL_SKIP = "nbval-skip"
-#: The environment variable naming a folder with vega.min.js, vega-lite.min.js and
-#: vega-embed.min.js (e.g. an ``npm install vega vega-lite vega-embed`` node_modules).
-VEGA_JS_ENV = "ASYMLIB_VEGA_JS"
-_VEGA_FILES = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")
-
-
-class ReportError(RuntimeError):
-    """A section folder holds no executed dataset notebook, or ``ASYMLIB_VEGA_JS`` lacks a script."""
-
-
 def report_path(section_dir: str | os.PathLike, *, section: str) -> Path:
     """Where ``stitch_section`` writes the report of a section folder by default."""
     return Path(section_dir).resolve().parent / f"report_{section}.ipynb"
@@ -70,9 +62,6 @@ def locate_section(section_dir: str | os.PathLike, *, section: str = "deep_ensem
     (the runs folder was moved or copied), the report's own folder is tried: ``./<section>``
     and then ``.``, which is where JupyterLab and nbval start the kernel.
     """
-    # The runner builds reports: importing it at the top would make an import cycle.
-    from .runner import project_path
-
     candidates = [project_path(section_dir), Path.cwd() / section, Path.cwd()]
     for candidate in candidates:
         if (candidate / "shards").is_dir():
@@ -82,8 +71,6 @@ def locate_section(section_dir: str | os.PathLike, *, section: str = "deep_ensem
 
 def _displayed_path(path: Path) -> str:
     """``path`` relative to the repository root if it lies inside it, else absolute."""
-    from .runner import project_root
-
     try:
         return str(path.resolve().relative_to(project_root()))
     except ValueError:
@@ -127,9 +114,11 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
         ("code", """
         import pandas as pd
 
-        from asymlib import figures, statistics
-        from asymlib.report import compare_with_paper, improvement_table, load_results, summary_table
-        from asymlib.stitch import locate_section, show_vega_inline
+        from asymlib.core import statistics
+        from asymlib.reports import figures_deep_ensembles as figures
+        from asymlib.reports.html import show_vega_inline
+        from asymlib.reports.stitch import locate_section
+        from asymlib.reports.tables import compare_with_paper, improvement_table, load_results, summary_table
 
         show_vega_inline()  # the charts below then draw without a CDN, in JupyterLab too
         section_dir = locate_section(section_dir, section=section)
@@ -231,11 +220,12 @@ def _mixtures_summary(section_dir: Path, profile: str, datasets: list[str]) -> l
         import pandas as pd
         from IPython.display import display
 
-        from asymlib import figures
-        from asymlib.report import (
+        from asymlib.reports import figures_mixtures as figures
+        from asymlib.reports.html import show_vega_inline
+        from asymlib.reports.stitch import locate_section
+        from asymlib.reports.tables import (
             compare_mixtures_with_paper, load_mixture_results, mixture_summary, usage_summary,
         )
-        from asymlib.stitch import locate_section, show_vega_inline
 
         show_vega_inline()  # the charts below then draw without a CDN, in JupyterLab too
         section_dir = locate_section(section_dir, section=section)
@@ -348,8 +338,6 @@ def _demote_headings(markdown: str, levels: int = 2) -> str:
 
 def _dataset_cells(dataset: str, notebook_path: Path) -> list:
     """The executed notebook's cells under a heading, ready to sit in the report."""
-    from .runner import notebook_error, notebook_succeeded
-
     notebook = nbformat.read(notebook_path, as_version=4)
     run = notebook.metadata.get("papermill", {})
     heading = [
@@ -452,136 +440,6 @@ def execute_report(
 
         NotebookNotary().sign(report)
     return path
-
-
-# --------------------------------------------------------------------------- offline HTML
-
-
-@functools.lru_cache(maxsize=1)
-def vega_script() -> str | None:
-    """JavaScript that defines ``vega``, ``vegaLite`` and ``vegaEmbed`` globally, or None.
-
-    From the ``vl-convert-python`` package (its bundle of the versions Altair emits), else
-    from the three files under the folder named by ``ASYMLIB_VEGA_JS``.
-    """
-    try:
-        import vl_convert
-    except ImportError:
-        vl_convert = None
-    if vl_convert is not None:
-        import altair as alt
-
-        vl_version = "v" + "_".join(alt.SCHEMA_VERSION.lstrip("v").split(".")[:2])
-        return vl_convert.javascript_bundle(vl_version=vl_version)
-    folder = os.environ.get(VEGA_JS_ENV)
-    if folder:
-        found = {}
-        for name in _VEGA_FILES:
-            matches = sorted(Path(folder).rglob(name))
-            if not matches:
-                raise ReportError(f"{VEGA_JS_ENV}={folder} has no {name}")
-            found[name] = matches[0].read_text(encoding="utf-8")
-        return "\n;\n".join(found[name] for name in _VEGA_FILES)
-    return None
-
-
-def _offline_head() -> str:
-    """The inline scripts for the page head, or "" when no vega scripts are at hand."""
-    import altair as alt
-
-    script = vega_script()
-    if script is None:
-        return ""
-    # Altair's notebook output loads each library unless VEGA_DEBUG says that version is
-    # there; the inline bundle provides exactly the versions it asks for.
-    versions = {
-        "vega_version": alt.VEGA_VERSION, "vegalite_version": alt.VEGALITE_VERSION,
-        "vegaembed_version": alt.VEGAEMBED_VERSION,
-    }
-    loaded = f"var VEGA_DEBUG = {json.dumps(versions)};"
-    # A "</script" inside the code would end the tag early; "<\/" means the same in JS.
-    script = script.replace("</script", "<\\/script")
-    return f'<script type="text/javascript">\n{script}\n</script>\n<script type="text/javascript">{loaded}</script>'
-
-
-_VEGA_OUTPUT = "asymlib_vega_scripts"
-
-
-def show_vega_inline() -> None:
-    """Display the vega scripts in the notebook (about 1 MB), so that Altair's outputs
-    below them find vega there instead of fetching it from a CDN: the report's charts then
-    draw in JupyterLab without network too. The HTML export carries them in its head and
-    leaves this output out. Without scripts (``vega_script``), says so."""
-    from IPython.display import display
-
-    head = _offline_head()
-    if head:
-        display({"text/html": head}, raw=True, metadata={_VEGA_OUTPUT: True})
-    else:
-        print("charts load vega from a CDN (pip install vl-convert-python to embed it)")
-
-
-# The lab template, without what it would fetch from a CDN: require.js (Altair's output
-# would then ask it for vega from the CDN), the widget manager, MathJax and Mermaid.
-_OFFLINE_TEMPLATE = """\
-{%- extends 'index.html.j2' -%}
-{%- block html_head_js -%}
-{{ resources.offline_head }}
-{%- endblock html_head_js -%}
-{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
-{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
-{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
-"""
-
-_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-
-
-def _static_outputs(report: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy without live widgets, nor the vega scripts ``show_vega_inline`` put in an
-    output: a widget output shows its static view (its HTML, else its text); without a
-    widget manager the live view could not be drawn anyway."""
-    report = copy.deepcopy(report)
-    report.metadata.pop("widgets", None)
-    for cell in report.cells:
-        if "outputs" in cell:
-            # The page's head has the vega scripts already.
-            cell.outputs = [o for o in cell.outputs if not o.get("metadata", {}).get(_VEGA_OUTPUT)]
-        for output in cell.get("outputs", []):
-            data = output.get("data", {})
-            if _WIDGET_VIEW in data and len(data) > 1:
-                del data[_WIDGET_VIEW]
-    return report
-
-
-def export_html(path: str | os.PathLike, *, output: str | os.PathLike | None = None) -> Path:
-    """Export a notebook to HTML that renders its Altair charts with no network.
-
-    Vega, Vega-Lite and Vega-Embed are written into the page (``vega_script``); no script
-    is loaded from elsewhere. Widgets show their static view. Without ``vl-convert-python``
-    (and ``ASYMLIB_VEGA_JS``) the charts fall back to Altair's CDN loader, with a warning:
-    then they render only online. Returns the HTML path (default: beside the notebook).
-    """
-    import jinja2
-    from nbconvert import HTMLExporter
-
-    path = Path(path)
-    head = _offline_head()
-    if not head:
-        warnings.warn(
-            "no vega scripts to inline (pip install vl-convert-python, or set "
-            f"{VEGA_JS_ENV}): the HTML's charts will load vega from a CDN and need the network",
-            stacklevel=2,
-        )
-    exporter = HTMLExporter(
-        template_name="lab",
-        extra_loaders=[jinja2.DictLoader({"asymlib_offline.html.j2": _OFFLINE_TEMPLATE})],
-        template_file="asymlib_offline.html.j2",
-    )
-    report = _static_outputs(nbformat.read(path, as_version=4))
-    body, _ = exporter.from_notebook_node(report, resources={"offline_head": head})
-    output = Path(output) if output is not None else path.with_suffix(".html")
-    output.write_text(body, encoding="utf-8")
-    return output
 
 
 def build_report(

@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .data import DATASETS, DataFileError, default_data_dir, fetch_datasets
-from .runner import DEFAULT_KERNEL, SECTIONS, KernelError, ParamsError, run_profile
+from ..core.data import DATASETS, DataFileError, default_data_dir, fetch_datasets
+from .notebooks import DEFAULT_KERNEL, KernelError
+from .params import SECTIONS, ParamsError
+from .runner import run_profile
 
 _NAMES = ", ".join(DATASETS)
 

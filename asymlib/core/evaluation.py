@@ -13,7 +13,7 @@ from .trainer import predict
 
 
 def metric_name(task: str) -> str:
-    """RMSE for regression, accuracy for classification (SPEC)."""
+    """RMSE for regression, accuracy for classification (docs/protocol.md)."""
     return "rmse" if task == "regression" else "accuracy"
 
 

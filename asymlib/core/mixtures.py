@@ -1,6 +1,6 @@
 """Mixtures of experts (MoE), Gumbel-gated MoE and mixtures of interpolated experts (MoIE).
 
-SPEC "Models": K experts of the paper's 4-layer MLP or W-Asymmetric MLP shape and a
+docs/protocol.md, "Mixtures": K experts of the paper's 4-layer MLP or W-Asymmetric MLP shape and a
 logistic-regression gate on the input, alpha(x) = softmax(W x + b), or with
 ``gating="gumbel"`` a Gumbel-softmax of the same logits (tau = 2).
 
@@ -18,7 +18,7 @@ Gumbel gates draw one sample per example in training, from a generator per mixtu
 (``noise_seeds``) so that training repeats exactly. At inference the gate is the mean of
 ``samples`` Gumbel-softmax draws from a generator seeded afresh on every call
 (``eval_seed``), so evaluation repeats as well. For MoE this *is* the mean prediction over
-the samples (the output is linear in alpha); for MoIE it is SPEC's "average alpha".
+the samples (the output is linear in alpha); for MoIE it is the protocol's "average alpha".
 """
 
 from __future__ import annotations

@@ -13,25 +13,20 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from .data import Dataset, load_dataset
-from .evaluation import evaluate_ensemble, metric_name, relative_improvement
-from .models import KINDS, MLPEnsemble
-from .trainer import TrainConfig, fit
+from ..core.data import Dataset, load_dataset
+from ..core.evaluation import evaluate_ensemble, metric_name, relative_improvement
+from ..core.models import KINDS, MLPEnsemble
+from ..core.trainer import TrainConfig, fit
+from .units import ShardStore, derive_seed, mask_seed
 
 PAPER_ENSEMBLE_SIZES = (2, 4, 8, 16, 32, 64)
 PAPER_HIDDEN_SIZES = (64, 128, 256)
-
-
-def derive_seed(*key: int) -> int:
-    """A 31-bit seed that depends only on the integers in ``key`` (NumPy SeedSequence)."""
-    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
 def member_seeds(seed: int, repeat: int, members: int) -> tuple[list[int], list[int]]:
@@ -39,11 +34,6 @@ def member_seeds(seed: int, repeat: int, members: int) -> tuple[list[int], list[
     init = [derive_seed(seed, repeat, e, 0) for e in range(members)]
     order = [derive_seed(seed, repeat, e, 1) for e in range(members)]
     return init, order
-
-
-def mask_seed(seed: int, repeat: int) -> int:
-    """The W-Asymmetric mask seed of a repeat, shared by all its members."""
-    return derive_seed(seed, repeat, 2**20)
 
 
 def train_deep_ensemble(
@@ -103,52 +93,6 @@ def train_deep_ensemble(
     )
     front = list(key) + ["ensemble_size"]
     return models, ensembles[front + [c for c in ensembles.columns if c not in front]]
-
-
-class ShardStore:
-    """Finished work units as Parquet shards under ``root/shards``.
-
-    A unit is done when its ``marker`` table (``*-ensembles.parquet`` for deep ensembles,
-    ``*-mixtures.parquet`` for mixtures) exists; that file is written last and atomically
-    (write to a temporary name, then rename), so an interrupted unit is redone.
-    """
-
-    def __init__(self, root: str | os.PathLike, *, marker: str = "ensembles") -> None:
-        self.root = Path(root)
-        self.shards = self.root / "shards"
-        self.marker = marker
-
-    def path(self, unit: str, table: str) -> Path:
-        return self.shards / f"{unit}-{table}.parquet"
-
-    def done(self, unit: str) -> bool:
-        return self.path(unit, self.marker).exists()
-
-    def save(self, unit: str, **tables: pd.DataFrame) -> None:
-        """Write the unit's tables; pass the one that marks completion (``marker``) last."""
-        if list(tables)[-1:] != [self.marker]:
-            raise ValueError(f"save the completion marker table {self.marker!r} last, got {list(tables)}")
-        self.shards.mkdir(parents=True, exist_ok=True)
-        for table, frame in tables.items():
-            target = self.path(unit, table)
-            partial = target.with_suffix(".partial")
-            frame.to_parquet(partial, index=False)
-            partial.replace(target)
-
-    def read(self, units: Sequence[str], table: str) -> pd.DataFrame:
-        """One table of the given finished units, concatenated (empty if there are none)."""
-        parts = [pd.read_parquet(self.path(unit, table)) for unit in units if self.done(unit)]
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-    def units(self) -> list[str]:
-        """Every finished unit in the store."""
-        suffix = f"-{self.marker}.parquet"
-        return sorted(p.name[: -len(suffix)] for p in self.shards.glob(f"*{suffix}"))
-
-    def delete(self, unit: str, tables: Sequence[str]) -> None:
-        """Forget a unit (completion marker first, so a crash leaves it 'not done')."""
-        for table in sorted(tables, key=lambda t: t != self.marker):
-            self.path(unit, table).unlink(missing_ok=True)
 
 
 def deep_ensemble_unit(dataset: str, hidden: int, repeat: int) -> str:

@@ -9,7 +9,7 @@ progress and a re-run skips what is done.
 Seeds: repeat r uses the same initialisation, data-order and Gumbel-noise seeds in every
 unit, so gatings and kinds are paired comparisons, and the first experts of a larger
 mixture start as those of a smaller one (experts are drawn in turn from one generator).
-The W-Asymmetric entries are those of the deep-ensemble WMLPs of repeat 0: SPEC wants them
+The W-Asymmetric entries are those of the deep-ensemble WMLPs of repeat 0: the protocol wants them
 identical for every expert and every mixture, and the mixtures of a unit share one set
 anyway (a stacked layer has one mask).
 """
@@ -25,11 +25,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .data import Dataset, load_dataset
-from .evaluation import metric_name, relative_improvement, score
-from .experiments import ShardStore, derive_seed, mask_seed
-from .mixtures import GATINGS, MIXTURE_KINDS, PAPER_EXPERTS, MixtureEnsemble
-from .trainer import TrainConfig, fit, predict
+from ..core.data import Dataset, load_dataset
+from ..core.evaluation import metric_name, score
+from ..core.mixtures import GATINGS, MIXTURE_KINDS, PAPER_EXPERTS, MixtureEnsemble
+from ..core.trainer import TrainConfig, fit, predict
+from .units import ShardStore, derive_seed, mask_seed
 
 #: Tag mixed into the mixtures' seeds so that they differ from the deep ensembles' members.
 _MIXTURE_SEED_TAG = 2**21

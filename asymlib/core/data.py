@@ -3,7 +3,7 @@
 Every loader turns the original files (the ones listed in ``RAW_FILES``) into one
 pooled table, splits it into train / validation / test the same way for every
 dataset, and standardises the real-valued columns with statistics of the training
-part only (see SPEC.md, sections "Datasets" and "Split").
+part only (docs/protocol.md, "Datasets" and "Split and scaling").
 
 >>> ds = load_dataset("churn")                       # doctest: +SKIP
 >>> ds.X_train.shape, ds.y_train.dtype, ds.sizes     # doctest: +SKIP
@@ -33,6 +33,8 @@ import pandas as pd
 import torch
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+
+from .project import project_root
 
 __all__ = [
     "DATASETS",
@@ -346,10 +348,10 @@ def _read_churn(data_dir: Path) -> _Table:
         raise _malformed(
             "churn", path, f"missing columns {missing}, unexpected columns {extra}", expected
         )
-    # Kaggle's original has no empty cells, but the copy this project mirrors has
-    # blank Age (300 rows) and Gender (54 rows). Blank numbers stay NaN here and are
-    # imputed with the training mean by load_dataset; a blank category gets an
-    # all-zero one-hot row, which keeps the SPEC's 13 features.
+    # Kaggle's original has no empty cells, but copies with blank Age and Gender cells
+    # circulate. Blank numbers stay NaN here and are imputed with the training mean by
+    # load_dataset; a blank category gets an all-zero one-hot row, which keeps churn's
+    # 13 features.
     numeric = _numeric_columns(
         "churn", path, frame[list(_CHURN_NUMERIC)], expected, missing_as=np.nan
     )
@@ -410,16 +412,16 @@ def _read_adult_file(path: Path) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     y = _class_labels("adult", path, income, {"<=50K": 0, ">50K": 1}, expected)
     numeric = _numeric_columns(
         "adult", path, frame[list(_ADULT_NUMERIC)].replace({"?": None, "": None}), expected,
-        missing_as=0.0,  # SPEC: missing numbers are filled with 0
+        missing_as=0.0,  # the protocol: missing numbers are filled with 0
     )  # fmt: skip
-    # SPEC: a missing category ('?') becomes a category of its own.
+    # the protocol: a missing category ('?') becomes a category of its own.
     missing = {"?": "MissingValue", "": "MissingValue"}
     categorical = frame[list(_ADULT_CATEGORICAL)].replace(missing).fillna("MissingValue")
     return numeric, categorical, y
 
 
 def _read_adult(data_dir: Path) -> _Table:
-    # Both files are pooled and split afresh like every other dataset (SPEC).
+    # Both files are pooled and split afresh like every other dataset (docs/protocol.md).
     parts = [_read_adult_file(data_dir / f) for f in ("adult.data", "adult.test")]
     numeric = np.vstack([p[0] for p in parts])
     # Encode the pooled categories so both files share one set of columns.
@@ -533,7 +535,7 @@ def default_data_dir() -> Path:
     env = os.environ.get("ASYMLIB_DATA")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[1] / "data"
+    return project_root() / "data"
 
 
 def _check_name(name: str) -> str:
@@ -614,7 +616,7 @@ def load_dataset(
     standardize : fit a StandardScaler on the training part's real-valued columns
         and apply it to every part (the paper's setting). False keeps raw values.
 
-    Missing real values (the mirrored churn file has blank Age cells) are filled with
+    Missing real values (blank cells in a churn file) are filled with
     the training part's mean of that column - 0 once standardised.
 
     Returns
@@ -667,7 +669,7 @@ def load_dataset(
         scaler = StandardScaler().fit(fit_on)
         mean[cols], scale[cols] = scaler.mean_, scaler.scale_
 
-    # Missing real values (only churn's file has any) get the training mean of their
+    # Missing real values (blank cells, only churn's loader allows them) get the training mean of their
     # column, which is 0 after standardisation; never a statistic of val/test rows.
     gaps = np.flatnonzero(np.isnan(table.X).any(axis=0))
     fill = {j: (mean[j] if standardize else np.nanmean(X_train[:, j])) for j in gaps}

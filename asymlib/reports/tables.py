@@ -1,30 +1,26 @@
-"""Tables and Altair charts of deep-ensemble and mixture results, for notebooks and the runner.
+"""Tidy tables of both sections' results, and the paper's published points beside them.
 
-The deep-ensemble functions take the tidy ``ensembles`` table that ``run_deep_ensembles``
-returns (one row per dataset, hidden, repeat, type, ensemble_size); the mixture functions
-take the ``mixtures`` table of ``run_mixtures`` (one row per dataset, gating, kind, experts,
-repeat) or its ``usage`` table. All aggregate over repeats first, so charts carry a few
-dozen rows, never the raw results.
+For notebooks, reports and the runner's summary. The deep-ensemble functions take the
+``ensembles`` table that ``run_deep_ensembles`` returns (one row per dataset, hidden,
+repeat, type, ensemble_size); the mixture functions take the ``mixtures`` table of
+``run_mixtures`` (one row per dataset, gating, kind, experts, repeat) or its ``usage``
+table. Every summary is a mean over repeats, one row per model or ensemble. Charts of
+these tables are in ``figures_deep_ensembles`` and ``figures_mixtures``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import NamedTuple
 
-import altair as alt
 import numpy as np
 import pandas as pd
 
-from .experiments import ShardStore
-from .data import DATASETS
-from .mixture_experiments import MIXTURE_TABLES, add_relative_to_two
-from .mixtures import GATINGS, MIXTURE_KINDS
-
-# Tab10's first two colours, fixed so MLP and WMLP look the same in every chart.
-TYPE_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e"}
+from ..core.data import DATASETS
+from ..core.mixtures import GATINGS, MIXTURE_KINDS
+from ..sections.mixtures import MIXTURE_TABLES, add_relative_to_two
+from ..sections.units import ShardStore
 
 _PER_ENSEMBLE = ["dataset", "metric_name", "hidden", "type", "ensemble_size"]
 
@@ -88,61 +84,6 @@ def improvement_table(ensembles: pd.DataFrame, *, ensemble_size: int | None = No
     return table
 
 
-def _inline(frame: pd.DataFrame) -> alt.InlineData:
-    # Values written into the spec itself, whatever data transformer the session enabled
-    # (e.g. "json" would write files next to the notebook); to_json turns NaN into null.
-    return alt.InlineData(values=json.loads(frame.to_json(orient="records")))
-
-
-def ensemble_chart(
-    ensembles: pd.DataFrame,
-    *,
-    metric: str = "ensemble_metric",
-    width: int = 220,
-    height: int = 160,
-) -> alt.FacetChart:
-    """Test metric of the ensemble against its size, one line per type, means over repeats.
-
-    A dashed rule per type marks its mean single model. Panels: one row per dataset (its
-    metric in the header), one column per hidden size; y scales are independent.
-    metric: the column to plot, "ensemble_metric" or "interpolated_metric".
-    """
-    points = ensembles.groupby(_PER_ENSEMBLE, sort=True).agg(
-        value=(metric, "mean"), single=("single_mean", "mean"), repeats=("repeat", "nunique")
-    ).reset_index()
-    points["panel"] = points["dataset"] + " (" + points["metric_name"] + ")"
-
-    sizes = sorted(points["ensemble_size"].unique().tolist())
-    color = alt.Color(
-        "type:N", title="type",
-        scale=alt.Scale(domain=list(TYPE_COLORS), range=list(TYPE_COLORS.values())),
-    )
-    x = alt.X(
-        "ensemble_size:Q", title="ensemble size", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=sizes)
-    )
-    y_title = "interpolated model" if metric == "interpolated_metric" else "ensemble"
-    lines = alt.Chart().mark_line(point=True).encode(
-        x=x,
-        y=alt.Y("value:Q", title=f"{y_title} test metric", scale=alt.Scale(zero=False)),
-        color=color,
-        tooltip=["type:N", "ensemble_size:Q", alt.Tooltip("value:Q", format=".4f"), "repeats:Q"],
-    )
-    single_rules = alt.Chart().mark_rule(strokeDash=[4, 3], opacity=0.8).encode(
-        y=alt.Y("mean(single):Q"),
-        color=color,
-        tooltip=["type:N", alt.Tooltip("mean(single):Q", title="mean single model", format=".4f")],
-    )
-    return (
-        alt.layer(lines, single_rules, data=_inline(points))
-        .properties(width=width, height=height)
-        .facet(
-            row=alt.Row("panel:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-            column=alt.Column("hidden:O", title="hidden units"),
-        )
-        .resolve_scale(y="independent")
-    )
-
-
 PAPER_FIGURES = Path(__file__).resolve().parent / "reference" / "paper_figures.csv"
 
 
@@ -181,23 +122,21 @@ def compare_with_paper(ensembles: pd.DataFrame, *, sizes: tuple[int, ...] | None
 
 # ---------------------------------------------------------------------------- mixtures
 
-# Tab10's first four colours: MoE kinds as the deep-ensemble types, MoIE kinds after them.
-KIND_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e", "imlp": "#2ca02c", "iwmlp": "#d62728"}
-
 _PER_MIXTURE = ["dataset", "metric_name", "gating", "kind", "experts"]
+
+
+def grid_order(column: pd.Series) -> pd.Series:
+    """Sort key: datasets, gatings and kinds in the paper's order, anything else as is."""
+    orders = {"dataset": DATASETS, "gating": GATINGS, "kind": MIXTURE_KINDS}
+    if column.name not in orders:
+        return column
+    return column.map({value: i for i, value in enumerate(orders[column.name])})
 
 
 def _in_grid_order(table: pd.DataFrame) -> pd.DataFrame:
     """Rows in the order of the paper's grid (datasets, gatings, kinds as listed), not alphabetical."""
-    orders = {"dataset": DATASETS, "gating": GATINGS, "kind": MIXTURE_KINDS}
-
-    def position(column: pd.Series) -> pd.Series:
-        if column.name not in orders:
-            return column
-        return column.map({value: i for i, value in enumerate(orders[column.name])})
-
     by = [c for c in ("dataset", "gating", "kind", "experts") if c in table.columns]
-    return table.sort_values(by, key=position, kind="stable").reset_index(drop=True)
+    return table.sort_values(by, key=grid_order, kind="stable").reset_index(drop=True)
 
 
 class MixtureResults(NamedTuple):
@@ -282,55 +221,6 @@ def usage_summary(usage: pd.DataFrame, *, decimals: int = 3) -> pd.DataFrame:
     per_repeat = last.groupby(keys)[["usage"]].apply(describe).reset_index()
     table = per_repeat.groupby(keys[:-1], sort=True)[["effective_experts", "top_share", "unused"]].mean()
     return _in_grid_order(table.round(decimals).reset_index())
-
-
-def mixture_chart(
-    mixtures: pd.DataFrame,
-    *,
-    metric: str = "metric",
-    width: int = 220,
-    height: int = 160,
-) -> alt.FacetChart:
-    """Test metric against the number of experts, one line per kind, means over repeats
-    with +-1 standard deviation bars (Figure 4); ``metric="relative_to_2"`` gives Figure 2.
-
-    Panels: one row per dataset (its metric in the header), one column per gating; y scales
-    are independent.
-    """
-    points = mixtures.groupby(_PER_MIXTURE, sort=True).agg(
-        value=(metric, "mean"), std=(metric, "std"), repeats=("repeat", "nunique")
-    ).reset_index()
-    points["std"] = points["std"].fillna(0.0)
-    points["low"], points["high"] = points["value"] - points["std"], points["value"] + points["std"]
-    points["panel"] = points["dataset"] + " (" + points["metric_name"] + ")"
-
-    experts = sorted(points["experts"].unique().tolist())
-    color = alt.Color(
-        "kind:N", title="experts' kind",
-        scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values())),
-    )
-    x = alt.X(
-        "experts:Q", title="number of experts", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=experts)
-    )
-    y_title = "gain over 2 experts (%)" if metric == "relative_to_2" else "test metric"
-    lines = alt.Chart().mark_line(point=True).encode(
-        x=x,
-        y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
-        color=color,
-        tooltip=[
-            "kind:N", "experts:Q", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f"), "repeats:Q"
-        ],
-    )
-    spread = alt.Chart().mark_rule(opacity=0.6).encode(x=x, y="low:Q", y2="high:Q", color=color)
-    return (
-        alt.layer(lines, spread, data=_inline(points))
-        .properties(width=width, height=height)
-        .facet(
-            row=alt.Row("panel:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
-            column=alt.Column("gating:N", title="gating"),
-        )
-        .resolve_scale(y="independent")
-    )
 
 
 def compare_mixtures_with_paper(mixtures: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,6 @@
 """MLP and W-Asymmetric MLP ensembles: E four-layer networks as one batched model.
 
-Architecture (SPEC): Linear(d, h) GELU Linear(h, h) GELU Linear(h, h) GELU Linear(h, out).
+Architecture (docs/protocol.md): Linear(d, h) GELU Linear(h, h) GELU Linear(h, h) GELU Linear(h, out).
 """
 
 from __future__ import annotations

@@ -1,0 +1,77 @@
+"""Executing one section notebook with papermill, in its own process and Jupyter kernel.
+
+The runner calls ``execute_notebook`` once per dataset; each call starts a papermill
+subprocess (so a crash or a Ctrl-C stays in that process) with the dataset's parameters and
+its share of the machine's threads, and writes papermill's own output beside the executed
+notebook. ``check_kernel`` fails once, before anything starts, when the kernel would run
+another Python than this one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from ..core.project import project_root
+from .params import Section
+
+#: The kernel papermill starts. Jupyter always knows "python3" where ipykernel is installed,
+#: and launches it with the interpreter that runs papermill (here ``sys.executable``), so the
+#: notebooks see the same environment as the runner without any ``ipykernel install``.
+DEFAULT_KERNEL = "python3"
+
+
+class KernelError(RuntimeError):
+    """No suitable Jupyter kernel to execute the notebooks with."""
+
+
+def check_kernel(kernel: str) -> None:
+    """Fail early (not once per notebook) if papermill could not start ``kernel`` here."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(kernel)
+    except NoSuchKernel:
+        raise KernelError(
+            f"no Jupyter kernel named {kernel!r}; install one for this interpreter with "
+            f"`{sys.executable} -m ipykernel install --sys-prefix --name {kernel}`"
+        ) from None
+    program = spec.argv[0]
+    # jupyter_client replaces a bare "python" with the launching interpreter; an absolute
+    # path elsewhere (e.g. a user-wide kernel) would run the notebooks in another Python.
+    bare = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
+    if program not in bare and Path(program).resolve() != Path(sys.executable).resolve():
+        raise KernelError(
+            f"the Jupyter kernel {kernel!r} runs {program}, not this interpreter ({sys.executable}); "
+            f"install a kernel for it (`{sys.executable} -m ipykernel install --sys-prefix --name asymlib`) "
+            "and pass kernel='asymlib' (--kernel asymlib)"
+        )
+
+
+def notebook_parameters(section: Section, settings: dict, dataset: str, out_dir: Path, threads: int) -> dict:
+    own = {key: settings[key] for key in section.keys}
+    return {"dataset": dataset, **own, "out_dir": str(out_dir), "threads": threads, "progress": False}
+
+
+def execute_notebook(
+    notebook: Path, output: Path, parameters: dict, *, threads: int, kernel: str
+) -> tuple[bool, float]:
+    """Run one notebook with papermill in a subprocess; its output goes to ``<output>.log``.
+
+    Returns whether it succeeded and the seconds it took.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    command = [
+        sys.executable, "-m", "papermill", str(notebook), str(output),
+        "--parameters_yaml", yaml.safe_dump(parameters), "--kernel", kernel,
+        "--no-progress-bar", "--cwd", str(project_root()),
+    ]
+    started = time.perf_counter()
+    with open(output.with_suffix(".log"), "w") as log:
+        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return finished.returncode == 0, time.perf_counter() - started

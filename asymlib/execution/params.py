@@ -1,0 +1,247 @@
+"""Parameter profiles: what each section of the paper takes, read and checked from YAML.
+
+A profile (``params/<name>.yaml``) has one mapping per section (``SECTIONS``:
+``deep_ensembles``, ``mixtures``). Each section here names its notebook, its keys (with
+what a good value looks like), its work units and result tables, and which changes of
+settings may reuse stored results. ``load_params`` returns checked settings or raises a
+``ParamsError`` that names the file, the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import pandas as pd
+import yaml
+
+from ..core.data import DATASETS
+from ..core.mixtures import GATINGS, MIXTURE_KINDS
+from ..sections.deep_ensembles import deep_ensemble_unit
+from ..sections.mixtures import MIXTURE_TABLES, finish_mixture_tables, mixture_unit
+from ..sections.units import ShardStore
+
+
+class ParamsError(ValueError):
+    """A profile file is missing a key, has an unknown one, or a value of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting of a section: how to check its value, and what a good value looks like."""
+
+    check: Callable[[Any], bool]
+    expected: str
+    required: bool = True
+    default: Any = None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(value: Any) -> bool:
+    return _is_int(value) and value >= 1
+
+
+def _optional_positive_int(value: Any) -> bool:
+    return value is None or positive_int(value)
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: isinstance(value, list) and len(value) > 0 and all(check(v) for v in value)
+
+
+def _fraction(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
+
+
+#: Settings every section has: which datasets, and how to share the machine.
+RUNNER_KEYS: dict[str, Key] = {
+    "datasets": Key(
+        _list_of(lambda v: isinstance(v, str)),
+        f"a non-empty list of dataset names out of {', '.join(DATASETS)}",
+    ),
+    "workers": Key(positive_int, "a positive integer (notebooks executed at once)"),
+    "threads": Key(_optional_positive_int, "a positive integer or null (null: cores // workers)"),
+}
+
+DEEP_ENSEMBLE_KEYS: dict[str, Key] = {
+    "hidden_sizes": Key(_list_of(positive_int), "a non-empty list of positive integers (hidden widths)"),
+    "members": Key(positive_int, "a positive integer (members trained per type)"),
+    "ensemble_sizes": Key(
+        _list_of(positive_int), "a non-empty list of positive integers, none above members"
+    ),
+    "repeats": Key(positive_int, "a positive integer (independent repeats of the whole grid)"),
+    "seed": Key(lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "max_epochs": Key(positive_int, "a positive integer"),
+    "patience": Key(positive_int, "a positive integer (epochs without validation improvement)"),
+    "max_rows": Key(_optional_positive_int, "a positive integer or null (null: the full dataset)"),
+    "val_fraction": Key(_fraction, "a number strictly between 0 and 1"),
+    "device": Key(
+        lambda v: isinstance(v, str) and v != "", "a torch device such as cpu or cuda",
+        required=False, default="cpu",
+    ),
+}
+
+
+MIXTURE_KEYS: dict[str, Key] = {
+    "gatings": Key(_list_of(lambda v: v in GATINGS), f"a non-empty list out of {', '.join(GATINGS)}"),
+    "kinds": Key(_list_of(lambda v: v in MIXTURE_KINDS), f"a non-empty list out of {', '.join(MIXTURE_KINDS)}"),
+    "experts": Key(_list_of(positive_int), "a non-empty list of positive integers (experts per mixture)"),
+    "hidden": Key(positive_int, "a positive integer (every expert's hidden width)"),
+    "repeats": Key(positive_int, "a positive integer (mixtures per model, trained together)"),
+    # the same meaning as in deep_ensembles
+    **{k: DEEP_ENSEMBLE_KEYS[k] for k in ("seed", "max_epochs", "patience", "max_rows", "val_fraction", "device")},
+}
+
+
+def _check_deep_ensembles(section: dict) -> list[tuple[str, str]]:
+    """Checks across keys: (key, problem) pairs."""
+    largest, members = max(section["ensemble_sizes"]), section["members"]
+    if largest > members:
+        return [("ensemble_sizes", f"has {largest}, more than members = {members}")]
+    return []
+
+
+def _deep_ensemble_units(section: dict, dataset: str) -> list[str]:
+    return [
+        deep_ensemble_unit(dataset, hidden, repeat)
+        for hidden in section["hidden_sizes"]
+        for repeat in range(section["repeats"])
+    ]
+
+
+def _mixture_units(section: dict, dataset: str) -> list[str]:
+    return [
+        mixture_unit(dataset, gating, kind, experts)
+        for experts in sorted(section["experts"])
+        for gating in section["gatings"]
+        for kind in section["kinds"]
+    ]
+
+
+@dataclass(frozen=True)
+class Section:
+    """An experiment family: its notebook, its settings and its work units.
+
+    keys: the section's own settings; each is passed to the notebook as a parameter of the
+        same name (besides ``dataset``, ``out_dir``, ``threads``, ``progress``).
+    units: the work-unit names of one dataset, as the notebook's ShardStore names them.
+    tables: the result tables each unit writes as shards; the last marks a unit as done.
+    resume_keys: keys whose change may only add or drop units (the grid's size); a change of
+        any other key makes the stored results incomparable to new ones.
+    """
+
+    name: str
+    notebook: str
+    keys: dict[str, Key]
+    units: Callable[[dict, str], list[str]]
+    tables: tuple[str, ...]
+    check: Callable[[dict], list[tuple[str, str]]] = lambda section: []
+    resume_keys: tuple[str, ...] = ()
+    finish: Callable[[dict[str, pd.DataFrame]], dict[str, pd.DataFrame]] = lambda tables: tables
+
+    def store(self, out_dir: Path) -> ShardStore:
+        return ShardStore(out_dir, marker=self.tables[-1])
+
+
+SECTIONS: dict[str, Section] = {
+    "deep_ensembles": Section(
+        name="deep_ensembles",
+        notebook="notebooks/deep_ensembles.ipynb",
+        keys=DEEP_ENSEMBLE_KEYS,
+        units=_deep_ensemble_units,
+        tables=("models", "ensembles"),
+        check=_check_deep_ensembles,
+        resume_keys=("hidden_sizes", "repeats"),
+    ),
+    "mixtures": Section(
+        name="mixtures",
+        notebook="notebooks/mixtures.ipynb",
+        keys=MIXTURE_KEYS,
+        units=_mixture_units,
+        tables=MIXTURE_TABLES,
+        # repeats are the members of a unit, so more repeats means redoing every unit
+        resume_keys=("gatings", "kinds", "experts"),
+        finish=finish_mixture_tables,
+    ),
+}
+
+
+def check_datasets(names: Iterable[str], where: str) -> list[str]:
+    names = list(names)
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise ParamsError(
+            f"{where}: unknown dataset{plural} {', '.join(map(repr, unknown))}; valid: {', '.join(DATASETS)}"
+        )
+    return names
+
+
+def _read_profile(path: Path, sections: Sequence[str]) -> dict:
+    try:
+        document = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: no such parameter file") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(document, dict):
+        got = type(document).__name__
+        raise ParamsError(f"{path}: expected a mapping with the sections {', '.join(sections)}, got {got}")
+    return document
+
+
+def profile_sections(path: str | os.PathLike) -> list[str]:
+    """The sections of ``SECTIONS`` that a profile file has, in ``SECTIONS`` order."""
+    path = Path(path)
+    document = _read_profile(path, list(SECTIONS))
+    present = [name for name in SECTIONS if name in document]
+    if not present:
+        raise ParamsError(f"{path}: has none of the sections {', '.join(SECTIONS)}")
+    return present
+
+
+def load_params(path: str | os.PathLike, *, sections: Sequence[str] = ("deep_ensembles",)) -> dict[str, dict]:
+    """Read and check a profile file; return ``{section: settings}`` for ``sections``.
+
+    Optional keys get their defaults. Raises ParamsError naming the file, the key and what
+    was expected; sections not asked for are not checked (they may belong to a newer
+    version of the code).
+    """
+    path = Path(path)
+    document = _read_profile(path, sections)
+
+    checked = {}
+    for name in sections:
+        if name not in SECTIONS:
+            raise ParamsError(f"unknown section {name!r}; known: {', '.join(SECTIONS)}")
+        section = SECTIONS[name]
+        raw = document.get(name)
+        if not isinstance(raw, dict):
+            problem = "is missing" if raw is None else f"must be a mapping, got {type(raw).__name__}"
+            raise ParamsError(f"{path}: section {name!r} {problem}")
+        keys = {**RUNNER_KEYS, **section.keys}
+        unknown = sorted(set(raw) - set(keys))
+        if unknown:
+            raise ParamsError(
+                f"{path}: {name}.{unknown[0]} is not a known key; {name} takes {', '.join(keys)}"
+            )
+        values = {}
+        for key, spec in keys.items():
+            if key not in raw:
+                if spec.required:
+                    raise ParamsError(f"{path}: {name}.{key} is missing; expected {spec.expected}")
+                values[key] = spec.default
+            elif not spec.check(raw[key]):
+                raise ParamsError(f"{path}: {name}.{key} must be {spec.expected}, got {raw[key]!r}")
+            else:
+                values[key] = raw[key]
+        check_datasets(values["datasets"], f"{path}: {name}.datasets")
+        for key, problem in section.check(values):
+            raise ParamsError(f"{path}: {name}.{key} {problem}")
+        checked[name] = values
+    return checked

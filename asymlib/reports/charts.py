@@ -1,0 +1,91 @@
+"""What the two sections' figures share: colours, inline data, and explorers with a static view.
+
+Charts carry their data inline, so a notebook or its HTML copy renders them from the file
+alone. An explorer is a row of ipywidgets controls over a table and a chart; it saves the
+view it shows, so that a page with no kernel (the report's HTML copy) still shows it.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Sequence
+
+import altair as alt
+import ipywidgets as widgets
+import pandas as pd
+
+# Tab10's first two colours, fixed so MLP and WMLP look the same in every chart.
+TYPE_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e"}
+
+# Tab10's first four colours: MoE kinds as the deep-ensemble types, MoIE kinds after them.
+KIND_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e", "imlp": "#2ca02c", "iwmlp": "#d62728"}
+
+
+def inline_data(frame: pd.DataFrame) -> alt.InlineData:
+    """``frame`` written into the spec itself, whatever data transformer is enabled (a
+    "json" transformer would write files beside the notebook, which the HTML copy lacks);
+    NaN becomes null."""
+    return alt.InlineData(values=json.loads(frame.to_json(orient="records")))
+
+
+def dash_legend(title: str) -> alt.Legend:
+    # Line dashes read best as strokes, not as the points drawn on the lines.
+    return alt.Legend(
+        title=title, symbolType="stroke", symbolStrokeColor="black", symbolStrokeWidth=1.5, symbolSize=300
+    )
+
+
+def chart_html(chart: alt.TopLevelMixin) -> str:
+    """The HTML a notebook shows for ``chart`` (Altair's default renderer), with its own div.
+
+    It loads vega from a CDN unless the page already has it, as the report's HTML export
+    has (``asymlib.reports.html.export_html``).
+    """
+    return chart.to_html(fullhtml=False, template="universal", output_div=f"altair-viz-{uuid.uuid4().hex}")
+
+
+class StaticViewExplorer(widgets.VBox):
+    """Controls above a view that redraws whenever one of them changes.
+
+    The view is written into an Output widget as plain display data, so it exists before
+    any front end has drawn it: a saved or exported notebook shows the initial state. Its
+    ``_repr_mimebundle_`` adds that view as ``text/html``, which is what a page without a
+    widget manager (the report's HTML copy) displays, under ``static_note()``.
+    Subclasses define ``current_view`` and ``static_note``.
+    """
+
+    def __init__(self, controls: Sequence[widgets.ValueWidget]) -> None:
+        self.view = widgets.Output()
+        super().__init__([widgets.HBox(list(controls)), self.view])
+        for control in controls:
+            control.observe(self._update, names="value")
+        self._update()
+
+    def current_view(self) -> list[dict[str, str]]:
+        """The view at the controls' values, as display bundles (text/html, text/plain)."""
+        raise NotImplementedError
+
+    def static_note(self) -> str:
+        """What the static copy of the view shows, and that the controls need a kernel."""
+        raise NotImplementedError
+
+    def _update(self, change: dict | None = None) -> None:
+        self.view.outputs = tuple(
+            {"output_type": "display_data", "data": bundle, "metadata": {}} for bundle in self.current_view()
+        )
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        note = f"<p><i>{self.static_note()}: the controls need a running kernel (open the notebook in JupyterLab).</i></p>"
+        bundle["text/html"] = note + "\n".join(b["text/html"] for b in self.current_view())
+        return bundle
+
+
+def table_and_chart(table: pd.DataFrame, chart: alt.TopLevelMixin) -> list[dict[str, str]]:
+    """Display bundles of a titled table (``table.attrs["title"]``) and a chart."""
+    caption = f"<p><b>{table.attrs['title']}</b></p>"
+    return [
+        {"text/html": caption + table.to_html(float_format=lambda v: f"{v:.4g}"), "text/plain": table.to_string()},
+        {"text/html": chart_html(chart), "text/plain": f"<chart: {chart.title}>"},
+    ]

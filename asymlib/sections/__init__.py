@@ -1,0 +1,7 @@
+"""The paper's two sections as resumable work units, one module each.
+
+``deep_ensembles`` (one unit: dataset x hidden x repeat, MLP and WMLP ensembles) and
+``mixtures`` (one unit: dataset x gating x kind x experts, its repeats trained together);
+``units`` holds what they share: seeds derived from integers and the Parquet shard store.
+The section notebooks call ``run_deep_ensembles`` / ``run_mixtures``.
+"""
