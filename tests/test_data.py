@@ -1,4 +1,4 @@
-"""Tests of asymlib.data on the real raw files (SPEC.md, sections "Datasets" and "Split").
+"""Tests of asymlib.core.data on the real raw files (docs/protocol.md, "Datasets" and "Split").
 
 The raw files are found through ASYMLIB_DATA, else <repo>/data, else ../shared/data.
 Every dataset is loaded at most once per module and setting (see the ``load`` fixture).
@@ -25,8 +25,8 @@ import pandas as pd
 import pytest
 import torch
 
-import asymlib.data as data_module
-from asymlib.data import (
+import asymlib.core.data as data_module
+from asymlib.core.data import (
     DATASETS,
     RAW_FILES,
     DataFileError,
@@ -160,8 +160,8 @@ def test_one_hot_columns_stay_binary(load, name):
         assert ((X == 0) | (X == 1)).all()
         for columns in groups.values():
             per_row = part(ds, which)[0][:, columns].sum(1)
-            # At most one category per row (churn has blank Gender cells: all zeros).
-            assert ((per_row == 1) if name == "adult" else (per_row <= 1)).all()
+            # Exactly one category per row: the real files have no blank categorical cells.
+            assert (per_row == 1).all()
 
 
 # --------------------------------------------------------------------------- scaling
@@ -238,13 +238,13 @@ def test_churn_matches_raw_file_and_imputes_from_train(load, data_dir):
     ]  # fmt: skip
     assert ds.real_valued.tolist() == [True] * 8 + [False] * 5
     train = frame.iloc[ds.row_indices["train"].numpy()]
-    mean, std = train[numeric].mean(), train[numeric].std(ddof=0)  # blank cells skipped
+    mean, std = train[numeric].mean(), train[numeric].std(ddof=0)
     torch.testing.assert_close(ds.feature_mean[:8], torch.tensor(mean.to_numpy()))
     torch.testing.assert_close(ds.feature_scale[:8], torch.tensor(std.to_numpy()))
     for which in PARTS:
         rows = frame.iloc[ds.row_indices[which].numpy()]
         X, y = part(ds, which)
-        expected = ((rows[numeric] - mean) / std).fillna(0.0)  # blank -> training mean
+        expected = (rows[numeric] - mean) / std
         torch.testing.assert_close(X[:, :8].double(), torch.tensor(expected.to_numpy()),
                                    rtol=1e-5, atol=1e-5)  # fmt: skip
         for j, (column, value) in enumerate(
@@ -253,8 +253,39 @@ def test_churn_matches_raw_file_and_imputes_from_train(load, data_dir):
         ):  # fmt: skip
             assert X[:, j].tolist() == (rows[column] == value).astype(float).tolist()
         assert y.tolist() == rows["Exited"].tolist()
-    assert frame["Age"].isna().sum() > 0  # the mirrored file really has blanks
+    assert not frame.isna().any().any()  # Kaggle's original file: no blank cells
     assert sum(int(part(ds, p)[1].sum()) for p in PARTS) == 2037
+
+
+def test_churn_blank_cells_take_training_mean_and_no_category(tmp_path, data_dir):
+    """Kaggle's file has no blanks, but copies of it with blank cells circulate: a blank
+    number takes the training mean (0 once standardised), a blank category an all-zero
+    one-hot row, and churn keeps its 13 features. Tested on a small file written here."""
+    frame = pd.read_csv(data_dir / "Churn_Modelling.csv", nrows=400)
+    frame["Age"] = frame["Age"].astype(float)
+    blank_age, blank_gender = frame.index[::7], frame.index[3::11]
+    frame.loc[blank_age, "Age"] = np.nan
+    frame.loc[blank_gender, "Gender"] = np.nan
+    frame.to_csv(tmp_path / "Churn_Modelling.csv", index=False)
+
+    ds = load_dataset("churn", data_dir=tmp_path)
+    raw = load_dataset("churn", data_dir=tmp_path, standardize=False)
+    assert ds.n_features == 13
+    age, genders = ds.feature_names.index("Age"), [8 + 3, 8 + 4]
+    assert ds.feature_names[8 + 3 :] == ["Gender=Female", "Gender=Male"]
+    train_rows = ds.row_indices["train"].numpy()
+    train_age = frame["Age"].iloc[train_rows]
+    for which in PARTS:
+        rows = ds.row_indices[which].numpy()
+        X, X_raw = part(ds, which)[0], part(raw, which)[0]
+        age_blank = torch.tensor(frame["Age"].iloc[rows].isna().to_numpy())
+        gender_blank = torch.tensor(frame["Gender"].iloc[rows].isna().to_numpy())
+        assert age_blank.any() and gender_blank.any()
+        assert (X[age_blank, age] == 0).all()
+        torch.testing.assert_close(X_raw[age_blank, age], torch.full((int(age_blank.sum()),), float(train_age.mean())))
+        assert (X[gender_blank][:, genders] == 0).all()
+        assert (X[~gender_blank][:, genders].sum(1) == 1).all()
+        assert torch.isfinite(X).all()
 
 
 def _parse_adult_by_hand(path: Path) -> list[list[str]]:
