@@ -1,10 +1,10 @@
 """Is WMLP better than MLP? Paired differences over repeats, with t intervals and tests.
 
 Repeat r of MLP and repeat r of WMLP share their initialisation and data-order seeds (see
-``asymlib.experiments``), so the two types are compared pair by pair: for every dataset,
+``asymlib.sections.deep_ensembles``), so the two types are compared pair by pair: for every dataset,
 hidden size and ensemble size, the difference WMLP - MLP is taken within each repeat and
 those differences are summarised (mean, standard deviation, 95 % t interval, paired t-test).
-``asymlib.figures.improvement_chart`` draws the intervals.
+``asymlib.reports.figures_deep_ensembles.improvement_chart`` draws the intervals.
 
 Every difference is oriented so that a positive number means *WMLP is better*:
 

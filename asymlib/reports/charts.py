@@ -36,6 +36,15 @@ def dash_legend(title: str) -> alt.Legend:
     )
 
 
+def range_slider(name: str, values: Sequence[int], *, label: str) -> alt.Parameter:
+    """A Vega-Lite parameter bound to a slider from min(values) to max(values), starting at
+    the largest: it lives in the chart, so it works in exported HTML without a kernel."""
+    values = sorted(int(v) for v in values)
+    return alt.param(
+        name=name, value=values[-1], bind=alt.binding_range(min=values[0], max=values[-1], step=1, name=label)
+    )
+
+
 def chart_html(chart: alt.TopLevelMixin) -> str:
     """The HTML a notebook shows for ``chart`` (Altair's default renderer), with its own div.
 

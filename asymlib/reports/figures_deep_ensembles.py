@@ -31,6 +31,7 @@ from .charts import (
     StaticViewExplorer,
     dash_legend,
     inline_data,
+    range_slider,
     table_and_chart,
 )
 from .tables import paper_reference
@@ -402,13 +403,7 @@ def size_slider_chart(ensembles: pd.DataFrame, *, width: int = 320, height: int 
     black ticks: the paper's, from its Figure 3, at the same size and hidden size.
     """
     data = comparison_data(ensembles)
-    sizes = sorted(int(s) for s in data["ensemble_size"].unique())
-    size = alt.param(
-        name="ensemble_size", value=sizes[-1],
-        bind=alt.binding_range(
-            min=sizes[0], max=sizes[-1], step=1, name="ensemble size (largest trained size up to) "
-        ),
-    )
+    size = range_slider("ensemble_size", data["ensemble_size"].unique(), label="ensemble size (largest trained size up to) ")
     return _comparison_chart(
         data, size=size, width=width, height=height,
         title="MLP against WMLP at the ensemble size chosen with the slider (bars: ours, ticks: paper)",
@@ -471,7 +466,7 @@ def improvement_chart(
 ) -> alt.FacetChart:
     """Mean WMLP - MLP difference against ensemble size, with its t interval as error bars.
 
-    statistics_table: the output of ``asymlib.statistics.improvement_statistics``. One
+    statistics_table: the output of ``asymlib.core.statistics.improvement_statistics``. One
     panel per dataset (columns) and hidden size (rows); a dotted rule marks zero. The
     default measure, the difference of relative improvements, is in percentage points on
     every dataset, so panels compare; there are no bars where n = 1.

@@ -34,6 +34,7 @@ from .charts import (
     StaticViewExplorer,
     dash_legend,
     inline_data,
+    range_slider,
     table_and_chart,
 )
 from .tables import grid_order, paper_reference
@@ -369,13 +370,7 @@ def experts_slider_chart(mixtures: pd.DataFrame, *, width: int = 120, height: in
     Figure 4 at the same number of experts and gating.
     """
     data = kinds_data(mixtures)
-    counts = sorted(int(k) for k in data["experts"].unique())
-    experts = alt.param(
-        name="experts", value=counts[-1],
-        bind=alt.binding_range(
-            min=counts[0], max=counts[-1], step=1, name="number of experts (largest trained up to) "
-        ),
-    )
+    experts = range_slider("experts", data["experts"].unique(), label="number of experts (largest trained up to) ")
     return _kinds_chart(
         data, experts=experts, width=width, height=height,
         title="The kinds of experts at the number of experts chosen with the slider (points: ours +-1 std, ticks: paper)",
