@@ -568,6 +568,168 @@ def test_malformed_file_is_named(case, data_dir, tmp_path):
     assert info.value.path == bad
 
 
+# Bad cells are written into small copies of the real files. Messages must name the
+# column and the first bad row as a person finds it in the file: the row among the
+# data rows, 1-based, and its line (which counts a header line).
+
+CALIFORNIA_COLUMNS = ["longitude", "latitude", "housingMedianAge", "totalRooms", "totalBedrooms",
+                      "population", "households", "medianIncome", "medianHouseValue"]  # fmt: skip
+ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status",
+                 "occupation", "relationship", "race", "sex", "capital-gain", "capital-loss",
+                 "hours-per-week", "native-country", "income"]  # fmt: skip
+# Lines of each file above its first data row (adult.test: the '|1x3 Cross validator' line).
+HEADER_LINES = {"cal_housing.data": 0, "Churn_Modelling.csv": 1, "otto.csv.gz": 1, "adult.test": 1}
+
+# case: (dataset, file, column, data row counted from 1, the cell's new text, message words)
+BAD_VALUES = {
+    "california_target_1e44": ("california", "cal_housing.data", "medianHouseValue", 17, "1e44",
+                               "beyond float32's range"),
+    "california_feature_1e44": ("california", "cal_housing.data", "totalRooms", 17, "1e44",
+                                "beyond float32's range"),
+    "california_feature_-3.5e38": ("california", "cal_housing.data", "longitude", 30, "-3.5e38",
+                                   "beyond float32's range"),
+    "california_inf": ("california", "cal_housing.data", "latitude", 5, "inf", "infinite"),
+    "california_1e999": ("california", "cal_housing.data", "population", 5, "1e999", "infinite"),
+    "california_nan": ("california", "cal_housing.data", "housingMedianAge", 9, "nan",
+                       "'nan' is not a number we accept"),
+    "california_empty": ("california", "cal_housing.data", "households", 9, "",
+                         "the cell is empty"),
+    "california_text": ("california", "cal_housing.data", "longitude", 8, "abc",
+                        "non-numeric value 'abc'"),
+    "churn_inf": ("churn", "Churn_Modelling.csv", "Balance", 41, "inf", "infinite"),
+    "churn_1e44": ("churn", "Churn_Modelling.csv", "EstimatedSalary", 100, "1e44",
+                   "beyond float32's range"),
+    "otto_1e44": ("otto", "otto.csv.gz", "feat_5", 3, "1e44", "beyond float32's range"),
+    "otto_-inf": ("otto", "otto.csv.gz", "feat_93", 250, "-inf", "infinite"),
+    "adult_test_inf": ("adult", "adult.test", "capital-gain", 11, "inf", "infinite"),
+}  # fmt: skip
+
+
+def _text_lines(path: Path) -> list[str]:
+    raw = path.read_bytes()
+    return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode().splitlines()
+
+
+def _write_with_cell(
+    data_dir: Path, tmp_path: Path, name: str, rel: str, column: str, row: int, text: str
+) -> Path:
+    """A copy of the head of the real file ``rel`` in tmp_path with one cell set to
+    ``text`` (data row ``row``, from 1); the dataset's other files are linked."""
+    bad = _link_others(name, data_dir, tmp_path, rel)
+    if rel in ("Churn_Modelling.csv", "otto.csv.gz"):
+        frame = pd.read_csv(data_dir / rel, nrows=300, dtype=str, keep_default_na=False)
+        if name == "churn":  # missing numbers, which churn accepts, come first
+            frame.loc[2, "Age"], frame.loc[4, "Age"] = "", "nan"
+        frame.loc[row - 1, column] = text
+        csv = frame.to_csv(index=False).encode()
+        bad.write_bytes(gzip.compress(csv) if rel.endswith(".gz") else csv)
+        return bad
+    columns = CALIFORNIA_COLUMNS if name == "california" else ADULT_COLUMNS
+    lines = (data_dir / rel).read_text().splitlines()[:200]
+    line = row - 1 + HEADER_LINES[rel]
+    fields = lines[line].split(",")
+    fields[columns.index(column)] = text
+    lines[line] = ",".join(fields)
+    bad.write_text("\n".join(lines) + "\n")
+    return bad
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_unusable_value_is_refused_naming_column_and_row(case, data_dir, tmp_path):
+    """NaN, infinities and numbers beyond float32 (features and target) are refused on
+    the raw values: 1e44 is finite in float64 but inf in training's float32."""
+    name, rel, column, row, text, problem = BAD_VALUES[case]
+    bad = _write_with_cell(data_dir, tmp_path, name, rel, column, row, text)
+    with pytest.raises(MalformedDataError) as info:
+        load_dataset(name, data_dir=tmp_path)
+    message = str(info.value)
+    assert str(bad) in message and info.value.path == bad
+    assert problem in message
+    assert f"column {column!r}" in message
+    line = row + HEADER_LINES[rel]
+    counting = ", counting the header line" if HEADER_LINES[rel] else ""
+    assert f"row {row} of the data (line {line} of the file{counting})" in message
+    # The line named is the one that holds the cell.
+    lines = _text_lines(bad)
+    columns = {"california": CALIFORNIA_COLUMNS, "adult": ADULT_COLUMNS}.get(name)
+    index = (columns or lines[0].split(",")).index(column)
+    assert lines[line - 1].split(",")[index].strip() == text
+    if text == "nan":
+        assert "empty" not in message
+
+
+def test_california_ratios_name_raw_columns_and_row(data_dir, tmp_path):
+    """AveRooms, AveBedrms and AveOccup divide by households: 0 there, or a value so
+    small that a ratio leaves float32, is refused with the raw columns and the row."""
+    _write_with_cell(data_dir, tmp_path, "california", "cal_housing.data", "households", 12, "0")
+    with pytest.raises(MalformedDataError) as info:
+        load_dataset("california", data_dir=tmp_path)
+    message = str(info.value)
+    assert "row 12 of the data (line 12 of the file), column 'households' is 0" in message
+    assert all(c in message for c in ("totalRooms", "totalBedrooms", "population", "AveRooms"))
+
+    tiny = tmp_path / "tiny"
+    tiny.mkdir()
+    bad = _write_with_cell(
+        data_dir, tiny, "california", "cal_housing.data", "households", 12, "1e-40"
+    )
+    with pytest.raises(MalformedDataError) as info:
+        load_dataset("california", data_dir=tiny)
+    message = str(info.value)
+    assert "row 12 of the data (line 12 of the file), AveRooms = totalRooms / households" in message
+    assert "beyond float32's range" in message and str(bad) in message
+
+
+def _write_without_rows(case: str, data_dir: Path, tmp_path: Path) -> tuple[str, Path]:
+    if case == "churn_header_only":
+        bad = _link_others("churn", data_dir, tmp_path, "Churn_Modelling.csv")
+        bad.write_text(_text_lines(data_dir / "Churn_Modelling.csv")[0] + "\n")
+        return "churn", bad
+    if case == "otto_header_only":
+        bad = _link_others("otto", data_dir, tmp_path, "otto.csv.gz")
+        bad.write_bytes(gzip.compress((_text_lines(data_dir / "otto.csv.gz")[0] + "\n").encode()))
+        return "otto", bad
+    if case == "california_empty_file":
+        bad = _link_others("california", data_dir, tmp_path, "cal_housing.data")
+        bad.write_text("")
+        return "california", bad
+    if case == "adult_test_only_first_line":
+        bad = _link_others("adult", data_dir, tmp_path, "adult.test")
+        bad.write_text(_text_lines(data_dir / "adult.test")[0] + "\n")
+        return "adult", bad
+    if case == "mnist_no_test_images":
+        for kind, magic, dims in (("images", b"\x00\x00\x08\x03", (0, 28, 28)),
+                                  ("labels", b"\x00\x00\x08\x01", (0,))):  # fmt: skip
+            rel = f"mnist/t10k-{kind}-idx{len(dims)}-ubyte.gz"
+            if kind == "images":
+                bad = _link_others("mnist", data_dir, tmp_path, rel)
+            else:
+                (tmp_path / rel).unlink()
+            header = magic + b"".join(n.to_bytes(4, "big") for n in dims)
+            (tmp_path / rel).write_bytes(gzip.compress(header))
+        return "mnist", bad
+    raise AssertionError(case)
+
+
+NO_ROWS = {
+    "churn_header_only": "the file has no data rows, only its header line",
+    "otto_header_only": "the file has no data rows, only its header line",
+    "california_empty_file": "the file has no data rows",
+    "adult_test_only_first_line": "the file has no data rows",
+    "mnist_no_test_images": "the file has no images",
+}
+
+
+@pytest.mark.parametrize("case", sorted(NO_ROWS))
+def test_file_without_data_rows_is_named(case, data_dir, tmp_path):
+    name, bad = _write_without_rows(case, data_dir, tmp_path)
+    with pytest.raises(MalformedDataError) as info:
+        load_dataset(name, data_dir=tmp_path)
+    message = str(info.value)
+    assert str(bad) in message and info.value.path == bad
+    assert NO_ROWS[case] in message and "max_rows" not in message
+
+
 def test_unknown_dataset_lists_valid_names(tmp_path):
     for call in (lambda: load_dataset("iris", data_dir=tmp_path),
                  lambda: fetch_datasets(tmp_path, names=["iris"])):  # fmt: skip
@@ -662,7 +824,8 @@ def _serve(monkeypatch, payload: bytes | Exception) -> list[str]:
     return requested
 
 
-def test_fetch_california_extracts_data_file_from_archive(tmp_path, data_dir, monkeypatch):
+def _california_archive(data_dir: Path, monkeypatch) -> bytes:
+    """A cal_housing.tgz holding the real file, with its sha256 made the expected one."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(data_dir / "cal_housing.data", arcname="CaliforniaHousing/cal_housing.data")
@@ -671,6 +834,12 @@ def test_fetch_california_extracts_data_file_from_archive(tmp_path, data_dir, mo
     monkeypatch.setattr(
         data_module, "_CAL_HOUSING_ARCHIVE", (url, hashlib.sha256(archive).hexdigest(), member)
     )
+    return archive
+
+
+def test_fetch_california_extracts_data_file_from_archive(tmp_path, data_dir, monkeypatch):
+    archive = _california_archive(data_dir, monkeypatch)
+    url = data_module._CAL_HOUSING_ARCHIVE[0]
     requested = _serve(monkeypatch, archive)
     assert fetch_datasets(tmp_path, names="california") == [tmp_path / "cal_housing.data"]
     assert requested == [url]
@@ -692,3 +861,56 @@ def test_fetch_network_failure_says_how_to_get_files(tmp_path, monkeypatch):
     message = str(info.value)
     assert "no route to host" in message and "asymlib fetch --from" in message
     assert "yann.lecun.com" in message
+
+
+def test_fetch_offline_tries_every_file_and_lists_all_missing(tmp_path, monkeypatch):
+    """Offline, every file is tried, then one DataFileError lists all nine: the path to
+    save each at, where to get it and, for a download, its URL and the error."""
+    requested: list[tuple[str, float]] = []
+
+    def offline(url, timeout=None):
+        requested.append((url, timeout))
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    dest = tmp_path / "dest"
+    with pytest.raises(DataFileError) as info:
+        fetch_datasets(dest, timeout=3)
+    lines = str(info.value).splitlines()
+    assert "9 of the 9 raw files to fetch are missing" in lines[0]
+    assert "asymlib fetch --from" in lines[0]
+    urls = {rel: url for rel, (url, _) in data_module._DOWNLOADS.items()}
+    urls["cal_housing.data"] = data_module._CAL_HOUSING_ARCHIVE[0]
+    for name in DATASETS:
+        for rel in RAW_FILES[name]:
+            (line,) = [line for line in lines if f"{dest / rel} ({name})" in line]
+            assert SOURCE_HINTS[name] in line
+            if rel in urls:
+                assert f"downloading {urls[rel]} failed" in line
+                assert "Name or service not known" in line
+            else:
+                assert "Kaggle login" in line and "kaggle.com" in line
+    assert sorted(url for url, _ in requested) == sorted(urls.values())
+    assert {timeout for _, timeout in requested} == {3}
+    assert info.value.path == dest / "cal_housing.data"
+    assert not [p for p in dest.rglob("*") if p.is_file()]  # nothing half-written
+
+
+def test_fetch_keeps_the_files_it_could_download(tmp_path, data_dir, monkeypatch):
+    archive = _california_archive(data_dir, monkeypatch)
+    url = data_module._CAL_HOUSING_ARCHIVE[0]
+
+    def only_figshare(requested, timeout=None):
+        if requested == url:
+            return io.BytesIO(archive)
+        raise urllib.error.URLError("no route to host")
+
+    monkeypatch.setattr(urllib.request, "urlopen", only_figshare)
+    with pytest.raises(DataFileError) as info:
+        fetch_datasets(tmp_path, names=["california", "adult", "otto"])
+    message = str(info.value)
+    assert "3 of the 4 raw files to fetch are missing (1 fetched and kept)" in message
+    assert filecmp.cmp(tmp_path / "cal_housing.data", data_dir / "cal_housing.data", shallow=False)
+    assert str(tmp_path / "cal_housing.data") not in message
+    for rel in ("adult.data", "adult.test", "otto.csv.gz"):
+        assert str(tmp_path / rel) in message

@@ -256,40 +256,130 @@ class _Table:
 
 
 def _read_csv(name: str, path: Path, expected: str, **kwargs) -> pd.DataFrame:
-    """pandas.read_csv, with parser failures reported as MalformedDataError."""
+    """pandas.read_csv, with parser failures and files without data rows reported as
+    MalformedDataError.
+
+    Only an empty cell counts as missing (NaN): pandas would also take the texts
+    'nan', 'NA', 'null' and so on for missing, which would hide them from the checks
+    of ``_numeric_columns``. A caller's own ``keep_default_na`` / ``na_values`` win.
+    """
+    kwargs.setdefault("keep_default_na", False)
+    kwargs.setdefault("na_values", [""])
     try:
-        return pd.read_csv(path, **kwargs)
+        frame = pd.read_csv(path, **kwargs)
+    except pd.errors.EmptyDataError as exc:  # nothing, or nothing after the skipped rows
+        raise _malformed(name, path, "the file has no data rows", expected) from exc
     except (ValueError, EOFError, OSError) as exc:
-        # ParserError, EmptyDataError, UnicodeDecodeError and bad gzip data all land here.
+        # ParserError, UnicodeDecodeError and bad gzip data all land here.
         raise _malformed(name, path, f"could not be parsed ({exc})", expected) from exc
+    if frame.empty:
+        # Without this a header-only file fails much later, as a split of 0 rows.
+        raise _malformed(name, path, "the file has no data rows, only its header line", expected)
+    return frame
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _unusable(values: np.ndarray) -> np.ndarray:
+    """Mask of the entries a float32 model cannot take: NaN, +-inf, and |x| beyond
+    float32's largest number (finite in float64, inf once cast for training)."""
+    with np.errstate(invalid="ignore"):  # NaN compares False, which is what we want
+        return ~(np.abs(values) <= _FLOAT32_MAX)
+
+
+def _where(row: int, header_lines: int) -> str:
+    """Data row ``row`` (0-based) as a person counts it in the file: 1-based, with
+    its line number. (Blank lines, which pandas skips, are not counted.)"""
+    line = row + 1 + header_lines
+    counting = {0: "", 1: ", counting the header line"}.get(
+        header_lines, f", counting the {header_lines} header lines"
+    )
+    return f"row {row + 1} of the data (line {line} of the file{counting})"
+
+
+def _refuse_first_bad(
+    name: str,
+    path: Path,
+    bad: np.ndarray,
+    describe: Callable[[int, int], str],
+    expected: str,
+    *,
+    header_lines: int,
+) -> None:
+    """Raise MalformedDataError for the first row of the file with a bad cell, if any.
+
+    bad: (n, k) bool over the data rows and k columns; describe(row, j) says what is
+    wrong with that cell, naming its column. The message gives the row and how many
+    more bad values follow, so one run shows the extent of the damage.
+    """
+    rows = np.flatnonzero(bad.any(axis=1))
+    if rows.size == 0:
+        return
+    row = int(rows[0])
+    j = int(np.flatnonzero(bad[row])[0])
+    more = int(bad.sum()) - 1
+    problem = f"{_where(row, header_lines)}, {describe(row, j)}"
+    if more:
+        problem += f" (and {more} more bad value{'s' if more > 1 else ''} after it)"
+    raise _malformed(name, path, problem, expected)
+
+
+def _cell_problem(cell, number: float) -> str:
+    """What is wrong with one cell that ``_unusable`` flagged (or that is empty)."""
+    if pd.isna(cell):
+        return "the cell is empty"
+    text = str(cell).strip()
+    if math.isnan(number):
+        if text.lower().lstrip("+-") == "nan":
+            return f"{text!r} is not a number we accept"
+        return f"the non-numeric value {text!r}"
+    # Numbers come back parsed (pandas reads 'inf' and '1e999' alike as inf), so the
+    # value is shown as read rather than quoted as the file's text.
+    if math.isinf(number):
+        return f"the value is infinite ({text})"
+    return (
+        f"the value {text} is beyond float32's range (|x| <= {_FLOAT32_MAX:.4g}); "
+        "training in float32 would make it inf"
+    )
 
 
 def _numeric_columns(
-    name: str, path: Path, frame: pd.DataFrame, expected: str, *, missing_as: float | None = None
+    name: str,
+    path: Path,
+    frame: pd.DataFrame,
+    expected: str,
+    *,
+    header_lines: int,
+    missing_as: float | None = None,
 ) -> np.ndarray:
-    """Columns of ``frame`` as float64 (n, k); anything non-numeric is an error.
+    """Columns of ``frame`` as float64 (n, k), every cell checked before any use.
 
+    frame: (n, k) cells as read (numbers, or text where pandas found no number),
+    empty cells NaN; its column names are the ones the messages quote.
+    header_lines: lines of the file above its first data row, so that messages
+    can give the line of a bad cell.
+    A cell is refused, with its column and row, if it holds text, a written-out
+    'nan', an infinity, or a number beyond float32's range: models train in
+    float32, where such a value turns every prediction NaN or a metric inf.
     With ``missing_as`` set, empty cells get that value instead of failing (NaN
     keeps them missing, for load_dataset to impute from the training part).
     """
     out = np.empty(frame.shape, dtype=np.float64)
     for j, column in enumerate(frame.columns):
-        values = frame[column]
-        numbers = pd.to_numeric(values, errors="coerce")
-        # A cell that was present but did not parse is junk, whatever missing_as says.
-        junk = numbers.isna() & values.notna()
-        if junk.any():
-            bad = values[junk].iloc[0]
-            raise _malformed(
-                name, path, f"column {column!r} holds a non-numeric value {bad!r}", expected
-            )
-        if numbers.isna().any():
-            if missing_as is None:
-                raise _malformed(name, path, f"column {column!r} has empty cells", expected)
-            numbers = numbers.fillna(missing_as)
-        out[:, j] = numbers.to_numpy(dtype=np.float64)
-    if np.isinf(out).any():
-        raise _malformed(name, path, "infinite values", expected)
+        numbers = pd.to_numeric(frame[column], errors="coerce")
+        out[:, j] = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+    empty = frame.isna().to_numpy()
+    bad = _unusable(out)
+    if missing_as is not None:
+        bad &= ~empty
+
+    def describe(row: int, j: int) -> str:
+        return f"column {frame.columns[j]!r}: {_cell_problem(frame.iat[row, j], out[row, j])}"
+
+    _refuse_first_bad(name, path, bad, describe, expected, header_lines=header_lines)
+    if missing_as is not None:
+        out[empty] = missing_as
     return out
 
 
@@ -299,36 +389,71 @@ def _one_hot(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     return dummies.to_numpy(), [str(c) for c in dummies.columns]
 
 
+_CALIFORNIA_COLUMNS = ("longitude", "latitude", "housingMedianAge", "totalRooms",
+                       "totalBedrooms", "population", "households", "medianIncome",
+                       "medianHouseValue")  # fmt: skip
+
+# The ratios among sklearn's derived features: (feature, numerator column); each
+# divides by households.
+_CALIFORNIA_RATIOS = (("AveRooms", "totalRooms"), ("AveBedrms", "totalBedrooms"),
+                      ("AveOccup", "population"))  # fmt: skip
+
+
 def _read_california(data_dir: Path) -> _Table:
     path = data_dir / "cal_housing.data"
     expected = (
         "StatLib's cal_housing.data: no header, 9 comma-separated numeric columns "
-        "(longitude, latitude, housingMedianAge, totalRooms, totalBedrooms, population, "
-        "households, medianIncome, medianHouseValue)"
+        f"({', '.join(_CALIFORNIA_COLUMNS)})"
     )
-    raw = _read_csv("california", path, expected, header=None)
-    if raw.shape[1] != 9:
-        raise _malformed("california", path, f"{raw.shape[1]} columns", expected)
-    raw = _numeric_columns("california", path, raw, expected)
-    lon, lat, age, rooms, bedrooms, population, households, income, value = raw.T
-    if (households <= 0).any():
-        raise _malformed("california", path, "households <= 0 in some rows", expected)
+    frame = _read_csv("california", path, expected, header=None)
+    if frame.shape[1] != 9:
+        raise _malformed("california", path, f"{frame.shape[1]} columns", expected)
+    frame.columns = list(_CALIFORNIA_COLUMNS)  # so that messages name the columns
+    raw = _numeric_columns("california", path, frame, expected, header_lines=0)
+    column = dict(zip(_CALIFORNIA_COLUMNS, raw.T))
+    households = column["households"]
+
+    def not_positive(row: int, _: int) -> str:
+        return (
+            f"column 'households' is {households[row]:g}, but it counts homes, and "
+            "AveRooms, AveBedrms and AveOccup divide totalRooms, totalBedrooms and "
+            "population by it"
+        )
+
+    _refuse_first_bad(
+        "california", path, (households <= 0)[:, None], not_positive, expected, header_lines=0
+    )
+    # Checked values can still give a ratio beyond float32 (households of 1e-40).
+    with np.errstate(over="ignore"):
+        ratios = np.column_stack([column[c] / households for _, c in _CALIFORNIA_RATIOS])
+
+    def too_large(row: int, j: int) -> str:
+        feature, numerator = _CALIFORNIA_RATIOS[j]
+        return (
+            f"{feature} = {numerator} / households = {column[numerator][row]:g} / "
+            f"{households[row]:g} = {ratios[row, j]:g} is beyond float32's range"
+        )
+
+    _refuse_first_bad("california", path, _unusable(ratios), too_large, expected, header_lines=0)
     # The same derived features as sklearn.datasets.fetch_california_housing.
+    ave_rooms, ave_bedrooms, ave_occupancy = ratios.T
     X = np.column_stack(
         [
-            income,
-            age,
-            rooms / households,
-            bedrooms / households,
-            population,
-            population / households,
-            lat,
-            lon,
+            column["medianIncome"],
+            column["housingMedianAge"],
+            ave_rooms,
+            ave_bedrooms,
+            column["population"],
+            ave_occupancy,
+            column["latitude"],
+            column["longitude"],
         ]
     )
     names = ["MedInc", "HouseAge", "AveRooms", "AveBedrms", "Population", "AveOccup",
              "Latitude", "Longitude"]  # fmt: skip
-    return _Table(X, value / 100000.0, names, np.ones(8, bool), "regression", 0)
+    return _Table(
+        X, column["medianHouseValue"] / 100000.0, names, np.ones(8, bool), "regression", 0
+    )
 
 
 _CHURN_NUMERIC = ("CreditScore", "Age", "Tenure", "Balance", "NumOfProducts", "HasCrCard",
@@ -341,7 +466,9 @@ def _read_churn(data_dir: Path) -> _Table:
     path = data_dir / "Churn_Modelling.csv"
     columns = _CHURN_DROPPED + _CHURN_NUMERIC + _CHURN_CATEGORICAL + ("Exited",)
     expected = f"Kaggle's Churn_Modelling.csv with a header naming the columns {list(columns)}"
-    frame = _read_csv("churn", path, expected)
+    # Churn accepts missing numbers, so pandas' spellings of missing ('nan', 'NA', ...)
+    # stay as missing as a blank, as they always were here.
+    frame = _read_csv("churn", path, expected, keep_default_na=True)
     missing = [c for c in columns if c not in frame.columns]
     extra = [c for c in frame.columns if c not in columns]
     if missing or extra:
@@ -353,8 +480,9 @@ def _read_churn(data_dir: Path) -> _Table:
     # load_dataset; a blank category gets an all-zero one-hot row, which keeps churn's
     # 13 features.
     numeric = _numeric_columns(
-        "churn", path, frame[list(_CHURN_NUMERIC)], expected, missing_as=np.nan
-    )
+        "churn", path, frame[list(_CHURN_NUMERIC)], expected, header_lines=1,
+        missing_as=np.nan,
+    )  # fmt: skip
     one_hot, one_hot_names = _one_hot(frame[list(_CHURN_CATEGORICAL)])
     y = _class_labels("churn", path, frame["Exited"], {0: 0, 1: 1, "0": 0, "1": 1}, expected)
     # Binary indicators such as HasCrCard are raw numeric inputs, not one-hot
@@ -412,7 +540,7 @@ def _read_adult_file(path: Path) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     y = _class_labels("adult", path, income, {"<=50K": 0, ">50K": 1}, expected)
     numeric = _numeric_columns(
         "adult", path, frame[list(_ADULT_NUMERIC)].replace({"?": None, "": None}), expected,
-        missing_as=0.0,  # the protocol: missing numbers are filled with 0
+        header_lines=skip, missing_as=0.0,  # the protocol: missing numbers are filled with 0
     )  # fmt: skip
     # the protocol: a missing category ('?') becomes a category of its own.
     missing = {"?": "MissingValue", "": "MissingValue"}
@@ -472,6 +600,8 @@ def _read_mnist_part(data_dir: Path, prefix: str) -> tuple[np.ndarray, np.ndarra
     labels = _read_idx(labels_path, _IDX_LABELS_MAGIC)
     if images.shape[1:] != (28, 28):
         raise _malformed("mnist", images_path, f"images of {images.shape[1:]}", "28x28 images")
+    if len(images) == 0:  # a valid IDX header, but a pooled table with a part missing
+        raise _malformed("mnist", images_path, "the file has no images", "28x28 images")
     if len(images) != len(labels):
         raise _malformed(
             "mnist", labels_path, f"{len(labels)} labels for {len(images)} images",
@@ -513,7 +643,7 @@ def _read_otto(data_dir: Path) -> _Table:
         raise _malformed(
             "otto", path, f"missing columns {missing}, unexpected columns {extra}", expected
         )
-    X = _numeric_columns("otto", path, frame[list(_OTTO_FEATURES)], expected)
+    X = _numeric_columns("otto", path, frame[list(_OTTO_FEATURES)], expected, header_lines=1)
     y = _class_labels("otto", path, frame["target"], _OTTO_CLASSES, expected)
     return _Table(X, y, list(_OTTO_FEATURES), np.ones(93, bool), "multiclass", 9)
 
@@ -627,7 +757,9 @@ def load_dataset(
     ------
     ValueError : unknown name or invalid parameter.
     DataFileError : a raw file is missing (a FileNotFoundError).
-    MalformedDataError : a raw file has unexpected content (a ValueError).
+    MalformedDataError : a raw file has unexpected content (a ValueError), such as
+        a cell that is not a number within float32's range (NaN, inf, 1e44: the
+        message names the column and the row), or no data rows.
     """
     name = _check_name(name)
     test_fraction = _check_fraction("test_fraction", test_fraction)
@@ -734,7 +866,7 @@ def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
-def _download(url: str, sha256: str, *, timeout: float = 120.0) -> bytes:
+def _download(url: str, sha256: str, *, timeout: float) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as response:
         data = response.read()
     digest = hashlib.sha256(data).hexdigest()
@@ -746,17 +878,17 @@ def _download(url: str, sha256: str, *, timeout: float = 120.0) -> bytes:
     return data
 
 
-def _fetch_one(name: str, rel: str, target: Path) -> None:
+def _fetch_one(name: str, rel: str, target: Path, *, timeout: float) -> None:
     """Download one raw file from its public source (no login needed)."""
     if rel == RAW_FILES["california"][0]:
         url, sha256, member = _CAL_HOUSING_ARCHIVE
-        archive = _download(url, sha256)
+        archive = _download(url, sha256, timeout=timeout)
         # extractfile reads one member's bytes: no paths from the archive reach disk.
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
             content = tar.extractfile(member).read()
     else:
         url, sha256 = _DOWNLOADS[rel]
-        content = _download(url, sha256)
+        content = _download(url, sha256, timeout=timeout)
     _write_atomically(target, lambda tmp: tmp.write_bytes(content))
 
 
@@ -766,14 +898,19 @@ def fetch_datasets(
     source: str | os.PathLike | None = None,
     names: str | Iterable[str] = DATASETS,
     overwrite: bool = False,
+    timeout: float = 10.0,
 ) -> list[Path]:
     """Put the raw files of ``names`` into ``dest`` (default ``default_data_dir()``).
 
     With ``source`` (a local mirror folder laid out like ``RAW_FILES``) every file is
     copied from there. Without it, california, adult and mnist are downloaded from
-    their public sources (sha256-checked); churn and otto need a Kaggle login, so a
-    DataFileError explains where to get them by hand - after the other files have
-    been fetched. Files already in ``dest`` are kept unless ``overwrite``.
+    their public sources (sha256-checked); churn and otto need a Kaggle login. Every
+    file is tried; then one DataFileError lists each file still missing, with the
+    path to save it at and where to get it (for a failed download: its URL and the
+    reason). The files that could be fetched stay in place. A download with the
+    wrong checksum raises MalformedDataError at once. Files already in ``dest`` are
+    kept unless ``overwrite``. ``timeout``: seconds each network operation (connect,
+    each read) may wait, so that an offline machine fails fast.
 
     Returns the paths in ``dest`` of all requested raw files.
     """
@@ -799,27 +936,30 @@ def fetch_datasets(
             _write_atomically(dest / rel, lambda tmp, rel=rel: shutil.copyfile(source / rel, tmp))
         return [dest / rel for _, rel in wanted]
 
-    downloadable = set(_DOWNLOADS) | set(RAW_FILES["california"])
-    by_hand = []
+    urls = {rel: url for rel, (url, _) in _DOWNLOADS.items()}
+    urls[RAW_FILES["california"][0]] = _CAL_HOUSING_ARCHIVE[0]
+    missing: list[tuple[str, str, str]] = []  # (name, rel, why it could not be fetched)
     for name, rel in todo:
-        if rel not in downloadable:
-            by_hand.append(
-                f"  {name}: save {rel} as {dest / rel}; get it from {_PUBLIC_SOURCES[name]}"
-            )
+        if rel not in urls:
+            missing.append((name, rel, "needs a Kaggle login, so it is not downloaded"))
             continue
         logger.info("downloading %s for %s", rel, name)
         try:
-            _fetch_one(name, rel, dest / rel)
+            _fetch_one(name, rel, dest / rel, timeout=timeout)
         except (OSError, tarfile.TarError, KeyError) as exc:  # URLError is an OSError
-            raise DataFileError(
-                f"{name}: could not download {rel} ({exc}). " + _how_to_obtain(name, dest),
-                path=dest / rel,
-            ) from exc
-    if by_hand:
+            # Go on: one unreachable host must not keep the other files away.
+            missing.append((name, rel, f"downloading {urls[rel]} failed: {exc}"))
+    if missing:
+        fetched = len(todo) - len(missing)
+        kept = f" ({fetched} fetched and kept)" if fetched else ""
         raise DataFileError(
-            "these raw files cannot be downloaded automatically (a Kaggle login is needed); "
-            "download them by hand, or run `asymlib fetch --from /path/to/mirror`:\n"
-            + "\n".join(by_hand),
-            path=dest,
+            f"{len(missing)} of the {len(todo)} raw files to fetch are missing{kept}. "
+            "Save each at the path shown, or copy them all from a local mirror folder with "
+            "`asymlib fetch --from /path/to/mirror`:\n"
+            + "\n".join(
+                f"  {dest / rel} ({name}): {why}. Get it from {_PUBLIC_SOURCES[name]}"
+                for name, rel, why in missing
+            ),
+            path=dest / missing[0][1],
         )
     return [dest / rel for _, rel in wanted]
