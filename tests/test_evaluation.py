@@ -75,3 +75,25 @@ def test_evaluate_ensemble_table():
     assert table.loc[1, "mean_pairwise_l2"] == pytest.approx(float((flat[0] - flat[1]).norm()), rel=1e-5)
     with pytest.raises(ValueError, match="ensemble sizes"):
         evaluate_ensemble(model, X, y, task="multiclass", sizes=[8])
+
+
+def test_excluded_members_are_left_out_of_ensembles_and_counted():
+    """Member 1 diverged: its own metric is NaN, the ensemble of the first 2 is member 0
+    alone, that of the first 3 is members 0 and 2, and each row counts the left-out one."""
+    model = MLPEnsemble(4, 8, 3, members=3, kind="mlp", init_seeds=[0, 1, 2])
+    with torch.no_grad():
+        model.layers[-1].bias[1] = float("nan")  # what a diverged member looks like
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(60, 4, generator=g), torch.randint(0, 3, (60,), generator=g)
+    members, table = evaluate_ensemble(
+        model, X, y, task="multiclass", sizes=[1, 2, 3], exclude=[False, True, False]
+    )
+    assert np.isnan(members[1]) and not np.isnan(members[[0, 2]]).any()
+    assert table["excluded_members"].tolist() == [0, 1, 1]
+    assert table.loc[1, "ensemble_metric"] == pytest.approx(members[0])
+    healthy = model.subset([0, 2])
+    _, pair = evaluate_ensemble(healthy, X, y, task="multiclass", sizes=[2])
+    for column in ("ensemble_metric", "interpolated_metric", "mean_pairwise_l2"):
+        assert table.loc[2, column] == pytest.approx(pair.loc[0, column])
+    _, none_left = evaluate_ensemble(model, X, y, task="multiclass", sizes=[2], exclude=[True, True, False])
+    assert none_left.loc[0, "excluded_members"] == 2 and np.isnan(none_left.loc[0, "ensemble_metric"])

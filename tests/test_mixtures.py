@@ -253,7 +253,7 @@ def test_mixture_units_give_tidy_tables_and_resume(tmp_path, monkeypatch):
                     config=TrainConfig(max_epochs=2, patience=2), max_rows=600, progress=False)
     mixtures, usage = experiments.run_mixtures("churn", **settings)
     # one unit per (gating, kind, experts), its repeats trained together; one row per repeat
-    assert ShardStore(tmp_path, marker="mixtures").units() == sorted(
+    assert ShardStore(tmp_path, tables=("usage", "mixtures")).units() == sorted(
         f"churn-gumbel-{kind}-e{k}" for kind in ["mlp", "iwmlp"] for k in [2, 3]
     )
     assert len(mixtures) == 2 * 2 * 2 and set(mixtures["repeat"]) == {0, 1}

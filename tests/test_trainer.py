@@ -112,3 +112,34 @@ def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="order_seeds"):
         fit(MLPEnsemble(3, 4, 1, members=2), torch.zeros(4, 3), torch.zeros(4), torch.zeros(2, 3), torch.zeros(2),
             task="regression", order_seeds=[0], progress=False)
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_a_diverged_member_stops_is_flagged_and_leaves_the_others_alone(task):
+    """Member 2 starts with output weights so large that its outputs overflow float32 in the
+    first step: it is flagged as diverged after epoch 1 with the reason, while members 0, 1
+    and 3 train exactly as they do beside a healthy member 2."""
+    X, y, Xv, yv = toy_data(task)
+    n_out = 1 if task == "regression" else 3
+    config = TrainConfig(max_epochs=6, patience=3, batch_size=64)
+
+    def run(poison: bool):
+        model = MLPEnsemble(5, 16, n_out, members=4, kind="mlp", init_seeds=[1, 2, 3, 4], mask_seed=0)
+        if poison:
+            with torch.no_grad():
+                signs = torch.randn(model.layers[-1].weight[2].shape, generator=torch.Generator().manual_seed(0)).sign()
+                model.layers[-1].weight[2] = 3e38 * signs  # outputs overflow to +-inf
+        result = fit(model, X, y, Xv, yv, task=task, order_seeds=[5, 6, 7, 8], config=config, progress=False)
+        return model, result
+
+    healthy_model, healthy = run(poison=False)
+    model, result = run(poison=True)
+    assert result.diverged.tolist() == [False, False, True, False]
+    assert result.diverged_reason[2] == "non-finite training loss in epoch 1"
+    assert result.diverged_reason[0] == result.diverged_reason[1] == result.diverged_reason[3] == ""
+    assert result.epochs[2] == 1 and not healthy.diverged.any()
+    others = [0, 1, 3]
+    np.testing.assert_array_equal(result.epochs[others], healthy.epochs[others])
+    np.testing.assert_array_equal(result.final_val_loss[others], healthy.final_val_loss[others])
+    for poisoned, clean in zip(model.parameters(), healthy_model.parameters()):
+        torch.testing.assert_close(poisoned[others], clean[others], rtol=0, atol=0)

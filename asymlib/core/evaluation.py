@@ -58,30 +58,45 @@ def relative_improvement(ensemble: np.ndarray | float, single: np.ndarray | floa
 
 
 def evaluate_ensemble(
-    model, X: Tensor, y: Tensor, *, task: str, sizes: Sequence[int], batch_size: int = 4096
+    model,
+    X: Tensor,
+    y: Tensor,
+    *,
+    task: str,
+    sizes: Sequence[int],
+    exclude: Sequence[bool] | np.ndarray | None = None,
+    batch_size: int = 4096,
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Score every member, and the ensemble and interpolated model of the first k members.
 
     model: an ensemble with ``members`` >= max(sizes), ``interpolate`` and ``flat_parameters``.
     X: (n, d); y: (n,).
+    exclude: (E,) bool, members to leave out (diverged ones): their own metric is NaN, and
+        the ensemble of the first k members is that of the others among them.
     Returns the (E,) member metrics and a table with one row per ensemble size:
-    ensemble_size, ensemble_metric, interpolated_metric, mean_pairwise_l2.
+    ensemble_size, ensemble_metric, interpolated_metric, mean_pairwise_l2 (NaN where no
+    member is left) and excluded_members (how many of the first k were left out).
     """
     sizes = [int(k) for k in sizes]
     if max(sizes) > model.members or min(sizes) < 1:
         raise ValueError(f"ensemble sizes must lie in 1..{model.members} (the members trained), got {sizes}")
+    excluded = np.zeros(model.members, dtype=bool) if exclude is None else np.asarray(exclude, dtype=bool)
+    if excluded.shape != (model.members,):
+        raise ValueError(f"exclude needs one flag per member ({model.members}), got shape {excluded.shape}")
     outputs = predict(model, X, batch_size=batch_size)
     members = score(outputs, y, task=task).cpu().numpy()
+    members[excluded] = np.nan
     flat = model.flat_parameters()
     rows = []
-    for k, ens in zip(sizes, ensemble_scores(outputs, y, task=task, sizes=sizes)):
-        interpolated = predict(model.interpolate(range(k)), X, batch_size=batch_size)
-        rows.append(
-            {
-                "ensemble_size": k,
-                "ensemble_metric": ens,
-                "interpolated_metric": float(score(interpolated[0], y, task=task)),
-                "mean_pairwise_l2": mean_pairwise_distance(flat[:k]) if k > 1 else 0.0,
-            }
-        )
+    for k in sizes:
+        kept = np.flatnonzero(~excluded[:k]).tolist()
+        row = {"ensemble_size": k, "ensemble_metric": np.nan, "interpolated_metric": np.nan, "mean_pairwise_l2": np.nan}
+        if kept:
+            interpolated = predict(model.interpolate(kept), X, batch_size=batch_size)
+            row.update(
+                ensemble_metric=float(score(outputs[kept].mean(dim=0), y, task=task)),
+                interpolated_metric=float(score(interpolated[0], y, task=task)),
+                mean_pairwise_l2=mean_pairwise_distance(flat[kept]) if len(kept) > 1 else 0.0,
+            )
+        rows.append({**row, "excluded_members": k - len(kept)})
     return members, pd.DataFrame(rows)

@@ -3,7 +3,9 @@
 Each member keeps everything a lone training run would have: its own shuffling generator
 (a fresh permutation every epoch), its own AdamW moments and its own early stopping.
 Members that stop are taken out of the batched model (their parameters are set aside
-untouched) and the rest train on. Because every member still training has taken the
+untouched) and the rest train on. A member whose training or validation loss stops being
+finite has *diverged*: it stops at the end of that epoch and is flagged, so that nothing
+downstream mistakes its numbers for results. Because every member still training has taken the
 same number of steps, a single ``torch.optim.AdamW`` with one step count per tensor is
 exact for all of them, and no compute is spent on members that have stopped.
 
@@ -75,6 +77,9 @@ class TrainResult:
     best_val_loss: (E,) lowest validation loss seen.
     final_val_loss: (E,) validation loss at the epoch the member stopped.
     train_time: (E,) seconds from the start until the member stopped.
+    diverged: (E,) bool, True where a member's training or validation loss became
+        non-finite (it stopped at the end of that epoch).
+    diverged_reason: E strings, why each member diverged ("" where it did not).
     val_history: (epochs, E) validation loss per epoch (NaN once a member has stopped).
     monitored: (epochs, E, ...) what ``fit``'s ``monitor`` returned after each epoch (NaN
         once a member has stopped), or None without a monitor.
@@ -84,6 +89,8 @@ class TrainResult:
     best_val_loss: np.ndarray
     final_val_loss: np.ndarray
     train_time: np.ndarray
+    diverged: np.ndarray
+    diverged_reason: list[str]
     val_history: np.ndarray = field(repr=False)
     monitored: np.ndarray | None = field(default=None, repr=False)
 
@@ -202,7 +209,9 @@ def fit(
     The data must already be on the model's device.
 
     A member stops when its validation loss has not improved for ``config.patience``
-    consecutive epochs, or at ``config.max_epochs``. With ``restore_best`` each member is
+    consecutive epochs, or at ``config.max_epochs``, or when it diverged: a non-finite
+    training loss in the epoch or a non-finite validation loss after it (checked once per
+    epoch, so there is no host synchronisation per step). With ``restore_best`` each member is
     reset to its best-validation epoch at the end; by default (as the paper's code) the
     model kept is the one at the epoch training stopped.
     """
@@ -225,6 +234,8 @@ def fit(
     final = torch.full((members,), float("nan"), dtype=torch.float64)
     bad_epochs = torch.zeros(members, dtype=torch.long)
     stop_time = np.zeros(members)
+    diverged = np.zeros(members, dtype=bool)
+    diverged_reason = [""] * members
     history: list[np.ndarray] = []
     monitored: list[np.ndarray] = []
 
@@ -238,9 +249,11 @@ def fit(
     model.train()
     for epoch in range(config.max_epochs):
         order = torch.stack([torch.randperm(n, generator=generators[m]) for m in running.tolist()]).to(device)
+        train_finite = torch.ones(len(running), dtype=torch.bool, device=device)
         for begin in range(0, n, config.batch_size):
             index = order[:, begin : begin + config.batch_size]
             losses = member_losses(model(X_train[index]), y_train[index], task=task)
+            train_finite &= torch.isfinite(losses.detach())
             optimizer.zero_grad(set_to_none=True)
             # Summing keeps each member's gradient equal to that of its own mean loss.
             losses.sum().backward()
@@ -263,7 +276,15 @@ def fit(
         final[running] = val
         epochs[running.numpy()] = epoch + 1
         stop_time[running.numpy()] = time.perf_counter() - start_time
-        stopping = bad_epochs[running] >= config.patience
+        diverging = ~train_finite.cpu() | ~torch.isfinite(val)
+        for slot in diverging.nonzero().squeeze(1).tolist():
+            member = int(running[slot])
+            diverged[member] = True
+            when = f"training loss in epoch {epoch + 1}" if not train_finite[slot] else (
+                f"validation loss after epoch {epoch + 1}"
+            )
+            diverged_reason[member] = f"non-finite {when}"
+        stopping = (bad_epochs[running] >= config.patience) | diverging
         if epoch + 1 == config.max_epochs:
             stopping[:] = True
         if stopping.any():
@@ -284,6 +305,8 @@ def fit(
         best_val_loss=best.numpy(),
         final_val_loss=final.numpy(),
         train_time=stop_time,
+        diverged=diverged,
+        diverged_reason=diverged_reason,
         val_history=np.stack(history),
         monitored=np.stack(monitored) if monitor is not None else None,
     )

@@ -38,6 +38,7 @@ from ..core.project import (
     project_root,
 )
 from .html import ReportError, export_html
+from .tables import describe_diverged, diverged_members, load_mixture_results, load_results
 
 #: nbclient (and so papermill) leaves cells with this tag as they are: outputs kept.
 SKIP_EXECUTION = "skip-execution"
@@ -372,6 +373,24 @@ def _dataset_cells(dataset: str, notebook_path: Path) -> list:
     return cells
 
 
+def _diverged_warning(section_dir: Path, section: str) -> list:
+    """A warning cell for the top of the report when any member or mixture diverged."""
+    loaders = {"deep_ensembles": lambda: load_results(section_dir), "mixtures": lambda: load_mixture_results(section_dir)}
+    if section not in loaders:
+        return []
+    try:
+        diverged = diverged_members(loaders[section]()._asdict())
+    except FileNotFoundError:  # no results yet: nothing to warn about
+        return []
+    if not len(diverged):
+        return []
+    return [new_markdown_cell(
+        f"> **Warning: some results are not results.** {describe_diverged(diverged)}. "
+        "Their rows in the tables below say `diverged = True` with the reason; every figure and "
+        "summary leaves them out."
+    )]
+
+
 def stitch_section(
     section_dir: str | os.PathLike,
     *,
@@ -393,7 +412,8 @@ def stitch_section(
     if not notebooks:
         raise ReportError(f"{section_dir} holds no executed dataset notebook ({', '.join(DATASETS)}.ipynb)")
     summary = SUMMARIES.get(section, _generic_summary)(section_dir, profile, list(notebooks))
-    cells = summary + [new_markdown_cell("# The datasets' notebooks")]
+    cells = summary[:1] + _diverged_warning(section_dir, section) + summary[1:]
+    cells += [new_markdown_cell("# The datasets' notebooks")]
     for dataset, path in notebooks.items():
         cells += _dataset_cells(dataset, path)
 

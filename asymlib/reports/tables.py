@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..core.data import DATASETS
 from ..core.mixtures import GATINGS, MIXTURE_KINDS
+from ..sections.deep_ensembles import DEEP_ENSEMBLE_TABLES
 from ..sections.mixtures import MIXTURE_TABLES, add_relative_to_two
 from ..sections.units import ShardStore
 
@@ -45,7 +46,7 @@ def load_results(run_dir: str | os.PathLike, *, section: str = "deep_ensembles")
         run_dir = run_dir / section
     if not (run_dir / "shards").is_dir():
         raise FileNotFoundError(f"{run_dir} holds no results (no shards/ folder)")
-    store = ShardStore(run_dir)
+    store = ShardStore(run_dir, tables=DEEP_ENSEMBLE_TABLES)
     tables = []
     for table in Results._fields:
         combined = run_dir / f"{table}.parquet"
@@ -76,12 +77,52 @@ def improvement_table(ensembles: pd.DataFrame, *, ensemble_size: int | None = No
     per_dataset = at_size.groupby(["dataset", "hidden", "type"])["relative_improvement"].mean()
     table = per_dataset.groupby(["hidden", "type"]).mean().unstack("type")
     table.columns.name = None
-    datasets = at_size["dataset"].nunique()
     table.attrs["title"] = (
-        f"relative improvement (%) of the ensemble of {size} over the mean single model, "
-        f"mean over {datasets} dataset{'s' if datasets != 1 else ''}"
+        f"relative improvement (%) of the ensemble of {size} over the mean single model, {_over_datasets(per_dataset)}"
     )
     return table
+
+
+def _over_datasets(per_dataset: pd.Series) -> str:
+    """How a mean over datasets was taken, naming the datasets it had to leave out: a
+    dataset without a finite value (all its members diverged, say) must not shrink the
+    mean silently."""
+    datasets = per_dataset.index.get_level_values("dataset")
+    count = datasets.nunique()
+    phrase = f"mean over {count} dataset{'s' if count != 1 else ''}"
+    missing = [d for d in DATASETS if d in set(datasets[per_dataset.isna().to_numpy()])]
+    if missing:
+        phrase += (
+            f"; {', '.join(missing)} without a finite value in some cells, which are means over the other datasets"
+        )
+    return phrase
+
+
+def diverged_members(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The rows of a section's per-model table (``models`` or ``mixtures``) whose member
+    diverged (non-finite loss), with their reason; empty if none did."""
+    for name in ("models", "mixtures"):
+        frame = tables.get(name)
+        if frame is not None and "diverged" in frame.columns:
+            return frame[frame["diverged"].astype(bool)].reset_index(drop=True)
+    return pd.DataFrame()
+
+
+def describe_diverged(diverged: pd.DataFrame) -> str:
+    """One line for a warning: how many diverged, and which (dataset, model, repeat, members)."""
+    member = "member" if "member" in diverged.columns else "repeat"
+    keys = [c for c in ("dataset", "hidden", "type", "gating", "kind", "experts", "repeat") if c in diverged.columns]
+    keys = [k for k in keys if k != member]
+    parts = []
+    for values, group in diverged.groupby(keys, sort=False):
+        label = " ".join(f"{k}={v}" if k in ("hidden", "experts", "repeat") else str(v) for k, v in zip(keys, values))
+        reasons = "; ".join(dict.fromkeys(group["diverged_reason"]))
+        parts.append(f"{label} {member}s {', '.join(map(str, group[member]))} ({reasons})")
+    noun = "members" if member == "member" else "mixtures"
+    return (
+        f"{len(diverged)} {noun} diverged (non-finite loss) and are left out of every ensemble and "
+        f"mean: {'; '.join(parts)}"
+    )
 
 
 PAPER_FIGURES = Path(__file__).resolve().parent / "reference" / "paper_figures.csv"
@@ -155,7 +196,7 @@ def load_mixture_results(run_dir: str | os.PathLike) -> MixtureResults:
         run_dir = run_dir / "mixtures"
     if not (run_dir / "shards").is_dir():
         raise FileNotFoundError(f"{run_dir} holds no results (no shards/ folder)")
-    store = ShardStore(run_dir, marker=MIXTURE_TABLES[-1])
+    store = ShardStore(run_dir, tables=MIXTURE_TABLES)
     tables = {}
     for table in MIXTURE_TABLES:
         combined = run_dir / f"{table}.parquet"
@@ -191,10 +232,8 @@ def mixture_improvement_table(mixtures: pd.DataFrame) -> pd.DataFrame:
     table.columns.name = "experts"
     order = [(g, k) for g in GATINGS for k in MIXTURE_KINDS if (g, k) in table.index]
     table = table.loc[order]
-    datasets = mixtures["dataset"].nunique()
     table.attrs["title"] = (
-        f"relative improvement (%) of mixtures over the same model with 2 experts, "
-        f"mean over {datasets} dataset{'s' if datasets != 1 else ''}"
+        f"relative improvement (%) of mixtures over the same model with 2 experts, {_over_datasets(per_dataset)}"
     )
     return table
 

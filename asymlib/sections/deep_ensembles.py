@@ -26,6 +26,8 @@ from ..core.trainer import TrainConfig, fit
 from .units import ShardStore, derive_seed, mask_seed
 
 PAPER_ENSEMBLE_SIZES = (2, 4, 8, 16, 32, 64)
+#: The tables a deep-ensemble unit writes, the completion marker last.
+DEEP_ENSEMBLE_TABLES = ("models", "ensembles")
 PAPER_HIDDEN_SIZES = (64, 128, 256)
 
 
@@ -52,9 +54,11 @@ def train_deep_ensemble(
     """Train ``members`` networks of one type as one batched model and evaluate them.
 
     Returns two tidy tables:
-      models: one row per member (test metric, epochs, training time, seeds);
+      models: one row per member (test metric, epochs, training time, seeds, whether it
+      diverged and why; a diverged member's metric is NaN);
       ensembles: one row per ensemble size (ensemble and interpolated metric, mean pairwise
-      L2 distance, the mean single model of this type and repeat, relative improvement).
+      L2 distance, the mean single model of this type and repeat, relative improvement,
+      and how many of the first k members were left out because they diverged).
     """
     init_seeds, order_seeds = member_seeds(seed, repeat, members)
     model = MLPEnsemble(
@@ -70,7 +74,7 @@ def train_deep_ensemble(
     )
     wall = time.perf_counter() - started
     member_metric, ensembles = evaluate_ensemble(
-        model, to(data.X_test), to(data.y_test), task=data.task, sizes=ensemble_sizes
+        model, to(data.X_test), to(data.y_test), task=data.task, sizes=ensemble_sizes, exclude=result.diverged
     )
     key = {"dataset": data.name, "hidden": hidden, "repeat": repeat, "type": kind, "metric_name": metric_name(data.task)}
     models = pd.DataFrame(
@@ -81,11 +85,14 @@ def train_deep_ensemble(
             "epochs": result.epochs,
             "train_time": result.train_time,
             "final_val_loss": result.final_val_loss,
+            "diverged": result.diverged,
+            "diverged_reason": result.diverged_reason,
             "init_seed": init_seeds,
             "order_seed": order_seeds,
         }
     )
-    single = float(member_metric.mean())
+    # Diverged members have a NaN metric: the baseline is the mean of the others.
+    single = float(np.nanmean(member_metric)) if not result.diverged.all() else float("nan")
     ensembles = ensembles.assign(**key, single_mean=single, members_trained=members, batch_wall_time=wall)
     ensembles["relative_improvement"] = relative_improvement(ensembles["ensemble_metric"], single, task=data.task)
     ensembles["interpolated_relative_improvement"] = relative_improvement(
@@ -120,7 +127,7 @@ def run_deep_ensembles(
 
     Returns the dataset's models and ensembles tables (finished units, old and new).
     """
-    store = ShardStore(out_dir)
+    store = ShardStore(out_dir, tables=DEEP_ENSEMBLE_TABLES)
     units = [(h, r) for h in hidden_sizes for r in range(repeats)]
     todo = [(h, r) for h, r in units if not store.done(deep_ensemble_unit(dataset, h, r))]
     if todo:

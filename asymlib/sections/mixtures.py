@@ -33,7 +33,7 @@ from .units import ShardStore, derive_seed, mask_seed
 
 #: Tag mixed into the mixtures' seeds so that they differ from the deep ensembles' members.
 _MIXTURE_SEED_TAG = 2**21
-#: The completion marker table of a mixture unit (written last).
+#: The tables a mixture unit writes, the completion marker last.
 MIXTURE_TABLES = ("usage", "mixtures")
 
 
@@ -63,7 +63,8 @@ def train_mixtures(
     """Train the ``repeats`` mixtures of one model as one batched model and score them.
 
     Returns two tidy tables:
-      mixtures: one row per repeat (test metric, epochs, training time, parameters, seeds);
+      mixtures: one row per repeat (test metric, epochs, training time, parameters, seeds,
+      whether it diverged and why; a diverged mixture's metric is NaN);
       usage: one row per repeat, epoch and expert: the expert's mean gate weight on the
       validation set after that epoch (inference gate).
     """
@@ -86,6 +87,7 @@ def train_mixtures(
     wall = time.perf_counter() - started
     outputs = predict(model, to(data.X_test), batch_size=config.eval_batch_size)
     metric = score(outputs, to(data.y_test), task=data.task).cpu().numpy()
+    metric[result.diverged] = np.nan  # a diverged mixture has no result, only its reason
 
     key = {"dataset": data.name, "gating": gating, "kind": kind, "experts": experts}
     mixtures = pd.DataFrame(
@@ -98,6 +100,8 @@ def train_mixtures(
             "train_time": result.train_time,
             "final_val_loss": result.final_val_loss,
             "best_val_loss": result.best_val_loss,
+            "diverged": result.diverged,
+            "diverged_reason": result.diverged_reason,
             "parameters": model.parameters_per_mixture(),
             "hidden": hidden,
             "init_seed": init_seeds,
@@ -169,7 +173,7 @@ def run_mixtures(
         unknown = [v for v in given if v not in valid]
         if unknown:
             raise ValueError(f"unknown {name} {unknown}; valid: {', '.join(valid)}")
-    store = ShardStore(out_dir, marker=MIXTURE_TABLES[-1])
+    store = ShardStore(out_dir, tables=MIXTURE_TABLES)
     # smallest mixtures first: the 2-expert baselines are there early on in a long run
     units = [(g, k, e) for e in sorted(experts) for g in gatings for k in kinds]
     todo = [u for u in units if not store.done(mixture_unit(dataset, *u))]

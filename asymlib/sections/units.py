@@ -15,6 +15,8 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 
 def derive_seed(*key: int) -> int:
@@ -28,28 +30,34 @@ def mask_seed(seed: int, repeat: int) -> int:
 
 
 class ShardStore:
-    """Finished work units as Parquet shards under ``root/shards``.
+    """Finished work units as Parquet shards under ``root/shards``, one file per table.
 
-    A unit is done when its ``marker`` table (``*-ensembles.parquet`` for deep ensembles,
-    ``*-mixtures.parquet`` for mixtures) exists; that file is written last and atomically
-    (write to a temporary name, then rename), so an interrupted unit is redone.
+    tables: the tables every unit writes, the completion marker last (deep ensembles:
+        models, ensembles; mixtures: usage, mixtures).
+    Each file is written to a temporary name and renamed, so a kill mid-write leaves no
+    partial shard under the real name. A unit is done when every one of its files is there
+    and readable as Parquet (its footer checks out), so a shard damaged later (truncated by
+    a full disk, say) makes the unit count as not done, and a resume redoes it.
     """
 
-    def __init__(self, root: str | os.PathLike, *, marker: str = "ensembles") -> None:
+    def __init__(self, root: str | os.PathLike, *, tables: Sequence[str]) -> None:
+        if not tables:
+            raise ValueError("a ShardStore needs the names of its tables, the completion marker last")
         self.root = Path(root)
         self.shards = self.root / "shards"
-        self.marker = marker
+        self.tables = tuple(tables)
+        self.marker = self.tables[-1]
 
     def path(self, unit: str, table: str) -> Path:
         return self.shards / f"{unit}-{table}.parquet"
 
     def done(self, unit: str) -> bool:
-        return self.path(unit, self.marker).exists()
+        return all(_readable(self.path(unit, table)) for table in self.tables)
 
     def save(self, unit: str, **tables: pd.DataFrame) -> None:
-        """Write the unit's tables; pass the one that marks completion (``marker``) last."""
-        if list(tables)[-1:] != [self.marker]:
-            raise ValueError(f"save the completion marker table {self.marker!r} last, got {list(tables)}")
+        """Write the unit's tables, in ``self.tables`` order (the completion marker last)."""
+        if tuple(tables) != self.tables:
+            raise ValueError(f"save the tables {self.tables} in that order (the marker last), got {tuple(tables)}")
         self.shards.mkdir(parents=True, exist_ok=True)
         for table, frame in tables.items():
             target = self.path(unit, table)
@@ -65,9 +73,19 @@ class ShardStore:
     def units(self) -> list[str]:
         """Every finished unit in the store."""
         suffix = f"-{self.marker}.parquet"
-        return sorted(p.name[: -len(suffix)] for p in self.shards.glob(f"*{suffix}"))
+        names = sorted(p.name[: -len(suffix)] for p in self.shards.glob(f"*{suffix}"))
+        return [name for name in names if self.done(name)]
 
-    def delete(self, unit: str, tables: Sequence[str]) -> None:
+    def delete(self, unit: str) -> None:
         """Forget a unit (completion marker first, so a crash leaves it 'not done')."""
-        for table in sorted(tables, key=lambda t: t != self.marker):
+        for table in reversed(self.tables):
             self.path(unit, table).unlink(missing_ok=True)
+
+
+def _readable(path: Path) -> bool:
+    """Whether ``path`` is a complete Parquet file (its footer parses); reads no data."""
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException):  # missing, unreadable or not (all) Parquet
+        return False
+    return True
