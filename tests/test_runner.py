@@ -324,9 +324,13 @@ def test_missing_section_or_file(tmp_path):
 def test_changed_settings_need_force(tmp_path):
     section = params.SECTIONS["deep_ensembles"]
     settings = load_params(SMOKE)["deep_ensembles"]
-    runner._record_settings(section, settings, ["adult"], tmp_path, force=False)
+    check = dict(out_dir=tmp_path, datasets=["adult"], in_tables=["adult"])
+    runner._check_settings(section, settings, **check, force=False)  # no results: nothing to mix
+    frame = pd.DataFrame({"x": [1]})
+    section.store(tmp_path).save("adult-h8-r0", models=frame, ensembles=frame)
+    runner._save_settings(section, settings, out_dir=tmp_path, datasets=["adult"])
     # More repeats only grow the grid; other changes would mix incomparable results.
-    runner._record_settings(section, {**settings, "repeats": 3}, ["adult"], tmp_path, force=False)
+    runner._check_settings(section, {**settings, "repeats": 3}, **check, force=False)
     with pytest.raises(ParamsError, match=r"adult results made with other settings \(members: 4 -> 8\)"):
-        runner._record_settings(section, {**settings, "members": 8}, ["adult"], tmp_path, force=False)
-    runner._record_settings(section, {**settings, "members": 8}, ["adult"], tmp_path, force=True)
+        runner._check_settings(section, {**settings, "members": 8}, **check, force=False)
+    runner._check_settings(section, {**settings, "members": 8}, **check, force=True)

@@ -3,22 +3,31 @@
     asymlib fetch --from /path/to/mirror        # raw files into $ASYMLIB_DATA, else <repo>/data
     asymlib run params/quick.yaml --workers 2   # results under runs/quick/
 
-Exit status: 0 on success, 1 if a notebook failed, 2 for a bad parameter file, missing
-data or no usable Jupyter kernel (the message says which).
+Exit status (the message says which):
+    0    success
+    1    a notebook or a report failed (its traceback is in the executed notebook)
+    2    bad input: a parameter file, missing or malformed data, no usable Jupyter kernel,
+         settings that would mix with stored results, an output folder that cannot be written
+    3    every notebook ran, but some members or mixtures diverged (non-finite loss): they
+         are flagged and left out, and the summary names them
+    130  stopped by Ctrl-C (or SIGTERM); finished units are kept, and a re-run resumes
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
-from ..core.data import DATASETS, DataFileError, default_data_dir, fetch_datasets
+from ..core.data import DATASETS, DataFileError, MalformedDataError, default_data_dir, fetch_datasets
+from ..reports.tables import describe_diverged
 from .notebooks import DEFAULT_KERNEL, KernelError
 from .params import SECTIONS, ParamsError
-from .runner import run_profile
+from .runner import OutputError, run_profile
 
 _NAMES = ", ".join(DATASETS)
 
@@ -43,6 +52,10 @@ def _run(args: argparse.Namespace) -> int:
     if failed:
         print(f"FAILED: {', '.join(failed)} (tracebacks in the executed notebooks above)", file=sys.stderr)
         return 1
+    diverged = [f"{section}: {describe_diverged(run.diverged)}" for section, run in runs.items() if len(run.diverged)]
+    if diverged:
+        print("DIVERGED: " + "\nDIVERGED: ".join(diverged), file=sys.stderr)
+        return 3
     return 0
 
 
@@ -57,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetch = commands.add_parser(
         "fetch",
         help="put the raw dataset files in place",
-        description="Copy the raw files from a local mirror (--from), or download the public ones "
-        "(churn and otto need a Kaggle login: the message says where to get them). "
+        description="Copy the raw files from a local mirror (--from), or download the public ones. "
+        "Every file is tried and what could be fetched is kept; then one message lists each file "
+        "still missing, with the path to save it at and where to get it (churn and otto need a "
+        "Kaggle login; a failed download gives its URL and the error), and the exit status is 2. "
         "Files already present are kept.",
     )
     fetch.add_argument("--from", dest="source", metavar="DIR", help="a folder laid out like the data folder")
@@ -95,11 +110,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Signal handlers can only be set in the main thread (not, say, from a notebook's worker).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         return args.handler(args)
-    except (ParamsError, DataFileError, KernelError) as exc:
+    except (ParamsError, DataFileError, MalformedDataError, KernelError, OutputError) as exc:
         print(f"asymlib {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:
+        kept = getattr(exc, "units_kept", None)
+        kept = "" if kept is None else f"; {kept} finished unit{'s' if kept != 1 else ''} kept, re-run to resume"
+        print(f"asymlib {args.command}: stopped{kept}", file=sys.stderr)
+        return 130
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    # SIGTERM (a scheduler's or `kill`'s stop) takes the same path as Ctrl-C.
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

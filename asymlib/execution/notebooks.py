@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -58,20 +59,42 @@ def notebook_parameters(section: Section, settings: dict, dataset: str, out_dir:
     return {"dataset": dataset, **own, "out_dir": str(out_dir), "threads": threads, "progress": False}
 
 
+#: The papermill processes running now, so that an interrupted runner can stop them.
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+
+
 def execute_notebook(
     notebook: Path, output: Path, parameters: dict, *, threads: int, kernel: str
 ) -> tuple[bool, float]:
     """Run one notebook with papermill in a subprocess; its output goes to ``<output>.log``.
 
+    The subprocess exits when this process does, however it ends (``papermill_child``).
     Returns whether it succeeded and the seconds it took.
     """
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [
-        sys.executable, "-m", "papermill", str(notebook), str(output),
+        sys.executable, "-m", "asymlib.execution.papermill_child", str(notebook), str(output),
         "--parameters_yaml", yaml.safe_dump(parameters), "--kernel", kernel,
         "--no-progress-bar", "--cwd", str(project_root()),
     ]
     started = time.perf_counter()
     with open(output.with_suffix(".log"), "w") as log:
-        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    return finished.returncode == 0, time.perf_counter() - started
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        with _running_lock:
+            _running.add(process)
+        try:
+            returncode = process.wait()
+        finally:
+            with _running_lock:
+                _running.discard(process)
+    return returncode == 0, time.perf_counter() - started
+
+
+def stop_running_notebooks() -> None:
+    """Ask every papermill process still running to stop (SIGTERM); their kernels follow."""
+    with _running_lock:
+        processes = list(_running)
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()

@@ -19,7 +19,7 @@ import yaml
 
 from ..core.data import DATASETS
 from ..core.mixtures import GATINGS, MIXTURE_KINDS
-from ..sections.deep_ensembles import deep_ensemble_unit
+from ..sections.deep_ensembles import DEEP_ENSEMBLE_TABLES, deep_ensemble_unit
 from ..sections.mixtures import MIXTURE_TABLES, finish_mixture_tables, mixture_unit
 from ..sections.units import ShardStore
 
@@ -106,6 +106,14 @@ def _check_deep_ensembles(section: dict) -> list[tuple[str, str]]:
     return []
 
 
+def _check_mixtures(section: dict) -> list[tuple[str, str]]:
+    """Checks across keys: (key, problem) pairs."""
+    if 2 not in section["experts"]:
+        # Figure 2 and every summary measure the gain over the same model with 2 experts.
+        return [("experts", f"must include 2 (gains are measured against 2 experts), got {section['experts']}")]
+    return []
+
+
 def _deep_ensemble_units(section: dict, dataset: str) -> list[str]:
     return [
         deep_ensemble_unit(dataset, hidden, repeat)
@@ -145,7 +153,7 @@ class Section:
     finish: Callable[[dict[str, pd.DataFrame]], dict[str, pd.DataFrame]] = lambda tables: tables
 
     def store(self, out_dir: Path) -> ShardStore:
-        return ShardStore(out_dir, marker=self.tables[-1])
+        return ShardStore(out_dir, tables=self.tables)
 
 
 SECTIONS: dict[str, Section] = {
@@ -154,7 +162,7 @@ SECTIONS: dict[str, Section] = {
         notebook="notebooks/deep_ensembles.ipynb",
         keys=DEEP_ENSEMBLE_KEYS,
         units=_deep_ensemble_units,
-        tables=("models", "ensembles"),
+        tables=DEEP_ENSEMBLE_TABLES,
         check=_check_deep_ensembles,
         resume_keys=("hidden_sizes", "repeats"),
     ),
@@ -164,11 +172,24 @@ SECTIONS: dict[str, Section] = {
         keys=MIXTURE_KEYS,
         units=_mixture_units,
         tables=MIXTURE_TABLES,
+        check=_check_mixtures,
         # repeats are the members of a unit, so more repeats means redoing every unit
         resume_keys=("gatings", "kinds", "experts"),
         finish=finish_mixture_tables,
     ),
 }
+
+
+def _first_repeat(value: Any) -> Any:
+    """The first item that a list value holds twice, else None (also for non-lists)."""
+    if not isinstance(value, list):
+        return None
+    seen = []
+    for item in value:
+        if item in seen:
+            return item
+        seen.append(item)
+    return None
 
 
 def check_datasets(names: Iterable[str], where: str) -> list[str]:
@@ -179,6 +200,9 @@ def check_datasets(names: Iterable[str], where: str) -> list[str]:
         raise ParamsError(
             f"{where}: unknown dataset{plural} {', '.join(map(repr, unknown))}; valid: {', '.join(DATASETS)}"
         )
+    repeated = _first_repeat(names)
+    if repeated is not None:
+        raise ParamsError(f"{where}: lists {repeated!r} more than once; each dataset may appear once")
     return names
 
 
@@ -240,6 +264,12 @@ def load_params(path: str | os.PathLike, *, sections: Sequence[str] = ("deep_ens
                 raise ParamsError(f"{path}: {name}.{key} must be {spec.expected}, got {raw[key]!r}")
             else:
                 values[key] = raw[key]
+            repeated = _first_repeat(values[key])
+            if repeated is not None:
+                raise ParamsError(
+                    f"{path}: {name}.{key} lists {repeated!r} more than once; each value may appear once "
+                    "(a repeated grid value would count its results twice)"
+                )
         check_datasets(values["datasets"], f"{path}: {name}.datasets")
         for key, problem in section.check(values):
             raise ParamsError(f"{path}: {name}.{key} {problem}")

@@ -24,6 +24,7 @@ notebook, which skips the finished units itself.
 from __future__ import annotations
 
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +36,18 @@ import yaml
 from ..core.data import RAW_FILES, DataFileError, default_data_dir
 from ..core.project import notebook_error, notebook_succeeded, project_root
 from ..reports.stitch import build_report, dataset_notebooks, report_path
-from ..reports.tables import improvement_table, mixture_improvement_table
+from ..reports.tables import (
+    describe_diverged,
+    diverged_members,
+    improvement_table,
+    mixture_improvement_table,
+)
 from .notebooks import (
     DEFAULT_KERNEL,
     check_kernel,
     execute_notebook,
     notebook_parameters,
+    stop_running_notebooks,
 )
 from .params import (
     SECTIONS,
@@ -74,6 +81,7 @@ class SectionRun:
     tables: the combined tables (e.g. models, ensembles) over the section's datasets.
     report: the section's exported HTML report, when one was built.
     report_error: why building the report failed (the results are still complete).
+    diverged: one row per diverged member or mixture in ``tables`` (``diverged_members``).
     """
 
     section: str
@@ -85,6 +93,7 @@ class SectionRun:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     report: Path | None = None
     report_error: str | None = None
+    diverged: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def ok(self) -> bool:
@@ -104,39 +113,129 @@ def check_raw_files(datasets: Iterable[str]) -> None:
         )
 
 
-def _forget(section: Section, settings: dict, dataset: str, out_dir: Path) -> None:
+class OutputError(OSError):
+    """The output folder cannot be written (read-only, a file in the way, no space)."""
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM) stopped a run; ``units_kept`` finished units are safe on disk."""
+
+    def __init__(self, units_kept: int) -> None:
+        super().__init__(units_kept)
+        self.units_kept = units_kept
+
+
+def _dataset_units(store, dataset: str) -> list[str]:
+    """Every finished unit of ``dataset`` in the store, of whatever grid made it."""
+    return [unit for unit in store.units() if unit.startswith(f"{dataset}-")]
+
+
+def _datasets_with_results(store) -> set[str]:
+    """The datasets with at least one finished unit (unit names start with the dataset's)."""
+    return {unit.split("-", 1)[0] for unit in store.units()}
+
+
+def _forget(section: Section, dataset: str, out_dir: Path) -> None:
     """Delete a dataset's shards and executed notebook, so that it is redone from scratch."""
     store = section.store(out_dir)
-    for unit in section.units(settings, dataset):
-        store.delete(unit, section.tables)
+    for unit in _dataset_units(store, dataset):
+        store.delete(unit)
     (out_dir / f"{dataset}.ipynb").unlink(missing_ok=True)
 
 
-def _record_settings(
-    section: Section, settings: dict, datasets: list[str], out_dir: Path, *, force: bool
-) -> None:
-    """Refuse to mix results made with different settings; remember the ones used now.
+def _compared_settings(section: Section, settings: dict) -> dict:
+    """The settings that make results comparable: all the section's keys but those that only
+    grow or shrink the grid (``section.resume_keys``) and the device."""
+    return {k: settings[k] for k in section.keys if k not in section.resume_keys and k != "device"}
 
-    ``settings.yaml`` maps each dataset to the settings its shards were made with. Growing
-    or shrinking the grid (``section.resume_keys``) is fine; anything else needs ``force``.
-    """
+
+def _read_recorded(out_dir: Path) -> dict:
+    """``settings.yaml``: dataset -> the settings its results were made with."""
     path = out_dir / "settings.yaml"
-    recorded = yaml.safe_load(path.read_text()) if path.exists() else {}
-    compared = [k for k in section.keys if k not in section.resume_keys and k != "device"]
-    now = {k: settings[k] for k in compared}
-    for dataset in datasets:
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def _differences(before: dict, now: dict) -> list[str]:
+    return [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in now.items() if before.get(k) != v]
+
+
+def _check_settings(
+    section: Section, settings: dict, *, out_dir: Path, datasets: list[str], in_tables: list[str], force: bool
+) -> None:
+    """Refuse any run whose combined tables would hold results of different settings.
+
+    Only datasets with finished results count: a record without results (a run that
+    trained nothing) blocks nothing. ``datasets`` are about to run: with ``force`` they
+    are redone, without it their results must have been made with today's settings.
+    The other datasets in the tables (``in_tables``) must match today's settings as well,
+    since they are combined with the new results.
+    """
+    with_results, recorded = _datasets_with_results(section.store(out_dir)), _read_recorded(out_dir)
+    now = _compared_settings(section, settings)
+    for dataset in in_tables:
+        if (force and dataset in datasets) or dataset not in with_results:
+            continue
         before = recorded.get(dataset)
-        if before is not None and not force:
-            changed = [f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in compared if before.get(k) != now[k]]
-            if changed:
-                raise ParamsError(
-                    f"{out_dir} holds {dataset} results made with other settings "
-                    f"({'; '.join(changed)}); re-run with force=True (--force) to redo them, "
-                    "or choose another output folder"
-                )
-        recorded[dataset] = now
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(recorded, sort_keys=False))
+        changed = ["no record of the settings they were made with"] if before is None else _differences(before, now)
+        if not changed:
+            continue
+        if dataset in datasets:
+            raise ParamsError(
+                f"{out_dir} holds {dataset} results made with other settings ({'; '.join(changed)}); "
+                "re-run with force=True (--force) to redo them, or choose another output folder"
+            )
+        stale = [d for d in in_tables if d not in datasets and d in with_results]
+        raise ParamsError(
+            f"{out_dir}: the combined tables would mix settings: {dataset} results were made with other "
+            f"settings ({'; '.join(changed)}). Redo every dataset of the section with --force "
+            f"(without --datasets), or add {', '.join(stale)} to --datasets with --force, "
+            "or choose another output folder"
+        )
+
+
+def _save_settings(section: Section, settings: dict, *, out_dir: Path, datasets: list[str]) -> None:
+    """Record today's settings for the datasets that now have results, and forget records
+    of datasets that have none; ``settings.yaml`` is written only if that changes it (and
+    removed when no dataset has results)."""
+    with_results, recorded = _datasets_with_results(section.store(out_dir)), _read_recorded(out_dir)
+    updated = {d: values for d, values in recorded.items() if d in with_results}
+    updated.update({d: _compared_settings(section, settings) for d in datasets if d in with_results})
+    if updated == recorded:
+        return
+    path = out_dir / "settings.yaml"
+    _writing(out_dir, lambda: path.write_text(yaml.safe_dump(updated, sort_keys=False)) if updated else path.unlink())
+
+
+def _writing(folder: Path, write) -> None:
+    """Run ``write``, which writes under ``folder``; an OSError becomes a one-line
+    OutputError that names the folder."""
+    try:
+        write()
+    except OSError as exc:
+        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from None
+
+
+def check_writable(folder: Path) -> None:
+    """Fail early, naming the folder, if results cannot be written under ``folder``."""
+
+    def probe() -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+
+    _writing(folder, probe)
+
+
+def _write_if_changed(frame: pd.DataFrame, path: Path) -> None:
+    """Write a combined table as Parquet and CSV, unless the Parquet file already holds it,
+    so that re-summarising a finished run writes nothing."""
+    if path.exists():
+        try:
+            if pd.read_parquet(path).equals(frame):
+                return
+        except (OSError, ValueError):
+            pass  # unreadable: write it again
+    _writing(path.parent, lambda: (frame.to_parquet(path, index=False), frame.to_csv(path.with_suffix(".csv"), index=False)))
 
 
 def combine(
@@ -162,64 +261,69 @@ def _run_section(
     from tqdm.auto import tqdm
 
     run = SectionRun(section.name, out_dir)
-    if force:
-        for dataset in datasets:
-            _forget(section, settings, dataset, out_dir)
-    _record_settings(section, settings, datasets, out_dir, force=force)
+    in_tables = list(dict.fromkeys(settings["datasets"] + datasets))
+    _check_settings(section, settings, out_dir=out_dir, datasets=datasets, in_tables=in_tables, force=force)
 
     store = section.store(out_dir)
     todo = []
     for dataset in datasets:
         complete = all(store.done(u) for u in section.units(settings, dataset))
-        if complete and notebook_succeeded(out_dir / f"{dataset}.ipynb"):
+        if complete and notebook_succeeded(out_dir / f"{dataset}.ipynb") and not force:
             run.skipped.append(dataset)
         else:
             todo.append(dataset)
 
     if todo:
+        check_writable(out_dir)
         check_raw_files(todo)
         check_kernel(kernel)
+        for dataset in todo if force else []:
+            _forget(section, dataset, out_dir)
         workers = min(workers, len(todo))
         threads = settings["threads"] or max(1, available_cores() // workers)
         notebook = project_root() / section.notebook
         # Threads only wait here: each notebook runs in its own papermill process and kernel.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = {
-                pool.submit(
-                    execute_notebook, notebook, out_dir / f"{d}.ipynb",
-                    notebook_parameters(section, settings, d, out_dir, threads),
-                    threads=threads, kernel=kernel,
-                ): d
-                for d in todo
-            }
-            bar = tqdm(total=len(futures), desc=f"{section.name} notebooks", unit="nb", disable=not progress)
-            try:
-                for future in as_completed(futures):
-                    dataset = futures[future]
-                    run.executed.append(dataset)
-                    try:
-                        succeeded, run.seconds[dataset] = future.result()
-                    except OSError:  # papermill could not even be started
-                        succeeded, run.seconds[dataset] = False, 0.0
-                    if not succeeded:
-                        run.failed[dataset] = out_dir / f"{dataset}.ipynb"
-                    bar.set_postfix_str(f"{dataset} {'ok' if succeeded else 'FAILED'}")
-                    bar.update(1)
-            except KeyboardInterrupt:
-                # Ctrl-C reaches the running papermill processes too; start no queued ones.
-                pool.shutdown(cancel_futures=True)
-                raise
-            finally:
-                bar.close()
+        pool = ThreadPoolExecutor(max_workers=workers)
+        futures = {
+            pool.submit(
+                execute_notebook, notebook, out_dir / f"{d}.ipynb",
+                notebook_parameters(section, settings, d, out_dir, threads),
+                threads=threads, kernel=kernel,
+            ): d
+            for d in todo
+        }
+        bar = tqdm(total=len(futures), desc=f"{section.name} notebooks", unit="nb", disable=not progress)
+        try:
+            for future in as_completed(futures):
+                dataset = futures[future]
+                run.executed.append(dataset)
+                try:
+                    succeeded, run.seconds[dataset] = future.result()
+                except OSError:  # papermill could not even be started
+                    succeeded, run.seconds[dataset] = False, 0.0
+                if not succeeded:
+                    run.failed[dataset] = out_dir / f"{dataset}.ipynb"
+                bar.set_postfix_str(f"{dataset} {'ok' if succeeded else 'FAILED'}")
+                bar.update(1)
+        except BaseException:
+            stop_running_notebooks()
+            raise
+        finally:
+            # On Ctrl-C, start no queued notebook; the running ones were told to stop.
+            pool.shutdown(wait=False, cancel_futures=True)
+            bar.close()
+            _save_settings(section, settings, out_dir=out_dir, datasets=todo)
 
-    in_tables = list(dict.fromkeys(settings["datasets"] + datasets))
     run.tables = combine(section, settings, in_tables, out_dir)
     for table, frame in run.tables.items():
-        if not len(frame):
-            continue
-        frame.to_parquet(out_dir / f"{table}.parquet", index=False)
-        frame.to_csv(out_dir / f"{table}.csv", index=False)
+        if len(frame):
+            _write_if_changed(frame, out_dir / f"{table}.parquet")
+    run.diverged = diverged_members(run.tables)
     return run
+
+
+def _units_kept(sections: Sequence[str], profile_dir: Path) -> int:
+    return sum(len(SECTIONS[name].store(profile_dir / name).units()) for name in sections)
 
 
 def run_profile(
@@ -241,6 +345,9 @@ def run_profile(
         before anything runs).
     datasets, workers: override the file's values (datasets must still be valid names).
     force: delete the chosen datasets' results first and redo them.
+    Raises ParamsError before anything runs if the combined tables would mix results of
+    different settings, OutputError if the output folder cannot be written, and
+    RunInterrupted (a KeyboardInterrupt) on Ctrl-C, with the number of finished units kept.
     report: stitch each section's executed notebooks into ``out_root/<profile>/report_<section>``
         (.ipynb and offline .html) whenever something new ran or the report is missing.
     A failed notebook does not stop the others; see ``SectionRun.failed``.
@@ -257,11 +364,14 @@ def run_profile(
     runs = {}
     for name in sections:
         chosen = check_datasets(datasets, "datasets") if datasets else settings[name]["datasets"]
-        run = _run_section(
-            SECTIONS[name], settings[name], out_dir=profile_dir / name, datasets=list(chosen),
-            workers=workers or settings[name]["workers"], force=force, progress=progress,
-            kernel=kernel,
-        )
+        try:
+            run = _run_section(
+                SECTIONS[name], settings[name], out_dir=profile_dir / name, datasets=list(chosen),
+                workers=workers or settings[name]["workers"], force=force, progress=progress,
+                kernel=kernel,
+            )
+        except KeyboardInterrupt:
+            raise RunInterrupted(_units_kept(sections, profile_dir)) from None
         if report:
             _build_section_report(run, profile=params_path.stem, kernel=kernel)
         print(format_summary(run), flush=True)
@@ -303,6 +413,8 @@ def format_summary(run: SectionRun) -> str:
         lines.append(f"  report: {run.report} (and .ipynb beside it)")
     if run.report_error is not None:
         lines.append(f"  report NOT built: {run.report_error}")
+    if len(run.diverged):
+        lines.append(f"  WARNING: {describe_diverged(run.diverged)}")
     ensembles = run.tables.get("ensembles")
     if ensembles is not None and len(ensembles):
         table = improvement_table(ensembles)

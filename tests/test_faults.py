@@ -1,0 +1,350 @@
+"""Runs never report a wrong result as success: divergence, settings that would mix, output
+folders that cannot be written, interrupts, damaged shards, grids that count twice.
+
+Every test drives the real command (``asymlib run`` through ``main`` or as a process) on
+the real raw files, with the smoke profile narrowed to a dataset or two so that a run takes
+seconds; none replaces our own code with a mock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from asymlib.core.data import RAW_FILES, load_dataset
+from asymlib.execution.cli import main
+from asymlib.execution.params import ParamsError, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+
+
+def _data_dir() -> Path:
+    for candidate in (os.environ.get("ASYMLIB_DATA"), REPO / "data", REPO.parent / "shared" / "data"):
+        if candidate and all((Path(candidate) / rel).is_file() for files in RAW_FILES.values() for rel in files):
+            return Path(candidate)
+    pytest.fail("raw data not found: run `asymlib fetch --from DIR` (make setup does) or set ASYMLIB_DATA")
+
+
+def _profile(folder: Path, name: str, *, mixtures: dict | None = None, **deep_ensembles) -> Path:
+    """A smoke profile file with the deep-ensemble settings changed (and a mixture section
+    only when asked for): ``folder/<name>.yaml``."""
+    document = {"deep_ensembles": {**SMOKE["deep_ensembles"], **deep_ensembles}}
+    if mixtures is not None:
+        document["mixtures"] = {**SMOKE["mixtures"], **mixtures}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.fixture
+def data_env(monkeypatch):
+    monkeypatch.setenv("ASYMLIB_DATA", str(_data_dir()))
+
+
+def _run(*args: str | Path) -> int:
+    return main(["run", *map(str, args), "--no-progress"])
+
+
+def _files(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# --------------------------------------------------------------------------- one finished run
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished deep-ensemble run of churn and california, report included: (profile, out)."""
+    folder = tmp_path_factory.mktemp("finished")
+    profile = _profile(folder, "pair", datasets=["churn", "california"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ASYMLIB_DATA", str(_data_dir()))
+        assert _run(profile, "--out", folder / "runs") == 0
+    return profile, folder / "runs"
+
+
+def _copy_of(finished, tmp_path) -> tuple[Path, Path]:
+    profile, out = finished
+    shutil.copytree(out, tmp_path / "runs")
+    return profile, tmp_path / "runs"
+
+
+def test_a_finished_run_is_resummarised_without_writing(finished, data_env, capsys):
+    profile, out = finished
+    before = _files(out)
+    assert _run(profile, "--out", out) == 0
+    assert _files(out) == before
+    assert "skipped (already complete): churn, california" in capsys.readouterr().out
+
+
+def test_a_truncated_shard_is_redone(finished, data_env, tmp_path):
+    profile, out = _copy_of(finished, tmp_path)
+    shard = out / "pair" / "deep_ensembles" / "shards" / "churn-h8-r0-models.parquet"
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    assert _run(profile, "--out", out, "--no-report") == 0
+    models = pd.read_parquet(shard)  # whole again
+    assert sorted(models["type"].unique()) == ["mlp", "wmlp"]
+    combined = pd.read_parquet(out / "pair" / "deep_ensembles" / "models.parquet")
+    assert sorted(combined["dataset"].unique()) == ["california", "churn"]
+
+
+def test_a_forced_subset_with_other_settings_refuses_to_mix(finished, data_env, tmp_path, capsys):
+    profile, out = _copy_of(finished, tmp_path)
+    changed = _profile(tmp_path, "pair", datasets=["churn", "california"], max_epochs=2)
+    section = out / "pair" / "deep_ensembles"
+    before = _files(section)
+    assert _run(changed, "--out", out, "--datasets", "churn", "--force") == 2
+    message = capsys.readouterr().err
+    assert "would mix settings" in message and "california" in message and "max_epochs: 3 -> 2" in message
+    assert "--force" in message and len(message.strip().splitlines()) == 1
+    assert _files(section) == before  # refused before anything was deleted or written
+
+
+def test_other_settings_are_refused_for_the_dataset_itself(finished, data_env, tmp_path, capsys):
+    profile, out = _copy_of(finished, tmp_path)
+    changed = _profile(tmp_path, "pair", datasets=["churn", "california"], patience=1)
+    assert _run(changed, "--out", out, "--datasets", "churn") == 2
+    assert "holds churn results made with other settings (patience: 2 -> 1)" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- failed runs
+
+
+def test_a_run_that_trained_nothing_leaves_nothing_that_blocks(data_env, tmp_path, capsys):
+    # 5 rows cannot be split with stratification: churn's notebook fails before any unit.
+    failing = _profile(tmp_path, "tiny", datasets=["churn"], max_rows=5)
+    out = tmp_path / "runs"
+    assert _run(failing, "--out", out, "--no-report") == 1
+    assert not (out / "tiny" / "deep_ensembles" / "settings.yaml").exists()
+    other = _profile(tmp_path, "tiny", datasets=["churn"], max_rows=5, max_epochs=2)
+    capsys.readouterr()
+    assert _run(other, "--out", out, "--no-report") == 1  # fails the same way; not refused
+    assert "other settings" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- divergence
+
+
+def _california_with_a_huge_target(tmp_path: Path) -> Path:
+    """A copy of the raw data whose california has one training row with a target of 1e30
+    (1e35 dollars): finite in float32, but its squared error is not, so every member that
+    trains on it diverges in its first epoch."""
+    source, data = _data_dir(), tmp_path / "data"
+    shutil.copytree(source, data)
+    rows = load_dataset("california", data_dir=source, max_rows=SMOKE["deep_ensembles"]["max_rows"])
+    row = int(rows.row_indices["train"][0])
+    lines = (source / "cal_housing.data").read_text().splitlines()
+    fields = lines[row].split(",")
+    fields[-1] = "1e35"
+    lines[row] = ",".join(fields)
+    (data / "cal_housing.data").write_text("\n".join(lines) + "\n")
+    return data
+
+
+def test_diverged_members_are_flagged_left_out_and_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ASYMLIB_DATA", str(_california_with_a_huge_target(tmp_path)))
+    profile = _profile(
+        tmp_path, "diverging", datasets=["california"],
+        mixtures={"datasets": ["california"], "gatings": ["standard"], "kinds": ["mlp"], "experts": [2]},
+    )
+    out = tmp_path / "runs"
+    assert _run(profile, "--out", out) == 3
+    printed = capsys.readouterr()
+    assert "DIVERGED: deep_ensembles: 8 members diverged" in printed.err
+    assert "california hidden=8 mlp repeat=0 members 0, 1, 2, 3 (non-finite training loss in epoch 1)" in printed.err
+    assert "DIVERGED: mixtures: 1 mixtures diverged" in printed.err
+    assert "california without a finite value" in printed.out  # the summary names what it left out
+
+    section = out / "diverging" / "deep_ensembles"
+    models = pd.read_parquet(section / "models.parquet")
+    assert models["diverged"].all() and models["metric"].isna().all()
+    assert (models["diverged_reason"] == "non-finite training loss in epoch 1").all()
+    ensembles = pd.read_parquet(section / "ensembles.parquet")
+    assert (ensembles["excluded_members"] == ensembles["ensemble_size"]).all()
+    assert ensembles["ensemble_metric"].isna().all()
+    mixtures = pd.read_parquet(out / "diverging" / "mixtures" / "mixtures.parquet")
+    assert mixtures["diverged"].all() and mixtures["metric"].isna().all()
+
+    for section in ("deep_ensembles", "mixtures"):  # the warning comes right under the title
+        report = nbformat.read(out / "diverging" / f"report_{section}.ipynb", as_version=4)
+        assert report.cells[1].source.startswith("> **Warning: some results are not results.**")
+        assert "california" in report.cells[1].source
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("deep_ensembles", "hidden_sizes", [8, 8], "deep_ensembles.hidden_sizes lists 8 more than once"),
+        ("deep_ensembles", "datasets", ["churn", "churn"], "deep_ensembles.datasets lists 'churn' more than once"),
+        ("mixtures", "kinds", ["mlp", "wmlp", "mlp"], "mixtures.kinds lists 'mlp' more than once"),
+        ("mixtures", "experts", [1, 4], "mixtures.experts must include 2"),
+    ],
+)
+def test_grids_that_would_count_twice_or_have_no_baseline_are_refused(tmp_path, capsys, section, key, value, expected):
+    document = {name: dict(settings) for name, settings in SMOKE.items()}
+    document[section][key] = value
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(document))
+    with pytest.raises(ParamsError, match=expected):
+        load_params(path, sections=[section])
+    assert main(["run", str(path), "--out", str(tmp_path / "runs")]) == 2
+    message = capsys.readouterr().err
+    assert str(path) in message and expected in message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_dataset_named_twice_on_the_command_line_is_refused(tmp_path, capsys):
+    path = _profile(tmp_path, "p")
+    assert main(["run", str(path), "--datasets", "adult", "adult", "--out", str(tmp_path / "runs")]) == 2
+    assert "lists 'adult' more than once" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- output folders
+
+
+@contextlib.contextmanager
+def _read_only(folder: Path):
+    """``folder`` and all below it cannot be written for the block. Root ignores file
+    permissions, so as root the folder becomes a read-only bind mount of itself (the
+    mount namespace of a container allows it); anyone else gets the write bits removed."""
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True, text=True)
+        if mounted.returncode != 0:
+            pytest.fail(f"cannot make a read-only folder as root here (mount: {mounted.stderr.strip()})")
+        try:
+            yield
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+    else:
+        paths = [folder, *folder.rglob("*")]
+        for path in paths:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        try:
+            yield
+        finally:
+            for path in paths:
+                path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def test_output_folders_that_cannot_be_written(finished, data_env, tmp_path, capsys):
+    profile, out = finished
+    folder = tmp_path / "read-only"
+    shutil.copytree(out, folder / "runs")
+    (folder / "empty").mkdir()
+    with _read_only(folder):
+        assert _run(profile, "--out", folder / "empty") == 2
+        message = capsys.readouterr().err.strip().splitlines()
+        assert message == [f"asymlib run: cannot write to {folder / 'empty' / 'pair' / 'deep_ensembles'}: "
+                           f"{'Read-only file system' if os.geteuid() == 0 else 'Permission denied'}"]
+
+        assert _run(profile, "--out", folder / "runs") == 0  # re-summarising writes nothing
+        assert "skipped (already complete): churn, california" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------------------- interrupts
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _kernels_of(pids: list[int]) -> list[int]:
+    """Jupyter kernels launched by any of ``pids`` (they run in sessions of their own)."""
+    kernels = []
+    for entry in Path("/proc").iterdir():
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0") if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if any(f"JPY_PARENT_PID={pid}".encode() in environ for pid in pids):
+            kernels.append(int(entry.name))
+    return kernels
+
+
+def _alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.append(pid)
+    return alive
+
+
+def _start_runner(tmp_path: Path) -> tuple[subprocess.Popen, list[int], list[int]]:
+    """``python -m asymlib run`` on two datasets, in a session of its own (like a terminal's
+    job); returns it once its papermill processes and their kernels are running."""
+    profile = _profile(tmp_path, "stoppable", datasets=["mnist", "otto"], max_epochs=50, patience=50)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "asymlib", "run", str(profile), "--out", str(tmp_path / "runs"), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
+        env={**os.environ, "ASYMLIB_DATA": str(_data_dir())},
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        children = _children(runner.pid)
+        kernels = _kernels_of(children)
+        if len(children) == 2 and len(kernels) == 2:
+            return runner, children, kernels
+        time.sleep(0.2)
+    runner.kill()
+    pytest.fail(f"the runner did not start its notebooks: {runner.communicate()}")
+
+
+def _wait_gone(pids: list[int], seconds: float = 20) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return _alive(pids)
+
+
+def test_ctrl_c_stops_with_one_line_and_status_130(tmp_path):
+    runner, children, kernels = _start_runner(tmp_path)
+    os.killpg(runner.pid, signal.SIGINT)  # what a terminal sends to its foreground job
+    out, err = runner.communicate(timeout=60)
+    assert runner.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("asymlib run: stopped; ")
+    assert err.strip().splitlines()[-1].endswith(" kept, re-run to resume")
+    assert "Traceback" not in err
+    assert _wait_gone(children + kernels) == []
+
+
+def test_killing_the_runner_alone_stops_its_notebooks(tmp_path):
+    runner, children, kernels = _start_runner(tmp_path)
+    runner.kill()  # SIGKILL: the runner cannot pass anything on
+    runner.communicate(timeout=60)
+    assert _wait_gone(children + kernels) == []
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path):
+    runner, children, kernels = _start_runner(tmp_path)
+    runner.terminate()  # the runner alone, as a batch scheduler would
+    _, err = runner.communicate(timeout=60)
+    assert runner.returncode == 130, err
+    assert "stopped; " in err and "Traceback" not in err
+    assert _wait_gone(children + kernels) == []
