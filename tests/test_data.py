@@ -740,7 +740,7 @@ def test_unknown_dataset_lists_valid_names(tmp_path):
 
 
 @pytest.mark.parametrize("parameter", ["test_fraction", "val_fraction"])
-@pytest.mark.parametrize("value", [0, 1, 0.0, 1.0, -0.2, 1.5, math.nan, "0.2", True, None])
+@pytest.mark.parametrize("value", [0, 1, 0.0, 1.0, -0.2, 1.5, math.nan, "0.2", True])
 def test_bad_fraction_is_rejected(parameter, value, tmp_path):
     # tmp_path is empty: a DataFileError here would mean the check came too late.
     with pytest.raises(ValueError, match=parameter):
@@ -914,3 +914,58 @@ def test_fetch_keeps_the_files_it_could_download(tmp_path, data_dir, monkeypatch
     assert str(tmp_path / "cal_housing.data") not in message
     for rel in ("adult.data", "adult.test", "otto.csv.gz"):
         assert str(tmp_path / rel) in message
+
+
+# --------------------------------------------------------------------------- the release's split
+
+
+@pytest.mark.parametrize(
+    ("name", "paper", "release"),
+    [
+        ("california", (13209, 3303, 4128), (14860, 1652, 4128)),
+        ("churn", (6400, 1600, 2000), (7200, 800, 2000)),
+    ],
+)
+def test_paper_and_release_splits_have_their_sizes_and_are_disjoint(load, name, paper, release):
+    for split, sizes in (("paper", paper), ("release", release)):
+        ds = load(name, split=split)
+        assert ds.split == split
+        assert tuple(ds.sizes[p] for p in PARTS) == sizes
+        parts = [set(ds.row_indices[p].tolist()) for p in PARTS]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert set().union(*parts) == set(range(ds.n_raw_rows))
+
+
+def test_release_split_keeps_californias_extreme_rows_in_training(load):
+    """The paper-text split puts a block with AveOccup |z| = 234 into test; the release's
+    seeds leave the test set's largest |z| near 76.6, with the extremes in training."""
+    paper, release = load("california"), load("california", split="release")
+    occupancy = paper.feature_names.index("AveOccup")
+    assert float(paper.X_test[:, occupancy].abs().max()) == pytest.approx(234, abs=1)
+    assert paper.X_test[:, occupancy].abs().max() > paper.X_train[:, occupancy].abs().max()
+    assert float(release.X_test.abs().max()) == pytest.approx(76.6, abs=0.05)
+    assert release.X_test[:, occupancy].abs().max() < release.X_train[:, occupancy].abs().max()
+    # One test row lies beyond training's range in each: the paper split's AveOccup row
+    # (|z| 234), the release's AveBedrms row (|z| 76.6, above training's 57).
+    assert paper.test_out_of_range().sum() == release.test_out_of_range().sum() == 1
+
+
+def test_release_scaler_leaks_all_rows_only_where_the_release_did(load, data_dir):
+    """churn under the release: one scaler over all 10,000 rows and all 13 columns (the
+    one-hot ones too); california under the release: training rows only, as the paper."""
+    churn = load("churn", split="release")
+    assert churn.real_valued.all()
+    X = load("churn", standardize=False).X_train.double()  # raw values of any part work
+    frame = pd.read_csv(data_dir / "Churn_Modelling.csv")
+    ages = torch.tensor(frame["Age"].to_numpy(dtype=float))
+    assert float(churn.feature_mean[1]) == pytest.approx(float(ages.mean()))
+    female = torch.tensor((frame["Gender"] == "Female").to_numpy(dtype=float))
+    assert float(churn.feature_mean[11]) == pytest.approx(float(female.mean()))
+    assert X.shape[1] == 13
+    california = load("california", split="release")
+    assert (california.X_train.double().mean(0).abs() < 1e-4).all()  # fitted on training rows
+
+
+def test_unknown_split_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="split must be one of 'paper', 'release'"):
+        load_dataset("churn", data_dir=tmp_path, split="kaggle")

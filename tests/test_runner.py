@@ -225,11 +225,19 @@ def test_failed_notebook_does_not_stop_the_others(tmp_path, data_env, capsys):
 
 
 def test_shipped_profiles_are_valid():
-    for profile in ("smoke", "quick", "paper"):
+    for profile, sections in [
+        ("smoke", ["deep_ensembles", "mixtures"]),
+        ("quick", ["deep_ensembles", "mixtures"]),
+        ("verdict", ["deep_ensembles"]),  # the claim under test is about deep ensembles
+        ("paper", ["deep_ensembles", "mixtures"]),
+    ]:
         path = REPO / "params" / f"{profile}.yaml"
-        assert params.profile_sections(path) == ["deep_ensembles", "mixtures"]
-        for settings in load_params(path, sections=params.profile_sections(path)).values():
+        assert params.profile_sections(path) == sections
+        for settings in load_params(path, sections=sections).values():
             assert settings["datasets"] == list(DATASETS)
+    verdict = load_params(REPO / "params" / "verdict.yaml")["deep_ensembles"]
+    assert verdict["split"] == "release" and verdict["repeats"] >= 5 and verdict["hidden_sizes"] == [64]
+    assert verdict["patience"] == 16 and verdict["max_epochs"] == 1000 and verdict["max_rows"] is None
 
 
 def test_sections_default_to_those_in_the_file(tmp_path, monkeypatch):

@@ -210,10 +210,17 @@ class Dataset:
     feature_mean: torch.Tensor
     feature_scale: torch.Tensor
     real_valued: torch.Tensor
+    split: str = "paper"  # which rule of ``SPLITS`` made the parts
 
     @property
     def n_features(self) -> int:
         return self.X_train.shape[1]
+
+    def test_out_of_range(self) -> torch.Tensor:
+        """(n_test,) bool: test rows with a feature beyond anything training saw in it
+        (|x| above that column's largest |x| in the training part). A network never fit
+        there, and a frozen W-Asymmetric weight cannot shrink to tame it."""
+        return (self.X_test.abs() > self.X_train.abs().amax(dim=0)).any(dim=1)
 
     @property
     def sizes(self) -> dict[str, int]:
@@ -720,12 +727,36 @@ def _split(
         ) from exc
 
 
+@dataclass(frozen=True)
+class SplitRule:
+    """How a split cuts the rows: the test share, then the validation share of the rest,
+    each with its ``random_state``; and which rows and columns the scaler is fitted on."""
+
+    test_fraction: float
+    val_fraction: float
+    test_seed: int | None  # None: the caller's split_seed
+    val_seed: int | None
+    scaler_on_all_rows: tuple[str, ...] = ()  # datasets whose scaler sees every row and column
+
+
+#: The paper's text: 64 / 16 / 20, one seed for both cuts, the scaler fitted on the
+#: training rows' real-valued columns. The code release: 0.2 test, then 0.1 of the rest
+#: (72 / 8 / 20), seeds 42 and 43, and for churn, adult and mnist a scaler fitted on all
+#: rows and all columns, one-hot included (a leak of val/test statistics that ``release``
+#: reproduces on purpose, for a like-for-like comparison with the published figures).
+SPLITS: dict[str, SplitRule] = {
+    "paper": SplitRule(0.2, 0.2, None, None),
+    "release": SplitRule(0.2, 0.1, 42, 43, scaler_on_all_rows=("churn", "adult", "mnist")),
+}
+
+
 def load_dataset(
     name: str,
     *,
     data_dir: str | os.PathLike | None = None,
-    test_fraction: float = 0.2,
-    val_fraction: float = 0.2,
+    split: str = "paper",
+    test_fraction: float | None = None,
+    val_fraction: float | None = None,
     split_seed: int = 0,
     max_rows: int | None = None,
     standardize: bool = True,
@@ -737,10 +768,16 @@ def load_dataset(
     name : one of ``DATASETS``.
     data_dir : folder holding the files of ``RAW_FILES[name]``; default
         ``default_data_dir()``.
-    test_fraction : share of the (possibly subsampled) rows held out for test.
-    val_fraction : share of the remaining rows used for validation. The defaults
-        give the paper's 64 / 16 / 20 split; the code release used 0.1 (72 / 8 / 20).
-    split_seed : ``random_state`` of every split and of the ``max_rows`` subsample.
+    split : "paper" (the paper's text: 64 / 16 / 20 with ``split_seed``, scaler fitted
+        on the training rows) or "release" (the authors' code: 20 % test with seed 42,
+        then 10 % of the rest with seed 43, and its scaler; see ``SPLITS``). Both
+        stratify by class for classification, not for california.
+    test_fraction : share of the (possibly subsampled) rows held out for test;
+        default the split's own (0.2).
+    val_fraction : share of the remaining rows used for validation; default the
+        split's own (paper 0.2, release 0.1).
+    split_seed : ``random_state`` of the ``max_rows`` subsample, and of both cuts of
+        the paper split (the release split has its own seeds).
     max_rows : if smaller than the dataset, first draw this many rows (stratified
         by class for classification) - for fast tests and smoke runs.
     standardize : fit a StandardScaler on the training part's real-valued columns
@@ -762,8 +799,11 @@ def load_dataset(
         message names the column and the row), or no data rows.
     """
     name = _check_name(name)
-    test_fraction = _check_fraction("test_fraction", test_fraction)
-    val_fraction = _check_fraction("val_fraction", val_fraction)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
+    rule = SPLITS[split]
+    test_fraction = _check_fraction("test_fraction", rule.test_fraction if test_fraction is None else test_fraction)
+    val_fraction = _check_fraction("val_fraction", rule.val_fraction if val_fraction is None else val_fraction)
     if not _is_int(split_seed) or not 0 <= split_seed < 2**32:
         raise ValueError(f"split_seed must be an integer in [0, 2**32), got {split_seed!r}")
     if max_rows is not None and (not _is_int(max_rows) or max_rows < 1):
@@ -786,20 +826,27 @@ def load_dataset(
                 f"max_rows={max_rows} is too small to subsample {name} ({exc})"
             ) from exc
         rows = np.sort(rows)
-    rest, test = _split(rows, strata, test_fraction, split_seed, f"{name} test")
-    train, val = _split(rest, strata, val_fraction, split_seed, f"{name} validation")
+    test_seed = split_seed if rule.test_seed is None else rule.test_seed
+    val_seed = split_seed if rule.val_seed is None else rule.val_seed
+    rest, test = _split(rows, strata, test_fraction, test_seed, f"{name} test")
+    train, val = _split(rest, strata, val_fraction, val_seed, f"{name} validation")
 
     d = table.X.shape[1]
     mean, scale = np.zeros(d), np.ones(d)
     X_train = table.X[train]
-    if standardize and table.real_valued.any():
-        # Statistics from the training rows only: val/test must not leak into them.
-        # StandardScaler leaves constant columns (blank mnist pixels) with scale 1
-        # and ignores missing (NaN) cells when fitting.
-        cols = table.real_valued
-        fit_on = X_train if cols.all() else X_train[:, cols]
+    real_valued = table.real_valued.copy()
+    if name in rule.scaler_on_all_rows:
+        # The release's handling, reproduced only under split="release": every row and
+        # every column (one-hot included) shapes the scaler.
+        real_valued[:] = True
+    if standardize and real_valued.any():
+        # Statistics from the training rows only (but see scaler_on_all_rows): val/test
+        # must not leak into them. StandardScaler leaves constant columns (blank mnist
+        # pixels) with scale 1 and ignores missing (NaN) cells when fitting.
+        fit_rows = table.X[np.sort(rows)] if name in rule.scaler_on_all_rows else X_train
+        fit_on = fit_rows if real_valued.all() else fit_rows[:, real_valued]
         scaler = StandardScaler().fit(fit_on)
-        mean[cols], scale[cols] = scaler.mean_, scaler.scale_
+        mean[real_valued], scale[real_valued] = scaler.mean_, scaler.scale_
 
     # Missing real values (blank cells, only churn's loader allows them) get the training mean of their
     # column, which is 0 after standardisation; never a statistic of val/test rows.
@@ -846,7 +893,8 @@ def load_dataset(
         },
         feature_mean=torch.from_numpy(mean),
         feature_scale=torch.from_numpy(scale),
-        real_valued=torch.from_numpy(table.real_valued.copy()),
+        real_valued=torch.from_numpy(real_valued),
+        split=split,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 import yaml
 
-from ..core.data import DATASETS
+from ..core.data import DATASETS, SPLITS
 from ..core.mixtures import GATINGS, MIXTURE_KINDS
 from ..sections.deep_ensembles import DEEP_ENSEMBLE_TABLES, deep_ensemble_unit
 from ..sections.mixtures import MIXTURE_TABLES, finish_mixture_tables, mixture_unit
@@ -79,7 +79,14 @@ DEEP_ENSEMBLE_KEYS: dict[str, Key] = {
     "max_epochs": Key(positive_int, "a positive integer"),
     "patience": Key(positive_int, "a positive integer (epochs without validation improvement)"),
     "max_rows": Key(_optional_positive_int, "a positive integer or null (null: the full dataset)"),
-    "val_fraction": Key(_fraction, "a number strictly between 0 and 1"),
+    "split": Key(
+        lambda v: v in SPLITS, f"one of {', '.join(SPLITS)} (the paper's text, or its code release)",
+        required=False, default="paper",
+    ),
+    "val_fraction": Key(
+        lambda v: v is None or _fraction(v), "a number strictly between 0 and 1, or null (the split's own)",
+        required=False, default=None,
+    ),
     "device": Key(
         lambda v: isinstance(v, str) and v != "", "a torch device such as cpu or cuda",
         required=False, default="cpu",
@@ -94,7 +101,7 @@ MIXTURE_KEYS: dict[str, Key] = {
     "hidden": Key(positive_int, "a positive integer (every expert's hidden width)"),
     "repeats": Key(positive_int, "a positive integer (mixtures per model, trained together)"),
     # the same meaning as in deep_ensembles
-    **{k: DEEP_ENSEMBLE_KEYS[k] for k in ("seed", "max_epochs", "patience", "max_rows", "val_fraction", "device")},
+    **{k: DEEP_ENSEMBLE_KEYS[k] for k in ("seed", "max_epochs", "patience", "max_rows", "split", "val_fraction", "device")},
 }
 
 

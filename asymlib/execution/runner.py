@@ -155,8 +155,10 @@ def _read_recorded(out_dir: Path) -> dict:
     return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
 
 
-def _differences(before: dict, now: dict) -> list[str]:
-    return [f"{k}: {before.get(k)!r} -> {v!r}" for k, v in now.items() if before.get(k) != v]
+def _differences(section: Section, before: dict, now: dict) -> list[str]:
+    """What changed; a key missing from an older record had its default then."""
+    was = {k: before.get(k, section.keys[k].default) for k in now}
+    return [f"{k}: {was[k]!r} -> {v!r}" for k, v in now.items() if was[k] != v]
 
 
 def _check_settings(
@@ -176,7 +178,7 @@ def _check_settings(
         if (force and dataset in datasets) or dataset not in with_results:
             continue
         before = recorded.get(dataset)
-        changed = ["no record of the settings they were made with"] if before is None else _differences(before, now)
+        changed = ["no record of the settings they were made with"] if before is None else _differences(section, before, now)
         if not changed:
             continue
         if dataset in datasets:

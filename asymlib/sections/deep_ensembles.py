@@ -20,9 +20,9 @@ import pandas as pd
 import torch
 
 from ..core.data import Dataset, load_dataset
-from ..core.evaluation import evaluate_ensemble, metric_name, relative_improvement
+from ..core.evaluation import evaluate_ensemble, metric_name, relative_improvement, score
 from ..core.models import KINDS, MLPEnsemble
-from ..core.trainer import TrainConfig, fit
+from ..core.trainer import TrainConfig, fit, predict
 from .units import ShardStore, derive_seed, mask_seed
 
 PAPER_ENSEMBLE_SIZES = (2, 4, 8, 16, 32, 64)
@@ -55,7 +55,8 @@ def train_deep_ensemble(
 
     Returns two tidy tables:
       models: one row per member (test metric, epochs, training time, seeds, whether it
-      diverged and why; a diverged member's metric is NaN);
+      diverged and why, a diverged member's metric being NaN; the metric without the test
+      rows beyond training's range, and how many there are and the largest |z| among them);
       ensembles: one row per ensemble size (ensemble and interpolated metric, mean pairwise
       L2 distance, the mean single model of this type and repeat, relative improvement,
       and how many of the first k members were left out because they diverged).
@@ -76,7 +77,18 @@ def train_deep_ensemble(
     member_metric, ensembles = evaluate_ensemble(
         model, to(data.X_test), to(data.y_test), task=data.task, sizes=ensemble_sizes, exclude=result.diverged
     )
-    key = {"dataset": data.name, "hidden": hidden, "repeat": repeat, "type": kind, "metric_name": metric_name(data.task)}
+    out_of_range = data.test_out_of_range()
+    member_in_range = member_metric.copy()
+    if out_of_range.any() and not out_of_range.all():
+        kept = ~out_of_range
+        outputs = predict(model, to(data.X_test[kept]), batch_size=config.eval_batch_size)
+        member_in_range = score(outputs, to(data.y_test[kept]), task=data.task).cpu().numpy()
+        member_in_range[result.diverged] = np.nan
+    worst = data.X_test.abs().amax(dim=0)
+    key = {
+        "dataset": data.name, "split": data.split, "hidden": hidden, "repeat": repeat, "type": kind,
+        "metric_name": metric_name(data.task),
+    }
     models = pd.DataFrame(
         {
             **key,
@@ -87,6 +99,11 @@ def train_deep_ensemble(
             "final_val_loss": result.final_val_loss,
             "diverged": result.diverged,
             "diverged_reason": result.diverged_reason,
+            # The same member scored without the test rows that lie beyond training's range.
+            "metric_in_range": member_in_range,
+            "test_rows_out_of_range": int(out_of_range.sum()),
+            "worst_test_z": float(worst.max()),
+            "worst_test_feature": data.feature_names[int(worst.argmax())],
             "init_seed": init_seeds,
             "order_seed": order_seeds,
         }
@@ -119,19 +136,21 @@ def run_deep_ensembles(
     config: TrainConfig = TrainConfig(),
     data_dir: str | os.PathLike | None = None,
     max_rows: int | None = None,
-    val_fraction: float = 0.2,
+    split: str = "paper",
+    val_fraction: float | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (hidden, repeat) unit of one dataset, skipping units already in ``out_dir``.
 
+    split, val_fraction, max_rows: how the data are cut (``load_dataset``).
     Returns the dataset's models and ensembles tables (finished units, old and new).
     """
     store = ShardStore(out_dir, tables=DEEP_ENSEMBLE_TABLES)
     units = [(h, r) for h in hidden_sizes for r in range(repeats)]
     todo = [(h, r) for h, r in units if not store.done(deep_ensemble_unit(dataset, h, r))]
     if todo:
-        data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, val_fraction=val_fraction)
+        data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, split=split, val_fraction=val_fraction)
         for hidden, repeat in todo:
             tables = [
                 train_deep_ensemble(

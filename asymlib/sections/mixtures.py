@@ -89,7 +89,7 @@ def train_mixtures(
     metric = score(outputs, to(data.y_test), task=data.task).cpu().numpy()
     metric[result.diverged] = np.nan  # a diverged mixture has no result, only its reason
 
-    key = {"dataset": data.name, "gating": gating, "kind": kind, "experts": experts}
+    key = {"dataset": data.name, "split": data.split, "gating": gating, "kind": kind, "experts": experts}
     mixtures = pd.DataFrame(
         {
             **key,
@@ -160,12 +160,14 @@ def run_mixtures(
     config: TrainConfig = TrainConfig(),
     data_dir: str | os.PathLike | None = None,
     max_rows: int | None = None,
-    val_fraction: float = 0.2,
+    split: str = "paper",
+    val_fraction: float | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (gating, kind, experts) unit of one dataset, skipping units already in ``out_dir``.
 
+    split, val_fraction, max_rows: how the data are cut (``load_dataset``).
     Returns the dataset's ``mixtures`` table (one row per gating, kind, experts, repeat,
     with ``relative_to_2``) and its ``usage`` table (finished units, old and new).
     """
@@ -178,7 +180,7 @@ def run_mixtures(
     units = [(g, k, e) for e in sorted(experts) for g in gatings for k in kinds]
     todo = [u for u in units if not store.done(mixture_unit(dataset, *u))]
     if todo:
-        data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, val_fraction=val_fraction)
+        data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, split=split, val_fraction=val_fraction)
         for gating, kind, n_experts in todo:
             mixtures, usage = train_mixtures(
                 data, gating=gating, kind=kind, experts=n_experts, hidden=hidden, repeats=repeats,
