@@ -324,3 +324,18 @@ def test_mixture_charts_stay_small():
     for chart in [figures_mixtures.figure2(mixtures), figures_mixtures.figure4(mixtures), figures_mixtures.experts_slider_chart(mixtures)]:
         assert len(_values(chart)) < 500
         assert len(json.dumps(chart.to_dict())) < 200_000
+
+
+def test_figures_command_saves_figures_1_and_3_as_svg(tmp_path):
+    from asymlib.execution.cli import main
+    from asymlib.sections.deep_ensembles import DEEP_ENSEMBLE_TABLES
+    from asymlib.sections.units import ShardStore
+
+    ensembles = _ensembles()
+    section = tmp_path / "deep_ensembles"
+    ShardStore(section, tables=DEEP_ENSEMBLE_TABLES).save("adult-h64-r0", models=ensembles.head(1), ensembles=ensembles)
+    assert main(["figures", str(section), "--out", str(tmp_path / "figures")]) == 0
+    for name in ("figure1.svg", "figure3.svg"):
+        svg = (tmp_path / "figures" / name).read_text()
+        assert svg.startswith("<svg") and "ensemble size" in svg
+    assert main(["figures", str(tmp_path / "nothing"), "--out", str(tmp_path / "figures")]) == 2

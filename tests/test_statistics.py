@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from asymlib.core.statistics import improvement_statistics, paired_differences, summarize_differences
+from asymlib.core.statistics import (
+    across_datasets,
+    holm,
+    improvement_statistics,
+    paired_differences,
+    summarize_differences,
+)
 
 # Student's t with 2 degrees of freedom has a closed form: F(t) = 1/2 + t / (2 sqrt(t^2 + 2)),
 # so the two-sided p-value is 1 - |t| / sqrt(t^2 + 2) and the 97.5 % quantile is
@@ -99,3 +105,50 @@ def test_other_confidence_levels():
     wide = _pick(improvement_statistics(_table(), confidence=0.99), "adult", "ensemble_metric")
     narrow = _pick(improvement_statistics(_table(), confidence=0.9), "adult", "ensemble_metric")
     assert wide["ci_high"] - wide["ci_low"] > narrow["ci_high"] - narrow["ci_low"]
+
+
+def test_holm_by_hand():
+    # m = 4 tested (NaN is not a test): sorted 0.01, 0.02, 0.03, 0.2 times 4, 3, 2, 1 gives
+    # 0.04, 0.06, 0.06, 0.2; already non-decreasing after the running maximum.
+    adjusted = holm(np.array([0.03, np.nan, 0.01, 0.2, 0.02]))
+    np.testing.assert_allclose(adjusted, [0.06, np.nan, 0.04, 0.2, 0.06])
+    # the running maximum: 0.01 * 3 = 0.03, 0.011 * 2 = 0.022 -> 0.03; capped at 1
+    np.testing.assert_allclose(holm(np.array([0.011, 0.01, 0.9])), [0.03, 0.03, 0.9])
+    assert holm(np.array([0.6, 0.7]))[0] == 1.0
+
+
+def test_improvement_statistics_carry_holm_per_measure():
+    table = improvement_statistics(_table())
+    for _, group in table.groupby("measure"):
+        np.testing.assert_allclose(group["p_holm"], holm(group["p_value"].to_numpy()))
+    assert (table["significant"] == (table["p_holm"] < 0.05)).all()
+
+
+def _gains(values_by_dataset):
+    rows = []
+    for dataset, pairs in values_by_dataset.items():
+        for repeat, (mlp, wmlp) in enumerate(pairs):
+            rows.append(_row(dataset, "accuracy", "mlp", repeat, 4, 0.8, mlp))
+            rows.append(_row(dataset, "accuracy", "wmlp", repeat, 4, 0.8, wmlp))
+    return pd.DataFrame(rows)
+
+
+def test_across_datasets_mean_median_and_bootstrap_by_hand():
+    # Per-dataset mean differences: adult 1.0, churn 2.0, otto 9.0 (otto dominates the mean).
+    table = _gains({
+        "adult": [(1.0, 2.0), (1.0, 2.0)],
+        "churn": [(0.0, 1.0), (0.0, 3.0)],
+        "otto": [(1.0, 10.0), (1.0, 10.0)],
+    })
+    row = across_datasets(table, resamples=2000).iloc[0]
+    assert row["datasets"] == 3 and row["ensemble_size"] == 4
+    assert row["difference_mean"] == pytest.approx(4.0)
+    assert row["difference_median"] == pytest.approx(2.0)
+    assert row["mlp_mean"] == pytest.approx(2 / 3) and row["wmlp_mean"] == pytest.approx(14 / 3)
+    # adult and otto have no spread; churn's mean is 1, 2 or 3: the mean over datasets
+    # lies in [11/3, 13/3] and the median in [1, 3] (the extremes have probability 1/4).
+    assert 11 / 3 - 1e-9 <= row["mean_ci_low"] <= row["difference_mean"] <= row["mean_ci_high"] <= 13 / 3 + 1e-9
+    assert row["mean_ci_low"] == pytest.approx(11 / 3) and row["mean_ci_high"] == pytest.approx(13 / 3)
+    assert row["median_ci_low"] == pytest.approx(1.0) and row["median_ci_high"] == pytest.approx(3.0)
+    again = across_datasets(table, resamples=2000).iloc[0]
+    assert again.equals(row)  # seeded

@@ -3,7 +3,15 @@
 import pandas as pd
 import pytest
 
-from asymlib.reports.tables import compare_with_paper, improvement_table, paper_reference, summary_table
+from asymlib.reports.tables import (
+    compare_with_paper,
+    improvement_table,
+    out_of_range_table,
+    outlier_members,
+    paper_reference,
+    summary_table,
+    verdict,
+)
 
 
 def _ensembles():
@@ -106,3 +114,64 @@ def test_usage_summary_counts_effective_experts():
     assert 1 < summary["effective_experts"] < 1.2
     assert summary["top_share"] == pytest.approx(0.97)
     assert summary["unused"] == 3  # 0.01 is below a tenth of an equal share (0.025)
+
+
+def test_compare_with_paper_names_our_split():
+    assert set(compare_with_paper(_ensembles())["our_split"]) == {"paper"}  # tables without a split column
+    released = _ensembles().assign(split="release")
+    assert set(compare_with_paper(released)["our_split"]) == {"release"}
+
+
+def _models():
+    """california, one hidden size, 2 repeats x 4 members per type; WMLP member 3 of repeat 1
+    is far off (RMSE 5.0), and every member scores 0.1 better without the out-of-range row."""
+    rows = []
+    for kind in ("mlp", "wmlp"):
+        for repeat in range(2):
+            for member, metric in enumerate([0.50, 0.52, 0.51, 0.53]):
+                metric = 5.0 if (kind, repeat, member) == ("wmlp", 1, 3) else metric
+                rows.append({
+                    "dataset": "california", "split": "paper", "hidden": 64, "type": kind, "repeat": repeat,
+                    "metric_name": "rmse", "member": member, "metric": metric, "metric_in_range": metric - 0.1,
+                    "test_rows_out_of_range": 1, "worst_test_z": 234.0, "worst_test_feature": "AveOccup",
+                    "init_seed": 100 * repeat + member, "order_seed": 7,
+                })
+    return pd.DataFrame(rows)
+
+
+def test_out_of_range_table_by_hand():
+    table = out_of_range_table(_models())
+    wmlp = table[table["type"] == "wmlp"].iloc[0]
+    assert wmlp["test_rows_out_of_range"] == 1 and wmlp["worst_test_feature"] == "AveOccup"
+    assert wmlp["metric"] == pytest.approx((2 * 0.515 * 4 - 0.53 + 5.0) / 8)
+    assert wmlp["metric_in_range"] == pytest.approx(wmlp["metric"] - 0.1)
+
+
+def test_outlier_members_beyond_five_mads():
+    # WMLP: median 0.515, absolute deviations' median 0.01 -> only 5.0 lies beyond 0.565.
+    table = outlier_members(_models())
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert (row["type"], row["repeat"], row["member"], row["init_seed"]) == ("wmlp", 1, 3, 103)
+    accuracy = _models().assign(metric_name="accuracy")
+    assert outlier_members(accuracy).empty  # for accuracy, only the low side is bad
+
+
+def test_verdict_table_and_sentence():
+    rows = []
+    for dataset, gains in {"adult": [(1.0, 2.0), (1.0, 2.5), (1.2, 2.0)], "otto": [(1.0, 1.5), (1.1, 1.4), (1.0, 1.6)]}.items():
+        for repeat, (mlp, wmlp) in enumerate(gains):
+            for kind, gain in (("mlp", mlp), ("wmlp", wmlp)):
+                rows.append({
+                    "dataset": dataset, "hidden": 64, "repeat": repeat, "type": kind, "metric_name": "accuracy",
+                    "ensemble_size": 16, "ensemble_metric": 0.8 + gain / 100, "single_mean": 0.8,
+                    "interpolated_metric": 0.5, "relative_improvement": gain,
+                })
+    table, sentence = verdict(pd.DataFrame(rows))
+    assert list(table["dataset"]) == ["adult", "otto"] and (table["repeats"] == 3).all()
+    assert table.loc[0, "gain_difference_pp"] == pytest.approx((1.0 + 1.5 + 0.8) / 3)
+    assert table.loc[0, "metric_difference"] == pytest.approx((1.0 + 1.5 + 0.8) / 300)
+    assert "supports the paper's claim" in sentence and "Over 2 datasets at hidden 64" in sentence
+
+    one_repeat = pd.DataFrame(rows).query("repeat == 0")
+    assert "no verdict" in verdict(one_repeat)[1]

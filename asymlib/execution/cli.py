@@ -2,6 +2,7 @@
 
     asymlib fetch --from /path/to/mirror        # raw files into $ASYMLIB_DATA, else <repo>/data
     asymlib run params/quick.yaml --workers 2   # results under runs/quick/
+    asymlib figures runs/quick/deep_ensembles   # Figures 1 and 3 as SVG, into docs/figures/
 
 Exit status (the message says which):
     0    success
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import Sequence
 
 from ..core.data import DATASETS, DataFileError, MalformedDataError, default_data_dir, fetch_datasets
-from ..reports.tables import describe_diverged
+from ..reports.figures_deep_ensembles import save_figures
+from ..reports.tables import describe_diverged, load_results
 from .notebooks import DEFAULT_KERNEL, KernelError
 from .params import SECTIONS, ParamsError
 from .runner import OutputError, run_profile
@@ -56,6 +58,16 @@ def _run(args: argparse.Namespace) -> int:
     if diverged:
         print("DIVERGED: " + "\nDIVERGED: ".join(diverged), file=sys.stderr)
         return 3
+    return 0
+
+
+def _figures(args: argparse.Namespace) -> int:
+    try:
+        ensembles = load_results(args.section_dir).ensembles
+    except FileNotFoundError as exc:
+        raise DataFileError(f"{exc}; expected a deep-ensemble section folder such as runs/verdict/deep_ensembles") from None
+    for path in save_figures(ensembles, args.out, formats=args.formats):
+        print(path)
     return 0
 
 
@@ -104,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="do not build the sections' report notebooks and HTML")
     run.set_defaults(handler=_run)
+
+    figures = commands.add_parser(
+        "figures",
+        help="save the paper's Figures 1 and 3 of a finished run as image files",
+        description="Draw Figures 1 and 3 (ours beside the paper's points) from a deep-ensemble "
+        "section folder and save them as SVG (or PNG) files, without a browser.",
+    )
+    figures.add_argument("section_dir", metavar="SECTION_DIR", help="e.g. runs/verdict/deep_ensembles")
+    figures.add_argument("--out", default="docs/figures", metavar="DIR", help="where the files go (default: docs/figures)")
+    figures.add_argument("--formats", nargs="+", default=["svg"], choices=["svg", "png"], help="file types (default: svg)")
+    figures.set_defaults(handler=_figures)
     return parser
 
 

@@ -18,6 +18,8 @@ Series are told apart by ``source``: "ours" or "paper"; types by colour
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
 import altair as alt
@@ -538,3 +540,20 @@ def ensemble_explorer(
     ``ensembles``) and a hidden-size selector; starts at the largest size and the smallest
     hidden size unless told otherwise. See ``EnsembleExplorer``."""
     return EnsembleExplorer(ensembles, ensemble_size=ensemble_size, hidden=hidden)
+
+
+# --------------------------------------------------------------------------- image files
+
+
+def save_figures(ensembles: pd.DataFrame, folder: str | os.PathLike, *, formats: Sequence[str] = ("svg",)) -> list[Path]:
+    """Figures 1 and 3 as image files (``figure1.svg``, ``figure3.svg``, ...), drawn by
+    ``vl-convert-python`` without a browser; returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, chart in (("figure1", figure1(ensembles)), ("figure3", figure3(ensembles))):
+        for extension in formats:
+            path = folder / f"{name}.{extension}"
+            chart.save(str(path))
+            paths.append(path)
+    return paths

@@ -38,7 +38,7 @@ from ..core.project import (
     project_root,
 )
 from .html import ReportError, export_html
-from .tables import describe_diverged, diverged_members, load_mixture_results, load_results
+from .tables import describe_diverged, diverged_members, load_mixture_results, load_results, verdict
 
 #: nbclient (and so papermill) leaves cells with this tag as they are: outputs kept.
 SKIP_EXECUTION = "skip-execution"
@@ -103,8 +103,11 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
         Datasets: {', '.join(datasets)}. The summary is computed from the combined tables in
         `{where}`; each dataset's executed notebook follows it, with its outputs as they ran.
 
-        Contents: Figure 1 · Figure 3 · ours against the paper in numbers · MLP against WMLP at
-        one ensemble size (sliders) · WMLP against MLP, paired over repeats · the datasets' notebooks.
+        {_verdict_line(section_dir)}
+
+        Contents: the verdict · Figure 1 · Figure 3 · ours against the paper in numbers · MLP
+        against WMLP at one ensemble size (sliders) · WMLP against MLP, paired over repeats · test
+        rows beyond training's range · the datasets' notebooks.
         """))
     parameters = new_code_cell(
         f"# The section folder: relative to the repository root, or absolute.\n"
@@ -119,7 +122,10 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
         from asymlib.reports import figures_deep_ensembles as figures
         from asymlib.reports.html import show_vega_inline
         from asymlib.reports.stitch import locate_section
-        from asymlib.reports.tables import compare_with_paper, improvement_table, load_results, summary_table
+        from asymlib.reports.tables import (
+            compare_with_paper, improvement_table, load_results, out_of_range_table, outlier_members,
+            summary_table, verdict,
+        )
 
         show_vega_inline()  # the charts below then draw without a CDN, in JupyterLab too
         section_dir = locate_section(section_dir, section=section)
@@ -131,6 +137,22 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
               f"ensemble sizes: {sorted(ensembles['ensemble_size'].unique().tolist())}, "
               f"repeats: {repeats.min()} to {repeats.max()}")
         """),
+        ("md", """
+        ## The verdict
+
+        WMLP - MLP at the largest ensemble, per dataset: the test metric (accuracy or RMSE,
+        oriented so that positive means WMLP is better) and the gain over the mean single model
+        (Figure 1's measure, in percentage points), each with its 95 % t interval over repeats and
+        whether it stays significant after Holm's correction for the number of comparisons. Then
+        the paper's question over all datasets: the mean (and the median, since one dataset can
+        dominate a mean) of the per-dataset differences in gain, with bootstrap intervals.
+        """),
+        ("code", """
+        table, sentence = verdict(ensembles)
+        print(sentence)
+        table.round(4)
+        """),
+        ("code", "statistics.across_datasets(ensembles).round(3)"),
         ("md", """
         ## Figure 1: relative improvement over the mean single model
 
@@ -152,7 +174,8 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
 
         Ours: mean over repeats with a band of +-1 standard deviation, and each type's mean single
         model (dashed rule). The paper's points: dashed lines with diamonds, its mean single models
-        dotted. The paper's code release split its data 72 / 8 / 20; we follow its text (64 / 16 / 20).
+        dotted. The paper's points come from its code release's split (72 / 8 / 20, `split: release`);
+        ours from the split in the `our_split` column below (`paper`: the text's 64 / 16 / 20).
         """),
         ("code", "figures.figure3(ensembles)"),
         ("md", "### Ours next to the paper, in numbers (means over repeats)"),
@@ -185,9 +208,32 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
         largest = paired["ensemble_size"] == paired["ensemble_size"].max()
         paired[largest].round(4).reset_index(drop=True)
         """),
+        ("md", """
+        ## Test rows beyond training's range
+
+        A test row whose standardised value in some feature exceeds anything the training part
+        has in that feature lies where no network was fit; a frozen W-Asymmetric weight on that
+        feature cannot shrink to tame it. Per dataset: how many such rows, the largest |z| in the
+        test part, and each type's mean member metric with and without those rows. Then the
+        members whose metric lies beyond the median + 5 MAD of their peers (below, for accuracy),
+        with their seeds.
+        """),
+        ("code", "out_of_range_table(models).round(4)"),
+        ("code", "outlier_members(models)"),
         ("md", "### Every ensemble size, means over repeats"),
         ("code", "summary_table(ensembles)"),
     )
+
+
+def _verdict_line(section_dir: Path) -> str:
+    """The verdict sentence for the report's first cell, from the results at stitch time."""
+    try:
+        ensembles = load_results(section_dir).ensembles
+    except FileNotFoundError:
+        return ""
+    if ensembles.empty:
+        return ""
+    return f"**The verdict of this run.** {verdict(ensembles)[1]}"
 
 
 def _mixtures_summary(section_dir: Path, profile: str, datasets: list[str]) -> list:
