@@ -279,8 +279,9 @@ def _run_section(
         check_writable(out_dir)
         check_raw_files(todo)
         check_kernel(kernel)
-        for dataset in todo if force else []:
-            _forget(section, dataset, out_dir)
+        if force:
+            for dataset in todo:
+                _forget(section, dataset, out_dir)
         workers = min(workers, len(todo))
         threads = settings["threads"] or max(1, available_cores() // workers)
         notebook = project_root() / section.notebook
