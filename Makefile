@@ -17,7 +17,7 @@ DATA_STAMP := $(DATA_DIR)/.asymlib-fetched
 # The virtual environment's programs (papermill, jupyter) come first on PATH.
 IN_ENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: setup browser run test bench
+.PHONY: setup browser run test bench lab
 
 setup: $(ENV_STAMP) $(DATA_STAMP)
 
@@ -50,3 +50,8 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/bench_trainer.py --dataset california --hidden 64 256 --members 64
 	$(BIN)/python benchmarks/bench_mixtures.py
+
+# JupyterLab on the project's environment, on this machine only; it prints the URL (with
+# its token) to open. Jupyter refuses to run as root unless told that it may.
+lab: setup
+	$(IN_ENV) $(BIN)/jupyter lab --no-browser --ip=127.0.0.1 $(if $(filter 0,$(shell id -u)),--allow-root)
