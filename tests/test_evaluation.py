@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from asymlib.core.evaluation import (
-    ensemble_scores,
+    ensemble_score,
     evaluate_ensemble,
     mean_pairwise_distance,
     relative_improvement,
@@ -21,7 +21,8 @@ def test_regression_ensemble_is_mean_of_outputs():
     outputs = torch.tensor([[[0.0], [2.0]], [[2.0], [4.0]]])  # (E=2, n=2, 1)
     # member RMSEs: sqrt((1+0)/2), sqrt((1+4)/2); ensemble predicts [1, 3]: sqrt((0+1)/2)
     torch.testing.assert_close(score(outputs, y, task="regression"), torch.tensor([math.sqrt(0.5), math.sqrt(2.5)]))
-    assert ensemble_scores(outputs, y, task="regression", sizes=[1, 2]) == pytest.approx([math.sqrt(0.5), math.sqrt(0.5)])
+    assert ensemble_score(outputs, y, task="regression", members=[0]) == pytest.approx(math.sqrt(0.5))
+    assert ensemble_score(outputs, y, task="regression", members=[0, 1]) == pytest.approx(math.sqrt(0.5))
 
 
 def test_classification_ensemble_averages_logits_not_votes():
@@ -30,7 +31,8 @@ def test_classification_ensemble_averages_logits_not_votes():
     logits = torch.tensor([[[0.0, 0.1]], [[0.0, 0.1]], [[5.0, 0.0]]])
     assert score(logits, y, task="multiclass").tolist() == [0.0, 0.0, 1.0]
     # mean logits = [5/3, 0.2/3] -> class 0 (a majority vote would say 1)
-    assert ensemble_scores(logits, y, task="multiclass", sizes=[2, 3]) == [0.0, 1.0]
+    assert ensemble_score(logits, y, task="multiclass", members=[0, 1]) == 0.0
+    assert ensemble_score(logits, y, task="multiclass", members=[0, 1, 2]) == 1.0
 
 
 def test_mean_pairwise_distance_by_hand():

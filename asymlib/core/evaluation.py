@@ -32,13 +32,13 @@ def score(outputs: Tensor, y: Tensor, *, task: str) -> Tensor:
     return (outputs.argmax(dim=-1) == y).double().mean(dim=-1)
 
 
-def ensemble_scores(outputs: Tensor, y: Tensor, *, task: str, sizes: Sequence[int]) -> list[float]:
-    """Metric of the deep ensemble of the first k members for each k in ``sizes``.
+def ensemble_score(outputs: Tensor, y: Tensor, *, task: str, members: Sequence[int]) -> float:
+    """Metric of the deep ensemble of the given members.
 
     outputs: (E, n, out_features), members' outputs (regression values or logits); the
-    ensemble averages them (mean logits, then argmax, for classification).
+    ensemble averages those of ``members`` (mean logits, then argmax, for classification).
     """
-    return [float(score(outputs[:k].mean(dim=0), y, task=task)) for k in sizes]
+    return float(score(outputs[list(members)].mean(dim=0), y, task=task))
 
 
 def mean_pairwise_distance(flat: Tensor) -> float:
@@ -94,7 +94,7 @@ def evaluate_ensemble(
         if kept:
             interpolated = predict(model.interpolate(kept), X, batch_size=batch_size)
             row.update(
-                ensemble_metric=float(score(outputs[kept].mean(dim=0), y, task=task)),
+                ensemble_metric=ensemble_score(outputs, y, task=task, members=kept),
                 interpolated_metric=float(score(interpolated[0], y, task=task)),
                 mean_pairwise_l2=mean_pairwise_distance(flat[kept]) if len(kept) > 1 else 0.0,
             )
