@@ -33,13 +33,14 @@ $(DATA_STAMP): | $(ENV_STAMP)
 	if [ -d "$(DATA_MIRROR)" ]; then $(BIN)/asymlib fetch --from "$(DATA_MIRROR)"; else $(BIN)/asymlib fetch; fi
 	touch $@
 
-# Debian's Chromium, for the test that opens the exported HTML reports. It needs root;
-# without it that one test is skipped with a reason, except in CI (CI=true), where a
-# missing Chromium is an error.
+# Debian's Chromium, for the tests that open the exported HTML reports and drive JupyterLab
+# (through the playwright package, which uses this Chromium). It needs root; without it
+# those tests are skipped with a reason, except in CI (CI=true), where a missing Chromium
+# is an error.
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium) \
 	  || { [ -z "$(CI)" ] || { echo "CI needs Chromium for the browser test" >&2; exit 1; }; \
-	       echo "Chromium not installed (needs root: apt-get install chromium); the browser test will be skipped"; }
+	       echo "Chromium not installed (needs root: apt-get install chromium); the browser tests will be skipped"; }
 
 run: setup
 	$(IN_ENV) $(BIN)/asymlib run params/$(PROFILE).yaml

@@ -104,21 +104,65 @@ def test_report_sits_beside_the_section_and_lists_every_dataset(report):
     assert len(ids) == len(set(ids))
 
 
-def test_dataset_cells_keep_their_outputs_and_parameters_become_markdown(report):
+def _shown_again(cell) -> list:
+    """A report cell's outputs as (kind, content) pairs, streams joined as a notebook shows them."""
+    shown = []
+    for output in cell.outputs:
+        if output.output_type == "stream":
+            if shown and shown[-1][0] == output.name:
+                shown[-1] = (output.name, shown[-1][1] + output.text)
+            else:
+                shown.append((output.name, output.text))
+        else:
+            shown.append(("data", dict(output.data)))
+    return shown
+
+
+def test_each_dataset_is_one_cell_that_shows_its_executed_notebook_again(report):
     notebook = nbformat.read(report.notebook, as_version=4)
     executed = nbformat.read(report.section_dir / "churn.ipynb", as_version=4)
     start = next(i for i, c in enumerate(notebook.cells) if c.source.startswith("## churn"))
     stitched = notebook.cells[start:]
     code = [c for c in stitched if c.cell_type == "code"]
-    assert all({"skip-execution", "nbval-skip"} <= set(c.metadata["tags"]) for c in code)
-    assert not any("parameters" in c.metadata.get("tags", []) for c in code)
-    params = [c for c in stitched if c.cell_type == "markdown" and c.source.startswith("Parameters of this run")]
-    assert len(params) == 1 and 'dataset = "churn"' in params[0].source
-    original = [c for c in executed.cells if c.cell_type == "code" and not {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
-    assert [c.source for c in code] == [c.source for c in original]
-    assert [c.outputs for c in code] == [c.outputs for c in original]  # untouched by the report's execution
-    # The notebook's own headings nest under the dataset's.
-    assert any(c.source.startswith("### Deep ensembles") for c in stitched if c.cell_type == "markdown")
+    assert len(code) == 1 and "show_executed(" in code[0].source and "churn.ipynb" in code[0].source
+    assert not code[0].metadata.get("tags")  # executed like any cell: nothing skipped
+    shown = _shown_again(code[0])
+    markdown = [content["text/markdown"] for kind, content in shown if kind == "data" and "text/markdown" in content]
+    # Its parameters first, then its markdown with headings nested, and its code.
+    assert markdown[0].startswith("Parameters of this run") and 'dataset = "churn"' in markdown[0]
+    assert any(text.startswith("### Deep ensembles") for text in markdown)
+    sources = [c.source for c in executed.cells if c.cell_type == "code" and not {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+    assert [text for text in markdown if text.startswith("```python")] == [f"```python\n{s}\n```" for s in sources]
+    # Every stored output of the executed notebook, in order, but its vega scripts (the
+    # report has its own); nothing computed anew.
+    stored = [
+        dict(o.data) for c in executed.cells if c.cell_type == "code" for o in c.outputs
+        if o.output_type != "stream" and not o.get("metadata", {}).get("asymlib_vega_scripts")
+    ]
+    assert stored and [content for kind, content in shown if kind == "data" and "text/markdown" not in content] == stored
+    printed = "".join(o.text for c in executed.cells for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stdout")
+    assert "".join(content for kind, content in shown if kind == "stdout") == printed
+
+
+def test_showing_an_executed_notebook_again_gives_the_same_outputs(report, tmp_path):
+    copy = tmp_path / report.notebook.name
+    copy.write_text(report.notebook.read_text())
+    stitch.execute_report(copy, trust=False)
+    before, after = (nbformat.read(path, as_version=4) for path in (report.notebook, copy))
+    for dataset in DATASETS:
+        cell = next(c for c in before.cells if c.cell_type == "code" and f"{dataset}.ipynb" in c.source)
+        again = next(c for c in after.cells if c.id == cell.id)
+        assert _shown_again(again) == _shown_again(cell)
+
+
+def test_a_missing_executed_notebook_is_said_not_raised(tmp_path, monkeypatch):
+    from asymlib.reports.replay import show_executed
+
+    monkeypatch.chdir(tmp_path)
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda *objects, **kw: shown.extend(objects))
+    show_executed("runs/nowhere/deep_ensembles/adult.ipynb", section="deep_ensembles")
+    assert len(shown) == 1 and "is not here" in shown[0].data
 
 
 def test_summary_cells_ran_without_errors_and_show_every_figure(report):
@@ -147,6 +191,32 @@ def test_executed_report_is_trusted_and_carries_vega_for_jupyterlab(report):
     if offline.vega_script() is not None:
         scripts = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("metadata", {}).get("asymlib_vega_scripts")]
         assert len(scripts) == 1 and "window.vegaEmbed=" in scripts[0]["data"]["text/html"].replace(" ", "")
+
+
+@pytest.mark.parametrize("section", ["deep_ensembles", "mixtures"])
+def test_executed_section_notebooks_draw_offline_and_are_trusted(tmp_path_factory, section):
+    from nbformat.sign import NotebookNotary
+
+    run = built_report(tmp_path_factory, section)
+    for dataset in DATASETS:
+        notebook = nbformat.read(run.section_dir / f"{dataset}.ipynb", as_version=4)
+        outputs = [o for c in notebook.cells for o in c.get("outputs", [])]
+        scripts = [o for o in outputs if o.get("metadata", {}).get("asymlib_vega_scripts")]
+        assert len(scripts) == 1 and "window.vegaEmbed=" in scripts[0]["data"]["text/html"].replace(" ", "")
+        charts = [o["data"]["text/html"] for o in outputs if 'id="altair-viz-' in o.get("data", {}).get("text/html", "")]
+        assert charts and all("cdn.jsdelivr" not in html and "window.vegaEmbed(target" in html for html in charts)
+        # The runner signed it: JupyterLab runs the scripts of its stored outputs on opening.
+        assert NotebookNotary().check_signature(notebook)
+
+
+def test_a_chart_without_the_set_up_says_what_is_missing():
+    import altair as alt
+
+    html = offline.chart_html(alt.Chart(alt.InlineData(values=[{"a": 1}])).mark_point().encode(x="a:Q"))
+    assert "cdn.jsdelivr" not in html and "offline_charts()" in html
+    # A "</script>" in the data cannot end the chart's script early.
+    html = offline.chart_html(alt.Chart(alt.InlineData(values=[{"a": "</script>"}])).mark_point().encode(x="a:N"))
+    assert html.count("</script>") == 1
 
 
 def test_report_runs_under_nbval(report):
@@ -228,8 +298,9 @@ def test_mixture_report_has_its_summary_then_every_dataset(mixture_report):
     assert headings.index("## Figure 2: gain over the same model with 2 experts") < headings.index(
         "# The datasets' notebooks"
     ) < headings.index("## california") < headings.index("## churn")
-    # The datasets' notebooks keep their own outputs: the mixture notebook's headings nest.
-    assert any(c.source.startswith("### Mixtures of experts") for c in notebook.cells if c.cell_type == "markdown")
+    # The datasets' notebooks are shown again with their outputs: the mixture notebook's headings nest.
+    shown = [o.data.get("text/markdown", "") for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "display_data"]
+    assert any(text.startswith("### Mixtures of experts") for text in shown)
     ids = [cell.id for cell in notebook.cells]
     assert len(ids) == len(set(ids))
 
@@ -304,8 +375,10 @@ def test_without_vega_scripts_the_export_warns_and_uses_the_cdn(no_vl_convert, t
 
 
 def test_demoted_headings_leave_code_alone():
+    from asymlib.reports.replay import demote_headings
+
     text = "# Title\ntext\n```python\n# a comment\n```\n## Part"
-    assert stitch._demote_headings(text) == "### Title\ntext\n```python\n# a comment\n```\n#### Part"
+    assert demote_headings(text) == "### Title\ntext\n```python\n# a comment\n```\n#### Part"
 
 
 def test_report_notebook_is_json_with_a_python3_kernel(report):

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from ..core.project import project_root
+from ..reports.html import trust_notebook
 from .params import Section
 
 #: The kernel papermill starts. Jupyter always knows "python3" where ipykernel is installed,
@@ -70,7 +71,8 @@ def execute_notebook(
     """Run one notebook with papermill in a subprocess; its output goes to ``<output>.log``.
 
     The subprocess exits when this process does, however it ends (``papermill_child``).
-    Returns whether it succeeded and the seconds it took.
+    The executed notebook is signed for this user's Jupyter (``trust_notebook``), so that
+    JupyterLab draws its stored charts. Returns whether it succeeded and the seconds it took.
     """
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [
@@ -88,6 +90,13 @@ def execute_notebook(
         finally:
             with _running_lock:
                 _running.discard(process)
+    if output.is_file():
+        try:
+            trust_notebook(output)
+        # Signing only spares the user a "trust" click; it must never fail a run (a truncated
+        # notebook of a killed run, a locked or read-only signature database).
+        except Exception as error:
+            print(f"could not sign {output} as trusted: {error}", file=sys.stderr)
     return returncode == 0, time.perf_counter() - started
 
 

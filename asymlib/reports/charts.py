@@ -8,12 +8,13 @@ view it shows, so that a page with no kernel (the report's HTML copy) still show
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Sequence
 
 import altair as alt
 import ipywidgets as widgets
 import pandas as pd
+
+from .html import chart_html
 
 # Tab10's first two colours, fixed so MLP and WMLP look the same in every chart.
 TYPE_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e"}
@@ -43,15 +44,6 @@ def range_slider(name: str, values: Sequence[int], *, label: str) -> alt.Paramet
     return alt.param(
         name=name, value=values[-1], bind=alt.binding_range(min=values[0], max=values[-1], step=1, name=label)
     )
-
-
-def chart_html(chart: alt.TopLevelMixin) -> str:
-    """The HTML a notebook shows for ``chart`` (Altair's default renderer), with its own div.
-
-    It loads vega from a CDN unless the page already has it, as the report's HTML export
-    has (``asymlib.reports.html.export_html``).
-    """
-    return chart.to_html(fullhtml=False, template="universal", output_div=f"altair-viz-{uuid.uuid4().hex}")
 
 
 class StaticViewExplorer(widgets.VBox):

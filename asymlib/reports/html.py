@@ -2,9 +2,12 @@
 
 Altair's notebook output and nbconvert's templates load Vega, Vega-Lite and Vega-Embed from
 a CDN. Here they come inline instead, from the ``vl-convert-python`` package (or from the
-folder named by ``ASYMLIB_VEGA_JS``, see ``vega_script``): ``show_vega_inline`` puts them
-in a notebook's output, ``export_html`` in the head of an exported page, where widgets show
-their static view.
+folder named by ``ASYMLIB_VEGA_JS``, see ``vega_script``). Every notebook of the project,
+the section notebooks and the reports alike, runs one set-up, ``offline_charts()``: its
+output carries the scripts, and the charts after it (``chart_html``) draw from them.
+``export_html`` moves the scripts into the head of an exported page, where widgets show
+their static view; ``trust_notebook`` signs an executed notebook so that JupyterLab runs
+the scripts of its stored outputs.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import copy
 import functools
 import json
 import os
+import uuid
 import warnings
 from pathlib import Path
 
@@ -76,21 +80,108 @@ def _offline_head() -> str:
     return f'<script type="text/javascript">\n{script}\n</script>\n<script type="text/javascript">{loaded}</script>'
 
 
-_VEGA_OUTPUT = "asymlib_vega_scripts"
+#: Metadata key of the output that carries the vega scripts (``offline_charts``).
+VEGA_OUTPUT = "asymlib_vega_scripts"
+#: The name of our Altair renderer (``offline_charts`` enables it).
+RENDERER = "asymlib"
+#: How long a chart waits for the vega scripts before it says they are missing.
+_WAIT_MS = 30_000
 
 
-def show_vega_inline() -> None:
-    """Display the vega scripts in the notebook (about 1 MB), so that Altair's outputs
-    below them find vega there instead of fetching it from a CDN: the report's charts then
-    draw in JupyterLab without network too. The HTML export carries them in its head and
-    leaves this output out. Without scripts (``vega_script``), says so."""
+def chart_html(chart: "alt.TopLevelMixin | dict", *, output_div: str | None = None) -> str:
+    """The HTML that draws ``chart`` (an Altair chart or its Vega-Lite spec) with the vega
+    scripts already on the page, loading nothing from anywhere.
+
+    The chart waits (up to 30 s) for ``vegaEmbed`` to be defined, so it draws whichever
+    output a front end renders first: the set-up output of ``offline_charts`` or, in an
+    exported page, the head's scripts (``export_html``). Without them it says so in the
+    chart's place instead of drawing nothing.
+    """
+    spec = chart if isinstance(chart, dict) else chart.to_dict()
+    output_div = output_div or f"altair-viz-{uuid.uuid4().hex}"
+    if vega_script() is None:
+        return _cdn_chart_html(spec, output_div=output_div)
+    # "</" inside a JSON string would end the script early; "<\/" is the same string.
+    spec_json = json.dumps(spec).replace("</", "<\\/")
+    missing = (
+        "The vega scripts are not on this page: run the notebook's set-up cell "
+        "(asymlib.reports.html.offline_charts()), or install vl-convert-python."
+    )
+    return f"""<div id="{output_div}"></div>
+<script type="text/javascript">
+(function () {{
+  var target = document.currentScript.previousElementSibling;
+  var spec = {spec_json};
+  function fail(message) {{
+    target.innerHTML = '<div class="error" style="color: red"></div>';
+    target.firstChild.textContent = message;
+  }}
+  function draw(waited) {{
+    if (typeof window.vegaEmbed !== "function") {{
+      if (waited < {_WAIT_MS}) setTimeout(function () {{ draw(waited + 100); }}, 100);
+      else fail({json.dumps(missing)});
+      return;
+    }}
+    window.vegaEmbed(target, spec, {{mode: "vega-lite"}}).catch(function (error) {{ fail("Javascript Error: " + error.message); }});
+  }}
+  draw(0);
+}})();
+</script>"""
+
+
+def _cdn_chart_html(spec: dict, *, output_div: str) -> str:
+    """Altair's own chart HTML, which loads vega from a CDN unless the page has it."""
+    import altair as alt
+    from altair.utils.html import spec_to_html
+
+    return spec_to_html(
+        spec, mode="vega-lite", vega_version=alt.VEGA_VERSION, vegaembed_version=alt.VEGAEMBED_VERSION,
+        vegalite_version=alt.VEGALITE_VERSION, output_div=output_div, fullhtml=False, template="universal",
+    )
+
+
+def _render(spec: dict, **metadata) -> dict[str, str]:
+    """Altair's renderer interface: a chart's display bundle (``chart_html``)."""
+    return {"text/html": chart_html(spec), "text/plain": "<Altair chart: needs a front end that runs scripts>"}
+
+
+def offline_charts() -> None:
+    """The set-up every notebook of the project runs before it draws a chart.
+
+    Charts then draw with no network, in JupyterLab and in executed or exported copies:
+    Altair's charts are shown through ``chart_html`` (renderer ``"asymlib"``), and this
+    cell's output carries the vega scripts (about 0.9 MB, once per notebook), which
+    ``export_html`` moves into the page's head. Without scripts (``vega_script``) it says so
+    and leaves Altair's default renderer, which loads vega from a CDN.
+    """
+    import altair as alt
     from IPython.display import display
 
     head = _offline_head()
-    if head:
-        display({"text/html": head}, raw=True, metadata={_VEGA_OUTPUT: True})
-    else:
-        print("charts load vega from a CDN (pip install vl-convert-python to embed it)")
+    if not head:
+        print("charts load vega from a CDN and need the network (pip install vl-convert-python to embed it)")
+        return
+    alt.renderers.register(RENDERER, _render)
+    alt.renderers.enable(RENDERER)
+    note = (
+        f'<p style="font-size: smaller; color: gray">Charts draw with vega {alt.VEGA_VERSION} / '
+        f"vega-lite {alt.VEGALITE_VERSION} from this output: no network needed.</p>"
+    )
+    display({"text/html": head + "\n" + note, "text/plain": "vega scripts for the charts below"}, raw=True,
+            metadata={VEGA_OUTPUT: True})
+
+
+def trust_notebook(path: str | os.PathLike) -> None:
+    """Sign the notebook at ``path`` as ``jupyter trust`` does, for this user's Jupyter.
+
+    JupyterLab strips the scripts from the HTML outputs of an untrusted notebook, so its
+    charts would stay blank until the user trusted it; notebooks this project executes are
+    signed once written.
+    """
+    from nbformat.sign import NotebookNotary
+
+    notebook = nbformat.read(path, as_version=4)
+    NotebookNotary().sign(notebook)
 
 
 # The lab template, without what it would fetch from a CDN: require.js (Altair's output
@@ -109,7 +200,7 @@ _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def _static_outputs(report: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A copy without live widgets, nor the vega scripts ``show_vega_inline`` put in an
+    """A copy without live widgets, nor the vega scripts ``offline_charts`` put in an
     output: a widget output shows its static view (its HTML, else its text); without a
     widget manager the live view could not be drawn anyway."""
     report = copy.deepcopy(report)
@@ -117,7 +208,7 @@ def _static_outputs(report: nbformat.NotebookNode) -> nbformat.NotebookNode:
     for cell in report.cells:
         if "outputs" in cell:
             # The page's head has the vega scripts already.
-            cell.outputs = [o for o in cell.outputs if not o.get("metadata", {}).get(_VEGA_OUTPUT)]
+            cell.outputs = [o for o in cell.outputs if not o.get("metadata", {}).get(VEGA_OUTPUT)]
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if _WIDGET_VIEW in data and len(data) > 1:

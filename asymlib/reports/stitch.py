@@ -8,9 +8,11 @@ report stitches them under a summary::
 
 Summary first: code cells that import asymlib, load the section's combined tables and draw
 the paper's figures next to the paper's points, sliders and the WMLP - MLP statistics.
-Then each dataset's notebook, its cells and outputs as they ran, under a heading: its
-parameters shown as markdown, its code cells tagged so that executing the report (nbclient,
-papermill, ``pytest --nbval-lax``) keeps their outputs instead of training again.
+Then each dataset's executed notebook, under a heading, as one code cell that shows it
+again from its file (``replay.show_executed``): its parameters, markdown, code and stored
+outputs. Executing the report in any way (JupyterLab's Run All, nbclient, ``pytest
+--nbval-lax``) redraws the summary from the tables and the datasets from their notebooks;
+nothing is trained again and no stored result is lost.
 
     from asymlib.reports.stitch import build_report
     build_report("runs/quick/deep_ensembles")      # -> runs/quick/report_deep_ensembles.html
@@ -20,9 +22,7 @@ The HTML copy renders with no network (``html.export_html``).
 
 from __future__ import annotations
 
-import copy
 import os
-import re
 import textwrap
 from pathlib import Path
 from typing import Callable
@@ -37,13 +37,9 @@ from ..core.project import (
     project_path,
     project_root,
 )
-from .html import ReportError, export_html
+from .html import ReportError, export_html, trust_notebook
 from .tables import describe_diverged, diverged_members, load_mixture_results, load_results, verdict
 
-#: nbclient (and so papermill) leaves cells with this tag as they are: outputs kept.
-SKIP_EXECUTION = "skip-execution"
-#: nbval's tag for the same.
-NBVAL_SKIP = "nbval-skip"
 def report_path(section_dir: str | os.PathLike, *, section: str) -> Path:
     """Where ``stitch_section`` writes the report of a section folder by default."""
     return Path(section_dir).resolve().parent / f"report_{section}.ipynb"
@@ -120,14 +116,14 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
 
         from asymlib.core import statistics
         from asymlib.reports import figures_deep_ensembles as figures
-        from asymlib.reports.html import show_vega_inline
+        from asymlib.reports.html import offline_charts
         from asymlib.reports.stitch import locate_section
         from asymlib.reports.tables import (
             compare_with_paper, improvement_table, load_results, out_of_range_table, outlier_members,
             summary_table, verdict,
         )
 
-        show_vega_inline()  # the charts below then draw without a CDN, in JupyterLab too
+        offline_charts()  # the charts below then draw with no network, in JupyterLab too
         section_dir = locate_section(section_dir, section=section)
         models, ensembles = load_results(section_dir, section=section)
         repeats = ensembles.groupby(["dataset", "hidden"])["repeat"].nunique()
@@ -268,13 +264,13 @@ def _mixtures_summary(section_dir: Path, profile: str, datasets: list[str]) -> l
         from IPython.display import display
 
         from asymlib.reports import figures_mixtures as figures
-        from asymlib.reports.html import show_vega_inline
+        from asymlib.reports.html import offline_charts
         from asymlib.reports.stitch import locate_section
         from asymlib.reports.tables import (
             compare_mixtures_with_paper, load_mixture_results, mixture_summary, usage_summary,
         )
 
-        show_vega_inline()  # the charts below then draw without a CDN, in JupyterLab too
+        offline_charts()  # the charts below then draw with no network, in JupyterLab too
         section_dir = locate_section(section_dir, section=section)
         mixtures, usage = load_mixture_results(section_dir)
         repeats = mixtures.groupby(["dataset", "gating", "kind", "experts"])["repeat"].nunique()
@@ -370,53 +366,25 @@ SUMMARIES: dict[str, Callable[[Path, str, list[str]], list]] = {
 # --------------------------------------------------------------------------- stitching
 
 
-def _demote_headings(markdown: str, levels: int = 2) -> str:
-    """Headings ``# x`` become ``### x``, so a dataset's notebook nests under its own
-    heading; fenced code is left alone."""
-    lines, fenced = [], False
-    for line in markdown.splitlines():
-        if line.lstrip().startswith("```"):
-            fenced = not fenced
-        if not fenced and re.match(r"#{1,6}\s", line):
-            line = "#" * levels + line
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def _dataset_cells(dataset: str, notebook_path: Path) -> list:
-    """The executed notebook's cells under a heading, ready to sit in the report."""
-    notebook = nbformat.read(notebook_path, as_version=4)
-    run = notebook.metadata.get("papermill", {})
+def _dataset_cells(dataset: str, notebook_path: Path, *, section: str) -> list:
+    """A heading and the cell that shows the dataset's executed notebook again."""
+    run = nbformat.read(notebook_path, as_version=4).metadata.get("papermill", {})
     heading = [
         f"## {dataset}\n",
         f"The executed notebook `{notebook_path.name}` ({_displayed_path(notebook_path)}), as it ran"
         + (f", {run['duration']:.0f} s" if run.get("duration") else "")
-        + ". Its code cells keep their outputs: executing this report does not run them again.",
+        + ". The cell below shows its parameters, code and outputs from that file: running it"
+        " reads the file again and trains nothing.",
     ]
     if not notebook_succeeded(notebook_path):
         heading.append(f"\n\n**This notebook did not finish:** {notebook_error(notebook_path)}")
-    cells = [new_markdown_cell("\n".join(heading))]
-
-    tags_of = [set(cell.metadata.get("tags", [])) for cell in notebook.cells]
-    injected = any("injected-parameters" in tags for tags in tags_of)
-    for index, (cell, tags) in enumerate(zip(notebook.cells, tags_of)):
-        # The defaults cell is overridden by the injected one; show what the run used.
-        if "parameters" in tags and injected:
-            continue
-        if "injected-parameters" in tags or "parameters" in tags:
-            source = cell.source.removeprefix("# Parameters\n").strip()
-            cells.append(new_markdown_cell(f"Parameters of this run:\n\n```python\n{source}\n```"))
-            continue
-        cell = copy.deepcopy(cell)
-        cell.metadata.pop("papermill", None)
-        if cell.cell_type == "markdown":
-            cell.source = _demote_headings(cell.source)
-        elif cell.cell_type == "code":
-            cell.metadata["tags"] = sorted(tags | {SKIP_EXECUTION, NBVAL_SKIP})
-        # Every dataset's notebook has the same cell ids; the report needs unique ones.
-        cell.id = f"{dataset}-{index}"
-        cells.append(cell)
-    return cells
+    show = new_code_cell(
+        "from asymlib.reports.replay import show_executed\n\n"
+        f"show_executed({_displayed_path(notebook_path)!r}, section={section!r})"
+    )
+    # Cell ids are unique within a notebook; the dataset names are.
+    show.id = f"{dataset}-executed"
+    return [new_markdown_cell("\n".join(heading)), show]
 
 
 def _diverged_warning(section_dir: Path, section: str) -> list:
@@ -461,7 +429,7 @@ def stitch_section(
     cells = summary[:1] + _diverged_warning(section_dir, section) + summary[1:]
     cells += [new_markdown_cell("# The datasets' notebooks")]
     for dataset, path in notebooks.items():
-        cells += _dataset_cells(dataset, path)
+        cells += _dataset_cells(dataset, path, section=section)
 
     report = new_notebook(
         cells=cells,
@@ -483,10 +451,9 @@ def execute_report(
 ) -> Path:
     """Execute the report in place with nbclient, the kernel started in its own folder.
 
-    The datasets' cells are skipped (their ``skip-execution`` tag). Widget state is saved
-    with the notebook. trust: sign the executed notebook as ``jupyter trust`` does, so that
-    JupyterLab runs the scripts of its chart outputs (it strips them from untrusted HTML
-    and the charts would stay blank until the user trusts the notebook). If a cell fails,
+    Widget state is saved with the notebook. trust: sign the executed notebook
+    (``html.trust_notebook``), so that JupyterLab runs the scripts of its chart outputs. If
+    a cell fails,
     the notebook is still written, with the traceback, and the error raised.
     """
     from nbclient import NotebookClient
@@ -494,7 +461,7 @@ def execute_report(
     path = Path(path)
     report = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        report, kernel_name=kernel, timeout=timeout, skip_cells_with_tag=SKIP_EXECUTION,
+        report, kernel_name=kernel, timeout=timeout,
         resources={"metadata": {"path": str(path.parent.resolve())}},
     )
     try:
@@ -502,9 +469,7 @@ def execute_report(
     finally:
         nbformat.write(report, path)
     if trust:
-        from nbformat.sign import NotebookNotary
-
-        NotebookNotary().sign(report)
+        trust_notebook(path)
     return path
 
 
