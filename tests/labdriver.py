@@ -206,6 +206,15 @@ class LabPage:
         )
         time.sleep(0.5)
 
+    def scroll_to_heading(self, text: str) -> None:
+        """Bring the markdown cell whose rendered heading starts with ``text`` to the top."""
+        self.page.evaluate(
+            f"""() => {{ const heading = Array.from(document.querySelectorAll('.jp-MarkdownCell h2'))
+                         .find(h => h.textContent.trim().startsWith({text!r}));
+                       if (heading) heading.closest('.jp-Cell').scrollIntoView(); }}"""
+        )
+        time.sleep(0.5)
+
     def move_slider(self, *, cell_containing: str, key: str = "ArrowLeft", timeout: float = 30) -> tuple[str, str]:
         """Press ``key`` on the first ipywidgets slider in the output of the code cell whose
         source contains ``cell_containing``; returns the text of that output's Output widget

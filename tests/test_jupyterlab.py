@@ -164,3 +164,5 @@ def test_run_all_on_a_report_draws_every_chart_and_keeps_every_result(page, lab_
         assert page.charts(expected=_chart_outputs(report.notebook))
     page.scroll_to_first_chart()
     _screenshot(page, f"jupyterlab_report_{section}", tmp_path)
+    page.scroll_to_heading("california")
+    _screenshot(page, f"jupyterlab_report_{section}_california", tmp_path)
