@@ -64,7 +64,8 @@ class EpochBatches:
 
     def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         """The epoch's batches in order: x (members, batch, d) and y (members, batch), views
-        into the block buffer, which is refilled (one gather) when a block is used up."""
+        into the block buffer, which is refilled (one gather) when a block is used up: a
+        batch is valid until the next one is asked for."""
         n = len(self.X)
         for start in range(0, n, self.rows_per_block):
             rows = min(self.rows_per_block, n - start)
