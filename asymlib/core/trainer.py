@@ -74,9 +74,15 @@ class TrainConfig:
     precision: str = field(default="float32", repr=False)
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in asdict(self).items() if k != "precision")
-        extra = "" if self.precision == "float32" else f", precision={self.precision!r}"
-        return f"TrainConfig({fields}{extra})"
+        return "TrainConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.as_record().items()) + ")"
+
+    def as_record(self) -> dict:
+        """The settings as a dict for result tables; precision only when it is not float32,
+        so that the records of float32 runs read as they always have."""
+        record = asdict(self)
+        if self.precision == "float32":
+            del record["precision"]
+        return record
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
