@@ -48,9 +48,12 @@ run: setup
 test: setup
 	$(IN_ENV) $(BIN)/python -m pytest --nbval-lax notebooks/ tests/
 
+# Before/after in one run: the package at BENCH_BASELINE (default: the commit before issue
+# 12's training step) is timed beside the checkout's (benchmarks/README.md).
+BENCH_BASELINE ?= be24596
 bench: setup
-	$(BIN)/python benchmarks/bench_trainer.py --dataset california --hidden 64 256 --members 64
-	$(BIN)/python benchmarks/bench_mixtures.py
+	$(BIN)/python benchmarks/bench_trainer.py --dataset california --hidden 64 256 --members 64 --baseline $(BENCH_BASELINE)
+	$(BIN)/python benchmarks/bench_mixtures.py --experts 2 16 128 --baseline $(BENCH_BASELINE)
 
 # JupyterLab on the project's environment, on this machine only; it prints the URL (with
 # its token) to open. Jupyter refuses to run as root unless told that it may.

@@ -8,9 +8,11 @@ loop side is what one would write in plain PyTorch: K ``nn.Sequential`` experts 
 ``nn.ModuleList``, a Python loop over them in the forward pass (for MoIE, a loop per layer:
 sum_k alpha_k (W_k h + b_k)), a shuffling DataLoader and ``torch.optim.AdamW``.
 
-Prints and writes JSON, per kind and K: mixture-epochs per second of both (and
-expert-epochs per second, K times as many, comparable with bench_trainer's model-epochs),
-their ratio, GFLOP/s of both, and the machine's measured float32 matrix-multiply peak.
+Prints and writes JSON, per kind and K, before and after (``--baseline``, as in
+bench_trainer.py: the old package from ``git archive`` timed in a child process):
+mixture-epochs per second (and expert-epochs per second, K times as many, comparable with
+bench_trainer's model-epochs), the speed-up over the loop, GFLOP/s and the share of the
+machine's measured float32 matrix-multiply peak, and the profiler's time split of an epoch.
 
     python benchmarks/bench_mixtures.py --dataset california --experts 2 4 8 16 32 64 128
 """
@@ -18,8 +20,9 @@ their ratio, GFLOP/s of both, and the machine's measured float32 matrix-multiply
 from __future__ import annotations
 
 import argparse
-import platform
+import json
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -28,7 +31,8 @@ from asymlib.core.data import load_dataset
 from asymlib.core.mixtures import MixtureEnsemble
 from asymlib.core.trainer import TrainConfig, fit
 from bench_trainer import (
-    _sync, flops_per_model_epoch, matmul_peak_gflops, speed_figures, train_plainly, write_report,
+    _nothing, _sync, baseline_package, common_arguments, flops_per_model_epoch, machine_report, matmul_peak_gflops,
+    print_versions, run_in_baseline, time_split, train_plainly, version_figures, write_report,
 )
 
 
@@ -51,6 +55,15 @@ def time_batched(data, *, kind: str, experts: int, mixtures: int, hidden: int, e
     fit(model, *tensors, task=data.task, order_seeds=range(mixtures), config=config, progress=False)
     _sync(device)
     return time.perf_counter() - start
+
+
+def measure_batched(data, *, kind: str, experts: int, mixtures: int, hidden: int, epochs: int, device: str,
+                    profile: bool) -> dict:
+    """Mixture-epochs per second of the batched trainer and the time split of one epoch."""
+    common = {"kind": kind, "experts": experts, "mixtures": mixtures, "hidden": hidden, "device": device}
+    rate = mixtures * epochs / time_batched(data, epochs=epochs, **common)
+    return {"rate": rate, "split": time_split(lambda: time_batched(data, epochs=1, **common), device=device)
+            if profile else None}
 
 
 class LoopMixture(nn.Module):
@@ -94,67 +107,64 @@ def time_loop(data, *, kind: str, experts: int, hidden: int, epochs: int, device
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="california")
+    common_arguments(parser, epochs_help="epochs of the batched run")
     parser.add_argument("--max-rows", type=int, default=None, help="subsample the dataset (default: all rows)")
     parser.add_argument("--experts", type=int, nargs="+", default=[2, 4, 8, 16, 32, 64, 128])
     parser.add_argument("--kinds", nargs="+", default=["mlp", "imlp"], help="mlp/wmlp (MoE), imlp/iwmlp (MoIE)")
     parser.add_argument("--mixtures", type=int, default=1, help="mixtures trained together in the batched run")
     parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of the batched run")
     parser.add_argument("--loop-epochs", type=int, default=1)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results/mixtures.json")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-
+    epochs = args.epochs or (20 if args.device.startswith("cuda") else 2)
     data = load_dataset(args.dataset, max_rows=args.max_rows)
+    common = {"mixtures": args.mixtures, "hidden": args.hidden, "epochs": epochs, "device": args.device,
+              "profile": not args.no_profile}
+    if args.child_out:  # the baseline's child process: the batched runs only
+        for kind in args.kinds:
+            time_batched(data, kind=kind, experts=2, mixtures=args.mixtures, hidden=args.hidden, epochs=1,
+                         device=args.device)  # warm-up
+        runs = {f"{kind}-{k}": measure_batched(data, kind=kind, experts=k, **common)
+                for kind in args.kinds for k in args.experts}
+        Path(args.child_out).write_text(json.dumps(runs))
+        return runs
+
     peak = matmul_peak_gflops(device=args.device)
-    report = {
-        "machine": platform.processor() or platform.machine(),
-        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "dataset": args.dataset,
-        "n_train": len(data.X_train),
-        "hidden": args.hidden,
-        "mixtures": args.mixtures,
-        "matmul_peak_gflops": round(peak, 1),
-        "runs": [],
-    }
-    print(f"{report['device']}, {report['threads']} threads, float32 matmul peak {peak:.1f} GFLOP/s")
+    report = {**machine_report(args, data, peak), "hidden": args.hidden, "mixtures": args.mixtures, "epochs": epochs}
+    print(f"{report['device']}, {report['threads']} threads, float32 matmul peak {peak:.1f} GFLOP/s, "
+          f"load average {report['load_average'][0]:.2f}")
     sizes = [data.n_features, args.hidden, args.hidden, args.hidden, data.n_outputs]
-    common = {"hidden": args.hidden, "device": args.device}
-    for kind in args.kinds:
-        # warm-up: first calls pay for allocator and kernel selection
-        time_batched(data, kind=kind, experts=2, mixtures=args.mixtures, epochs=1, **common)
-        for experts in args.experts:
-            batched = time_batched(
-                data, kind=kind, experts=experts, mixtures=args.mixtures, epochs=args.epochs, **common
-            )
-            loop = time_loop(data, kind=kind, experts=experts, epochs=args.loop_epochs, **common)
-            batched_rate = args.mixtures * args.epochs / batched
-            loop_rate = args.loop_epochs / loop
-            flops = flops_per_mixture_epoch(sizes, experts, len(data.X_train), len(data.X_val))
-            run = {
-                "kind": kind,
-                "experts": experts,
-                "batched_mixture_epochs_per_s": round(batched_rate, 3),
-                "loop_mixture_epochs_per_s": round(loop_rate, 3),
-                "batched_expert_epochs_per_s": round(experts * batched_rate, 2),
-                "loop_expert_epochs_per_s": round(experts * loop_rate, 2),
-                **speed_figures(batched_rate, loop_rate, flops=flops, peak=peak),
-            }
-            report["runs"].append(run)
-            print(
-                f"{kind:5s} K={experts:4d}: batched {run['batched_mixture_epochs_per_s']:8.3f} mixture-epochs/s "
-                f"({run['batched_expert_epochs_per_s']:7.1f} expert-epochs/s), "
-                f"loop {run['loop_mixture_epochs_per_s']:7.3f}, "
-                f"speed-up {run['speedup']:5.1f}x, {run['batched_gflops']:.1f} GFLOP/s = "
-                f"{100 * run['fraction_of_peak']:.0f}% of peak (loop {run['loop_gflops']:.1f})",
-                flush=True,
-            )
+    with baseline_package(args.baseline) if args.baseline != "none" else _nothing() as package:
+        for kind in args.kinds:
+            # warm-up: first calls pay for allocator and kernel selection
+            time_batched(data, kind=kind, experts=2, mixtures=args.mixtures, hidden=args.hidden, epochs=1,
+                         device=args.device)
+            for experts in args.experts:
+                after = measure_batched(data, kind=kind, experts=experts, **common)
+                child_argv = [
+                    "--dataset", args.dataset, "--kinds", kind, "--experts", str(experts), "--mixtures",
+                    str(args.mixtures), "--hidden", str(args.hidden), "--epochs", str(epochs), "--device",
+                    args.device, "--threads", str(torch.get_num_threads()),
+                ] + (["--max-rows", str(args.max_rows)] if args.max_rows else []) + (
+                    ["--no-profile"] if args.no_profile else [])
+                before = run_in_baseline(package, "bench_mixtures.py", child_argv)
+                loop = time_loop(data, kind=kind, experts=experts, hidden=args.hidden, epochs=args.loop_epochs,
+                                 device=args.device)
+                loop_rate = args.loop_epochs / loop
+                flops = flops_per_mixture_epoch(sizes, experts, len(data.X_train), len(data.X_val))
+                figures = {"flops": flops, "peak": peak, "unit": "mixture_epochs"}
+                run = {
+                    "kind": kind,
+                    "experts": experts,
+                    "loop_mixture_epochs_per_s": round(loop_rate, 3),
+                    "before": version_figures(before and before[f"{kind}-{experts}"], loop_rate, **figures),
+                    "after": version_figures(after, loop_rate, **figures),
+                }
+                report["runs"].append(run)
+                print(f"{kind:5s} K={experts:4d}: loop {loop_rate:.3f} mixture-epochs/s")
+                print_versions(f"{kind:5s} K={experts:4d}", run, "mixture_epochs")
     write_report(report, args.out)
     return report
 

@@ -1,4 +1,5 @@
-"""The batched trainer against a plain one-model-at-a-time PyTorch loop, on identical work.
+"""The batched trainer against a plain one-model-at-a-time PyTorch loop, on identical work,
+before and after a change of the trainer, in one run on one machine.
 
 Both train ``members`` MLPs of the paper's shape on the same data for a fixed number of
 epochs (no early stopping), with AdamW, batch 256 and a validation pass every epoch (the
@@ -6,27 +7,45 @@ pass early stopping needs). The plain loop is what the paper's code does per mod
 nn.Linear layers, a shuffling DataLoader, torch.optim.AdamW. It is timed on a few members
 and reported per model-epoch, since its cost grows linearly with the members.
 
-Prints and writes JSON: model-epochs per second of both, their ratio, the batched trainer's
-GFLOP/s, and the machine's measured float32 matrix-multiply peak.
+Before/after: ``--baseline REV`` (default: the commit before issue 12's training step)
+extracts the package as it was at REV (``git archive``, into a temporary folder; nothing
+in the checkout changes) and times the same batched work with it in a child process
+(``PYTHONPATH`` points at the old package, the data folder is this checkout's), right
+after the current code, size by size. ``--baseline none`` skips it.
+
+Prints and writes JSON, per hidden size and for both versions: model-epochs per second,
+the speed-up over the loop, GFLOP/s and the share of the machine's measured float32
+matrix-multiply peak, and where one epoch's time goes according to torch.profiler
+(matmul / elementwise / optimizer / data / other, ``time_split``).
 
     python benchmarks/bench_trainer.py --dataset california --hidden 64 256 --members 64
+    python benchmarks/bench_trainer.py --device cuda --dataset mnist --hidden 256    # on a GPU
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from asymlib.core.data import load_dataset
+from asymlib.core.data import default_data_dir, load_dataset
 from asymlib.core.models import MLPEnsemble
 from asymlib.core.trainer import TrainConfig, fit
+
+#: The last commit before issue 12 ("Throughput") changed the training step.
+BASELINE = "be24596"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def matmul_peak_gflops(*, size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
@@ -55,6 +74,104 @@ def flops_per_model_epoch(sizes: list[int], n_train: int, n_val: int) -> float:
     return 2.0 * macs * (3 * n_train + n_val)
 
 
+# ----------------------------------------------------------------------------- time split
+
+#: ATen operators by kind of work, for ``time_split``; any other operator is elementwise
+#: work (activations, their gradients, bias sums, losses, copies).
+MATMUL_OPS = {"aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "aten::matmul", "aten::addbmm", "aten::mv",
+              "aten::dot", "aten::einsum", "aten::linear"}
+OPTIMIZER_OPS = {"aten::_fused_adamw_", "aten::_fused_adam_"}
+DATA_OPS = {"aten::index", "aten::index_select", "aten::randperm", "aten::take", "aten::_index_put_impl_"}
+
+
+def time_split(work, *, device: str) -> dict:
+    """Where the time of ``work()`` goes: shares of the wall time spent in matrix multiplies,
+    elementwise operators, the optimizer and data movement (gathers, shuffles), by the
+    profiler's self time per ATen operator (on a GPU: the kernels' device time), and
+    "other" for the rest (Python, autograd's engine, waiting).
+
+    On a GPU, time an epoch that runs eagerly (fit's first epoch of a set of members): in
+    a CUDA graph's replay the profiler sees no operators.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    _sync(device)
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        work()
+        _sync(device)
+    wall_us = (time.perf_counter() - start) * 1e6
+    shares = {"matmul": 0.0, "elementwise": 0.0, "optimizer": 0.0, "data": 0.0}
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        spent = event.self_device_time_total if device.startswith("cuda") else event.self_cpu_time_total
+        kind = ("matmul" if event.key in MATMUL_OPS else "optimizer" if event.key in OPTIMIZER_OPS
+                else "data" if event.key in DATA_OPS else "elementwise")
+        shares[kind] += spent
+    total = wall_us if not device.startswith("cuda") else max(wall_us, sum(shares.values()))
+    split = {kind: round(spent / total, 3) for kind, spent in shares.items()}
+    split["other"] = round(max(0.0, 1 - sum(split.values())), 3)
+    return split
+
+
+def format_split(split: dict | None) -> str:
+    if not split:
+        return ""
+    return " / ".join(f"{kind} {100 * share:.0f}%" for kind, share in split.items())
+
+
+# ----------------------------------------------------------------------------- before/after
+
+@contextmanager
+def baseline_package(rev: str):
+    """A temporary folder holding the package ``asymlib`` as it was at commit ``rev``."""
+    with tempfile.TemporaryDirectory(prefix="asymlib-baseline-") as folder:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "asymlib"], capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+        yield Path(folder)
+
+
+def run_in_baseline(package: Path | None, script: str, argv: list[str]) -> dict | None:
+    """Run ``script`` (a benchmark of this folder) in a child process that imports the old
+    package; returns what it wrote with ``--child-out``. None without a baseline."""
+    if package is None:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        env = {**os.environ, "PYTHONPATH": str(package), "ASYMLIB_DATA": str(default_data_dir().resolve())}
+        subprocess.run([sys.executable, str(Path(__file__).parent / script), *argv, "--child-out", out.name],
+                       env=env, check=True)
+        return json.loads(Path(out.name).read_text())
+
+
+def common_arguments(parser: argparse.ArgumentParser, *, epochs_help: str) -> None:
+    parser.add_argument("--dataset", default="california")
+    parser.add_argument("--epochs", type=int, default=None, help=epochs_help + " (default: 3 on a CPU, 20 on a GPU)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--baseline", default=BASELINE, help="commit to compare with, or 'none'")
+    parser.add_argument("--no-profile", action="store_true", help="skip the profiler's time split")
+    parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)  # the baseline's child process
+
+
+def machine_report(args, data, peak: float) -> dict:
+    return {
+        "machine": platform.processor() or platform.machine(),
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_average": os.getloadavg(),
+        "dataset": args.dataset,
+        "n_train": len(data.X_train),
+        "baseline": args.baseline,
+        "matmul_peak_gflops": round(peak, 1),
+        "runs": [],
+    }
+
+
+# ----------------------------------------------------------------------------- deep ensembles
+
 def time_batched(data, *, hidden: int, members: int, epochs: int, device: str) -> float:
     model = MLPEnsemble(data.n_features, hidden, data.n_outputs, members=members, init_seeds=range(members)).to(device)
     config = TrainConfig(max_epochs=epochs, patience=epochs + 1)
@@ -64,6 +181,15 @@ def time_batched(data, *, hidden: int, members: int, epochs: int, device: str) -
     fit(model, *tensors, task=data.task, order_seeds=range(members), config=config, progress=False)
     _sync(device)
     return time.perf_counter() - start
+
+
+def measure_batched(data, *, hidden: int, members: int, epochs: int, device: str, profile: bool) -> dict:
+    """Model-epochs per second of the batched trainer (after a one-epoch warm-up) and the
+    time split of one epoch."""
+    run = lambda n: time_batched(data, hidden=hidden, members=members, epochs=n, device=device)  # noqa: E731
+    run(1)  # warm-up: first calls pay for allocator and kernel selection
+    rate = members * epochs / run(epochs)
+    return {"rate": rate, "split": time_split(lambda: run(1), device=device) if profile else None}
 
 
 def train_plainly(net: nn.Module, data, *, epochs: int, device: str) -> None:
@@ -116,6 +242,27 @@ def speed_figures(batched_rate: float, loop_rate: float, *, flops: float, peak: 
     }
 
 
+def version_figures(measured: dict | None, loop_rate: float, *, flops: float, peak: float, unit: str) -> dict | None:
+    """One version's row: its rate, speed figures and time split."""
+    if measured is None:
+        return None
+    figures = speed_figures(measured["rate"], loop_rate, flops=flops, peak=peak)
+    return {f"batched_{unit}_per_s": round(measured["rate"], 3), **figures, "time_split": measured["split"]}
+
+
+def print_versions(label: str, run: dict, unit: str) -> None:
+    for version in ("before", "after"):
+        figures = run.get(version)
+        if figures is None:
+            continue
+        print(
+            f"{label} {version:6s}: {figures[f'batched_{unit}_per_s']:9.3f} {unit.replace('_', '-')}/s, "
+            f"speed-up {figures['speedup']:5.1f}x, {figures['batched_gflops']:6.1f} GFLOP/s = "
+            f"{100 * figures['fraction_of_peak']:3.0f}% of peak   {format_split(figures['time_split'])}",
+            flush=True,
+        )
+
+
 def write_report(report: dict, out: str | Path) -> None:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,56 +272,57 @@ def write_report(report: dict, out: str | Path) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="california")
+    common_arguments(parser, epochs_help="epochs of the batched run")
     parser.add_argument("--hidden", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--members", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of the batched run")
     parser.add_argument("--loop-members", type=int, default=4, help="members timed in the plain loop")
     parser.add_argument("--loop-epochs", type=int, default=2)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="benchmarks/results/trainer.json")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-
+    epochs = args.epochs or (20 if args.device.startswith("cuda") else 3)
     data = load_dataset(args.dataset)
+    if args.child_out:  # the baseline's child process: the batched runs only
+        runs = {str(h): measure_batched(data, hidden=h, members=args.members, epochs=epochs, device=args.device,
+                                        profile=not args.no_profile) for h in args.hidden}
+        Path(args.child_out).write_text(json.dumps(runs))
+        return runs
+
     peak = matmul_peak_gflops(device=args.device)
-    report = {
-        "machine": platform.processor() or platform.machine(),
-        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "dataset": args.dataset,
-        "n_train": len(data.X_train),
-        "members": args.members,
-        "matmul_peak_gflops": round(peak, 1),
-        "runs": [],
-    }
-    print(f"{report['device']}, {report['threads']} threads, float32 matmul peak {peak:.1f} GFLOP/s")
-    for hidden in args.hidden:
-        # warm-up: first calls pay for allocator and kernel selection
-        time_batched(data, hidden=hidden, members=args.members, epochs=1, device=args.device)
-        batched = time_batched(data, hidden=hidden, members=args.members, epochs=args.epochs, device=args.device)
-        loop = time_one_by_one(data, hidden=hidden, members=args.loop_members, epochs=args.loop_epochs, device=args.device)
-        batched_rate = args.members * args.epochs / batched
-        loop_rate = args.loop_members * args.loop_epochs / loop
-        sizes = [data.n_features, hidden, hidden, hidden, data.n_outputs]
-        flops = flops_per_model_epoch(sizes, len(data.X_train), len(data.X_val))
-        run = {
-            "hidden": hidden,
-            "batched_model_epochs_per_s": round(batched_rate, 2),
-            "loop_model_epochs_per_s": round(loop_rate, 2),
-            **speed_figures(batched_rate, loop_rate, flops=flops, peak=peak),
-        }
-        report["runs"].append(run)
-        print(
-            f"hidden {hidden:4d}: batched {run['batched_model_epochs_per_s']:8.2f} model-epochs/s, "
-            f"loop {run['loop_model_epochs_per_s']:7.2f}, speed-up {run['speedup']:5.1f}x, "
-            f"{run['batched_gflops']:.1f} GFLOP/s = {100 * run['fraction_of_peak']:.0f}% of peak"
-        )
+    report = {**machine_report(args, data, peak), "members": args.members, "epochs": epochs}
+    print(f"{report['device']}, {report['threads']} threads, float32 matmul peak {peak:.1f} GFLOP/s, "
+          f"load average {report['load_average'][0]:.2f}")
+    with baseline_package(args.baseline) if args.baseline != "none" else _nothing() as package:
+        for hidden in args.hidden:
+            common = {"members": args.members, "epochs": epochs, "device": args.device}
+            after = measure_batched(data, hidden=hidden, profile=not args.no_profile, **common)
+            child_argv = ["--dataset", args.dataset, "--hidden", str(hidden), "--members", str(args.members),
+                          "--epochs", str(epochs), "--device", args.device,
+                          "--threads", str(torch.get_num_threads())] + (["--no-profile"] if args.no_profile else [])
+            before = run_in_baseline(package, "bench_trainer.py", child_argv)
+            loop = time_one_by_one(data, hidden=hidden, members=args.loop_members, epochs=args.loop_epochs,
+                                   device=args.device)
+            loop_rate = args.loop_members * args.loop_epochs / loop
+            sizes = [data.n_features, hidden, hidden, hidden, data.n_outputs]
+            flops = flops_per_model_epoch(sizes, len(data.X_train), len(data.X_val))
+            figures = {"flops": flops, "peak": peak, "unit": "model_epochs"}
+            run = {
+                "hidden": hidden,
+                "loop_model_epochs_per_s": round(loop_rate, 3),
+                "before": version_figures(before and before[str(hidden)], loop_rate, **figures),
+                "after": version_figures(after, loop_rate, **figures),
+            }
+            report["runs"].append(run)
+            print(f"hidden {hidden:4d}: loop {loop_rate:.2f} model-epochs/s")
+            print_versions(f"hidden {hidden:4d}", run, "model_epochs")
     write_report(report, args.out)
     return report
+
+
+@contextmanager
+def _nothing():
+    yield None
 
 
 if __name__ == "__main__":

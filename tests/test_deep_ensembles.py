@@ -59,3 +59,11 @@ def test_finished_units_are_not_trained_again(tmp_path, monkeypatch):
     monkeypatch.undo()
     grown, _ = run_deep_ensembles("churn", **{**settings, "repeats": 3})
     assert sorted(grown["repeat"].unique()) == [0, 1, 2]
+
+
+def test_a_lower_precision_is_recorded_in_the_tables(churn):
+    common = dict(hidden=8, kind="mlp", members=2, ensemble_sizes=[2], progress=False)
+    models, ensembles = train_deep_ensemble(churn, config=CONFIG, **common)
+    assert "precision" not in models.columns and "precision" not in ensembles.columns  # float32: as before
+    models, ensembles = train_deep_ensemble(churn, config=TrainConfig(max_epochs=2, precision="bf16"), **common)
+    assert set(models["precision"]) == set(ensembles["precision"]) == {"bf16"}

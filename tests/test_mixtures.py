@@ -135,9 +135,10 @@ def _set_requires_grad_copy(model):
     return [p.detach().clone().requires_grad_(True) for p in model.parameters()]
 
 
+@pytest.mark.parametrize("out_features", [3, 1])  # a width-1 output layer takes its own path
 @pytest.mark.parametrize("kind", ["mlp", "wmlp"])
-def test_stacked_experts_match_experts_run_one_by_one(kind):
-    model = MixtureEnsemble(6, 16, 3, members=2, experts=3, kind=kind, init_seeds=[0, 1], mask_seed=1)
+def test_stacked_experts_match_experts_run_one_by_one(kind, out_features):
+    model = MixtureEnsemble(6, 16, out_features, members=2, experts=3, kind=kind, init_seeds=[0, 1], mask_seed=1)
     x = torch.randn(10, 6)
     singles = {(m, k): _expert_as_sequential(model, m, k) for m in range(2) for k in range(3)}
     outputs = model.expert_outputs(x)  # (members, experts, batch, out)

@@ -134,6 +134,12 @@ class MixtureEnsemble(nn.Module):
         return self.gate.in_features
 
     @property
+    def steps_capturable(self) -> bool:
+        """Whether a training step is device work only (trainer.fit may record it in a CUDA
+        graph): not with Gumbel gates, whose training noise is drawn on the CPU per step."""
+        return self.gating == "standard"
+
+    @property
     def out_features(self) -> int:
         return self.layers[-1].out_features
 

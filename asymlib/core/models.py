@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .backprop import Workspace, mlp_loss_and_gradients
 from .layers import LinearEnsemble, set_stacked_parameters, wasym_entries
 
 Kind = Literal["mlp", "wmlp"]
@@ -74,6 +75,7 @@ class MLPEnsemble(nn.Module):
         if len(seeds) != members:
             raise ValueError(f"init_seeds needs {members} seeds, got {len(seeds)}")
         self.init_seeds = seeds
+        self._workspace: Workspace | None = None  # the hand-written step's buffers, made at its first call
         for member, seed in enumerate(seeds):
             generator = torch.Generator().manual_seed(int(seed))
             for layer in self.layers:
@@ -87,6 +89,11 @@ class MLPEnsemble(nn.Module):
     def out_features(self) -> int:
         return self.layers[-1].out_features
 
+    @property
+    def activation_width(self) -> int:
+        """Floats per row and member in the widest activation (trainer.predict chunks by it)."""
+        return max(layer.out_features for layer in self.layers)
+
     def forward(self, x: Tensor) -> Tensor:
         """x: (members, batch, in_features) or (batch, in_features) -> (members, batch, out_features)."""
         for layer in self.layers[:-1]:
@@ -94,6 +101,16 @@ class MLPEnsemble(nn.Module):
         return self.layers[-1](x)
 
     # The protocol of trainer.fit: every parameter has a leading members dim.
+
+    def loss_and_gradients(self, x: Tensor, targets: Tensor, *, task: str) -> Tensor:
+        """The training step's forward and backward pass, written out (core/backprop.py).
+
+        x: (members, batch, in_features); targets: (members, batch). Overwrites every
+        parameter's ``.grad`` and returns the (members,) mean losses of the batch.
+        """
+        if self._workspace is None:
+            self._workspace = Workspace()
+        return mlp_loss_and_gradients(self.layers, x, targets, task=task, workspace=self._workspace)
 
     @torch.no_grad()
     def set_members(self, parameters: Sequence[Tensor], members: Sequence[int] | Tensor | None = None) -> None:
@@ -106,6 +123,7 @@ class MLPEnsemble(nn.Module):
             raise ValueError(f"members names {len(members)} members, the parameters hold {parameters[0].shape[0]}")
         set_stacked_parameters(self, parameters)
         self.members = parameters[0].shape[0]
+        self._workspace = None  # sized for the old members
 
     @torch.no_grad()
     def apply_frozen(self) -> None:

@@ -11,7 +11,9 @@ exact for all of them, and no compute is spent on members that have stopped.
 
 A member is whatever the model stacks: one network of a deep ensemble (``MLPEnsemble``)
 or one whole mixture of experts (``MixtureEnsemble``). ``fit`` needs only the small
-protocol of ``BatchedModel``.
+protocol of ``BatchedModel``. The steps of an epoch (pre-permuted data, the hand-written or
+autograd step, a CUDA graph on a GPU) are ``core/steps.py``'s; this module decides, once per
+epoch, who stops.
 """
 
 from __future__ import annotations
@@ -23,8 +25,13 @@ from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .backprop import member_losses
+from .steps import PRECISIONS, EpochBatches, EpochRunner
+
+__all__ = ["BatchedModel", "TrainConfig", "TrainResult", "evaluate_losses", "evaluating", "fit", "member_losses",
+           "predict"]
 
 
 @runtime_checkable
@@ -50,7 +57,12 @@ class BatchedModel(Protocol):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The paper's training settings (docs/protocol.md, "Training")."""
+    """The paper's training settings (docs/protocol.md, "Training").
+
+    precision: the training steps' matrix multiplies: "float32" (the paper's, default),
+    "tf32" (CUDA only) or "bf16" (autocast); see ``core/steps.py``. It is recorded in
+    ``TrainResult.precision`` and shown in the repr only when it is not float32.
+    """
 
     lr: float = 1e-3
     weight_decay: float = 3e-2
@@ -59,8 +71,22 @@ class TrainConfig:
     patience: int = 16
     restore_best: bool = False
     eval_batch_size: int = 4096
+    precision: str = field(default="float32", repr=False)
+
+    def __repr__(self) -> str:
+        return "TrainConfig(" + ", ".join(f"{k}={v!r}" for k, v in self.as_record().items()) + ")"
+
+    def as_record(self) -> dict:
+        """The settings as a dict for result tables; precision only when it is not float32,
+        so that the records of float32 runs read as they always have."""
+        record = asdict(self)
+        if self.precision == "float32":
+            del record["precision"]
+        return record
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"TrainConfig.precision must be one of {PRECISIONS}, got {self.precision!r}")
         for name in ("batch_size", "max_epochs", "patience", "eval_batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -83,6 +109,7 @@ class TrainResult:
     val_history: (epochs, E) validation loss per epoch (NaN once a member has stopped).
     monitored: (epochs, E, ...) what ``fit``'s ``monitor`` returned after each epoch (NaN
         once a member has stopped), or None without a monitor.
+    precision: the training steps' ``TrainConfig.precision``.
     """
 
     epochs: np.ndarray
@@ -93,6 +120,7 @@ class TrainResult:
     diverged_reason: list[str]
     val_history: np.ndarray = field(repr=False)
     monitored: np.ndarray | None = field(default=None, repr=False)
+    precision: str = "float32"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -117,9 +145,12 @@ def _check_batched(model: nn.Module) -> int:
 def _adamw(params: Sequence[nn.Parameter], config: TrainConfig, state: dict | None = None):
     params = list(params)
     device = params[0].device.type
-    # The fused kernel is one pass over the parameters instead of a dozen (CPU and CUDA).
+    # The fused kernel is one pass over the parameters instead of a dozen (CPU and CUDA);
+    # capturable keeps its step count on the GPU, so that a CUDA graph can replay it.
     fused = device in ("cpu", "cuda")
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    optimizer = torch.optim.AdamW(
+        params, lr=config.lr, weight_decay=config.weight_decay, fused=fused, capturable=device == "cuda"
+    )
     if state is not None:
         optimizer.load_state_dict(state)
     return optimizer
@@ -135,20 +166,6 @@ def _keep_members(model: BatchedModel, optimizer, config: TrainConfig, keep: Ten
                 moments[name] = value[keep]
     model.set_members([p.detach()[keep] for p in model.parameters()], running)
     return _adamw(model.parameters(), config, state)
-
-
-def member_losses(outputs: Tensor, targets: Tensor, *, task: str) -> Tensor:
-    """Mean loss of each member.
-
-    outputs: (E, batch, out_features); targets: (E, batch) or (batch,) shared.
-    Returns (E,): MSE for regression, cross-entropy otherwise.
-    """
-    members, batch, n_out = outputs.shape
-    targets = targets.expand(members, batch) if targets.dim() == 1 else targets
-    if task == "regression":
-        return (outputs.squeeze(-1) - targets).pow(2).mean(dim=1)
-    losses = F.cross_entropy(outputs.reshape(members * batch, n_out), targets.reshape(-1), reduction="none")
-    return losses.view(members, batch).mean(dim=1)
 
 
 @contextmanager
@@ -167,19 +184,38 @@ def evaluating(model: nn.Module):
         model.train(was_training)
 
 
+#: Evaluation rows per chunk are capped so that one (members, rows, width) activation stays
+#: within this many bytes: larger ones fall out of the CPU's caches and are fresh memory on
+#: every call (on the CI CPU a (64, 3303, 64) validation forward took 25 % of a hidden-64
+#: epoch, chunked to 8 MiB a third of that).
+EVAL_CHUNK_BYTES = 8 * 2**20
+
+
+def _eval_rows(model: nn.Module, batch_size: int) -> int:
+    """Rows per evaluation chunk: ``batch_size`` at most, fewer for a model that declares
+    ``activation_width`` (floats per row and member in its widest activation)."""
+    width = getattr(model, "activation_width", None)
+    members = getattr(model, "members", 1)
+    if width is None:
+        return batch_size
+    return max(1, min(batch_size, EVAL_CHUNK_BYTES // (4 * members * width)))
+
+
 def predict(model: nn.Module, X: Tensor, *, batch_size: int = 4096) -> Tensor:
     """Outputs of every member on a shared input. X: (n, d) -> (E, n, out_features)."""
+    rows = _eval_rows(model, batch_size)
     with evaluating(model):
-        parts = [model(X[start : start + batch_size]) for start in range(0, len(X), batch_size)]
+        parts = [model(X[start : start + rows]) for start in range(0, len(X), rows)]
     return torch.cat(parts, dim=1)
 
 
 def evaluate_losses(model: nn.Module, X: Tensor, y: Tensor, *, task: str, batch_size: int = 4096) -> Tensor:
     """(E,) mean loss of every member on a shared (X, y), computed in chunks of rows."""
     total = None
+    rows = _eval_rows(model, batch_size)
     with evaluating(model):
-        for start in range(0, len(X), batch_size):
-            xb, yb = X[start : start + batch_size], y[start : start + batch_size]
+        for start in range(0, len(X), rows):
+            xb, yb = X[start : start + rows], y[start : start + rows]
             part = member_losses(model(xb), yb, task=task) * len(xb)
             total = part if total is None else total + part
     return total / len(X)
@@ -206,7 +242,8 @@ def fit(
     monitor: called after every epoch's validation, in inference mode, with the model
         holding the members still training; returns a (members still training, ...) tensor
         per epoch, kept in ``TrainResult.monitored`` (e.g. a mixture's expert usage).
-    The data must already be on the model's device.
+    The data must already be on the model's device; on a GPU, keep it there for the whole
+    run (nothing is copied per step).
 
     A member stops when its validation loss has not improved for ``config.patience``
     consecutive epochs, or at ``config.max_epochs``, or when it diverged: a non-finite
@@ -244,21 +281,17 @@ def fit(
             record[running[slots]] = parameter.detach()[slots.to(device)]
 
     optimizer = _adamw(model.parameters(), config)
+
+    def runner_for_running_members() -> EpochRunner:
+        data = EpochBatches(X_train, y_train, members=len(running), batch_size=config.batch_size)
+        return EpochRunner(model, optimizer, data, task=task, precision=config.precision)
+
+    runner = runner_for_running_members()
     bar = tqdm(total=config.max_epochs, desc=description, disable=not progress, leave=False)
     start_time = time.perf_counter()
-    model.train()
     for epoch in range(config.max_epochs):
-        order = torch.stack([torch.randperm(n, generator=generators[m]) for m in running.tolist()]).to(device)
-        train_finite = torch.ones(len(running), dtype=torch.bool, device=device)
-        for begin in range(0, n, config.batch_size):
-            index = order[:, begin : begin + config.batch_size]
-            losses = member_losses(model(X_train[index]), y_train[index], task=task)
-            train_finite &= torch.isfinite(losses.detach())
-            optimizer.zero_grad(set_to_none=True)
-            # Summing keeps each member's gradient equal to that of its own mean loss.
-            losses.sum().backward()
-            optimizer.step()
-            model.apply_frozen()  # undo weight decay on the W-Asymmetric entries
+        order = torch.stack([torch.randperm(n, generator=generators[m]) for m in running.tolist()])
+        train_finite = runner.run_epoch(order)
 
         val = evaluate_losses(model, X_val, y_val, task=task, batch_size=config.eval_batch_size).double().cpu()
         history.append(np.full(members, np.nan))
@@ -276,7 +309,8 @@ def fit(
         final[running] = val
         epochs[running.numpy()] = epoch + 1
         stop_time[running.numpy()] = time.perf_counter() - start_time
-        diverging = ~train_finite.cpu() | ~torch.isfinite(val)
+        train_finite = train_finite.cpu()
+        diverging = ~train_finite | ~torch.isfinite(val)
         for slot in diverging.nonzero().squeeze(1).tolist():
             member = int(running[slot])
             diverged[member] = True
@@ -293,6 +327,7 @@ def fit(
             running = running[keep]
             if len(running):
                 optimizer = _keep_members(model, optimizer, config, keep.to(device), running)
+                runner = runner_for_running_members()
         bar.update(1)
         bar.set_postfix(training=f"{len(running)}/{members}", refresh=False)
         if not len(running):
@@ -309,4 +344,5 @@ def fit(
         diverged_reason=diverged_reason,
         val_history=np.stack(history),
         monitored=np.stack(monitored) if monitor is not None else None,
+        precision=config.precision,
     )

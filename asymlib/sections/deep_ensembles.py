@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
 from typing import Sequence
 
 import numpy as np
@@ -115,6 +114,8 @@ def train_deep_ensemble(
     ensembles["interpolated_relative_improvement"] = relative_improvement(
         ensembles["interpolated_metric"], single, task=data.task
     )
+    if result.precision != "float32":  # an opt-in lower matmul precision is part of the result
+        models["precision"] = ensembles["precision"] = result.precision
     front = list(key) + ["ensemble_size"]
     return models, ensembles[front + [c for c in ensembles.columns if c not in front]]
 
@@ -161,7 +162,7 @@ def run_deep_ensembles(
             ]
             models = pd.concat([m for m, _ in tables], ignore_index=True)
             ensembles = pd.concat([e for _, e in tables], ignore_index=True)
-            settings = {"seed": seed, "members": members, **asdict(config)}
+            settings = {"seed": seed, "members": members, **config.as_record()}
             ensembles = ensembles.assign(settings=str(settings))
             store.save(deep_ensemble_unit(dataset, hidden, repeat), models=models, ensembles=ensembles)
     names = [deep_ensemble_unit(dataset, h, r) for h, r in units]

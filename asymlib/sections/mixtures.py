@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict
 from typing import Sequence
 
 import numpy as np
@@ -110,6 +109,8 @@ def train_mixtures(
             "batch_wall_time": wall,
         }
     )
+    if result.precision != "float32":  # an opt-in lower matmul precision is part of the result
+        mixtures["precision"] = result.precision
     usage = result.monitored  # (epochs, repeats, experts), NaN after a repeat stopped
     epoch, repeat, expert = np.meshgrid(
         np.arange(1, usage.shape[0] + 1), np.arange(repeats), np.arange(experts), indexing="ij"
@@ -186,7 +187,7 @@ def run_mixtures(
                 data, gating=gating, kind=kind, experts=n_experts, hidden=hidden, repeats=repeats,
                 seed=seed, config=config, device=device, progress=progress,
             )
-            settings = {"seed": seed, "repeats": repeats, "hidden": hidden, **asdict(config)}
+            settings = {"seed": seed, "repeats": repeats, "hidden": hidden, **config.as_record()}
             mixtures = mixtures.assign(settings=str(settings))
             store.save(mixture_unit(dataset, gating, kind, n_experts), usage=usage, mixtures=mixtures)
     names = [mixture_unit(dataset, *u) for u in units]
