@@ -102,3 +102,26 @@ def test_shared_and_per_member_inputs_agree():
     x = torch.randn(8, 5)
     torch.testing.assert_close(layer(x), layer(x.expand(3, 8, 5).contiguous()))
     torch.testing.assert_close(layer(x)[1], x @ layer.weight[1] + layer.bias[1])
+
+
+def test_sigma_gates_are_frozen_shared_and_drawn_from_integers_alone():
+    from asymlib.core.layers import sigma_gate
+    from asymlib.core.models import MLPEnsemble
+
+    model = MLPEnsemble(5, 8, 1, members=3, kind="smlp", mask_seed=7)
+    gates = [getattr(model, f"gate{i}") for i in range(3)]
+    assert all(g.shape == (8, 8) for g in gates)
+    # Buffers, not parameters: never trained, and the same for every member.
+    assert not any(p.shape[-2:] == (8, 8) and p.dim() == 2 for p in model.parameters())
+    assert {name for name, _ in model.named_buffers()} >= {"gate0", "gate1", "gate2"}
+    assert not torch.equal(gates[0], gates[1])
+    torch.testing.assert_close(gates[1], sigma_gate(8, seed=(7, 1)), rtol=0, atol=0)
+    again = MLPEnsemble(5, 8, 1, members=2, kind="smlp", mask_seed=7)
+    assert torch.equal(again.gate2, gates[2])
+    # Never the W-Asymmetric draws of the same shape and seed.
+    from asymlib.core.layers import wasym_entries
+    assert not torch.equal(sigma_gate(8, seed=(7, 1)), wasym_entries(8, 8, n_fix=8, seed=(7, 1)).values)
+    # The network's activation is z * sigmoid(z C), not GELU.
+    z = torch.randn(3, 4, 8)
+    torch.testing.assert_close(model.activation(0, z), z * torch.sigmoid(z @ gates[0]))
+    assert not model.hand_written_step and MLPEnsemble(5, 8, 1, members=1).hand_written_step

@@ -269,3 +269,45 @@ def test_mixture_units_give_tidy_tables_and_resume(tmp_path, monkeypatch):
     monkeypatch.setattr(experiments, "train_mixtures", no_training)
     again, _ = experiments.run_mixtures("churn", **settings)
     pd.testing.assert_frame_equal(mixtures, again)
+
+
+def test_importance_cv2_by_hand():
+    from asymlib.core.mixtures import importance_cv2
+
+    # Both rows pick expert 0: importance (2, 0), mean 1, population variance 1.
+    alpha = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.5, 0.5], [0.25, 0.75]]])
+    torch.testing.assert_close(importance_cv2(alpha), torch.tensor([1.0, (0.25**2) / 1.0]))
+
+
+def test_load_balancing_loss_trains_but_is_not_the_reported_loss():
+    from asymlib.core.mixtures import importance_cv2
+    from asymlib.core.steps import train_step
+    from asymlib.core.trainer import member_losses
+
+    X, y, _, _ = toy_data("multiclass")
+    x, target = X[:64].expand(2, 64, -1), y[:64].expand(2, 64)
+    build = lambda: MixtureEnsemble(5, 8, 3, members=2, experts=4, init_seeds=[0, 1], balance_weight=0.5)  # noqa: E731
+    stepped, by_hand = build(), build()
+    losses = train_step(stepped, torch.optim.SGD(stepped.parameters(), lr=0.0), x, target, task="multiclass",
+                        hand_written=False)
+    task_losses = member_losses(by_hand(x), target, task="multiclass")
+    (task_losses + 0.5 * importance_cv2(by_hand.gate_weights(x))).sum().backward()
+    torch.testing.assert_close(losses, task_losses.detach())  # what fit records: the task's loss
+    for a, b in zip(stepped.parameters(), by_hand.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)
+    assert by_hand.gate.weight.grad.abs().sum() > 0
+
+
+def test_load_balancing_evens_out_expert_usage():
+    X, y, Xv, yv = toy_data("multiclass")
+    config = TrainConfig(lr=1e-2, batch_size=64, max_epochs=15, patience=15)
+    spread = {}
+    for weight in (0.0, 1.0):
+        model = MixtureEnsemble(5, 8, 3, members=2, experts=4, init_seeds=[0, 1], balance_weight=weight)
+        fit(model, X, y, Xv, yv, task="multiclass", order_seeds=[0, 1], config=config, progress=False)
+        model.eval()
+        usage = model.expert_usage(Xv)
+        spread[weight] = float((usage.var(dim=-1, unbiased=False) / usage.mean(dim=-1) ** 2).mean())
+    assert spread[1.0] < 0.5 * spread[0.0], spread
+    with pytest.raises(ValueError, match="balance_weight"):
+        MixtureEnsemble(3, 4, 1, members=1, experts=2, balance_weight=-1)

@@ -10,6 +10,17 @@ from asymlib.core.trainer import TrainConfig, fit
 from toydata import toy_data
 
 
+class _SigmaGate(nn.Module):
+    """sigma-Asymmetric activation written plainly: z * sigmoid(z C), C frozen."""
+
+    def __init__(self, gate):
+        super().__init__()
+        self.register_buffer("gate", gate.clone())
+
+    def forward(self, z):
+        return z * torch.sigmoid(z @ self.gate)
+
+
 def _member_as_sequential(model, e):
     """Member e of a batched model copied into plain nn.Linear layers."""
     modules = []
@@ -20,7 +31,7 @@ def _member_as_sequential(model, e):
             linear.bias.copy_(layer.bias[e])
         modules.append(linear)
         if i < len(model.layers) - 1:
-            modules.append(nn.GELU())
+            modules.append(_SigmaGate(getattr(model, f"gate{i}")) if model.kind == "smlp" else nn.GELU())
     return nn.Sequential(*modules)
 
 
@@ -60,7 +71,7 @@ def _train_alone(net, X, y, Xv, yv, *, task, order_seed, config, frozen_masks):
 
 
 @pytest.mark.parametrize("task", ["regression", "multiclass"])
-@pytest.mark.parametrize("kind", ["mlp", "wmlp"])
+@pytest.mark.parametrize("kind", ["mlp", "wmlp", "smlp"])
 def test_batched_equals_one_by_one(task, kind):
     """Equal within float32 rounding, not bit for bit: the plain loop multiplies with
     nn.Linear's addmm on one member and autograd's backward, the batched model with bmm on

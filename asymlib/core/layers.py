@@ -7,7 +7,8 @@ forward pass is ``baddbmm(bias, x, weight)`` without a transpose. W-Asymmetric l
 et al., 2024) freeze ``n_fix`` entries of every output unit's incoming weights at values
 drawn from N(0, kappa^2); the positions and values are a pure function of
 ``(in_features, out_features, n_fix, kappa, seed)`` and are shared by every member (and
-every expert).
+every expert). ``sigma_gate`` draws the frozen matrix of a sigma-Asymmetric activation
+the same way.
 
 We considered ``tabm.LinearEnsemble`` (same (k, in, out) layout); it is not used because it
 initialises all members from one generator, has no frozen entries and would add a
@@ -65,6 +66,22 @@ def wasym_entries(
     mask[rows, positions] = True
     full[rows, positions] = values
     return FrozenEntries(mask=torch.from_numpy(mask.T.copy()), values=torch.from_numpy(full.T.copy()))
+
+
+#: Mixed into the seed of a sigma-Asymmetric gate, so that it never repeats the draws of a
+#: W-Asymmetric layer of the same shape and mask seed.
+_SIGMA_GATE_TAG = 0x5167
+
+
+def sigma_gate(width: int, *, seed: int | tuple[int, ...]) -> Tensor:
+    """The frozen gate matrix C of one sigma-Asymmetric activation, x * sigmoid(x @ C).
+
+    C: (width, width) float32, i.i.d. N(0, 1) (Lim et al., 2024), a pure function of
+    ``(width, seed)`` drawn with NumPy's PCG64 like ``wasym_entries``.
+    """
+    key = [seed] if isinstance(seed, int) else list(seed)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([*key, width, _SIGMA_GATE_TAG])))
+    return torch.from_numpy(rng.standard_normal((width, width)).astype(np.float32))
 
 
 def linear_init(in_features: int, out_features: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

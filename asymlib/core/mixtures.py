@@ -14,6 +14,11 @@ logistic-regression gate on the input, alpha(x) = softmax(W x + b), or with
 weights (members, K, in, out), gate (members, d, K)), so ``trainer.fit`` trains several
 mixtures (repeats, seeds) at once with per-mixture data order and early stopping.
 
+An optional load-balancing loss (``balance_weight``, 0 in the paper) adds to each mixture's
+training loss w * CV(importance)^2, where importance_k is the sum of expert k's gate weights
+over the batch and CV^2 its variance over the experts (population variance) divided by its
+squared mean (Shazeer et al., 2017): 0 when every expert gets the same share.
+
 Gumbel gates draw one sample per example in training, from a generator per mixture
 (``noise_seeds``) so that training repeats exactly. At inference the gate is the mean of
 ``samples`` Gumbel-softmax draws from a generator seeded afresh on every call
@@ -37,6 +42,16 @@ MixtureKind = Literal["mlp", "wmlp", "imlp", "iwmlp"]
 GATINGS: tuple[str, ...] = ("standard", "gumbel")
 MIXTURE_KINDS: tuple[str, ...] = ("mlp", "wmlp", "imlp", "iwmlp")
 PAPER_EXPERTS: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
+
+
+def importance_cv2(alpha: Tensor) -> Tensor:
+    """Squared coefficient of variation of the experts' importance, per mixture.
+
+    alpha: (members, batch, experts) gate weights. Returns (members,):
+    var_k(I_k) / mean_k(I_k)^2 with I_k = sum over the batch of alpha_k.
+    """
+    importance = alpha.sum(dim=1)
+    return importance.var(dim=-1, unbiased=False) / importance.mean(dim=-1).pow(2)
 
 
 def gumbel_noise(shape: Sequence[int], generator: torch.Generator) -> Tensor:
@@ -66,6 +81,8 @@ class MixtureEnsemble(nn.Module):
         tau: Gumbel-softmax temperature.
         samples: S, Gumbel samples averaged at inference.
         eval_seed: seed of the inference Gumbel noise (the same for every mixture).
+        balance_weight: w of the load-balancing loss (module docstring); 0, the paper's,
+            adds nothing.
     """
 
     def __init__(
@@ -86,6 +103,7 @@ class MixtureEnsemble(nn.Module):
         tau: float = 2.0,
         samples: int = 10,
         eval_seed: int = 0,
+        balance_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if kind not in MIXTURE_KINDS:
@@ -94,6 +112,10 @@ class MixtureEnsemble(nn.Module):
             raise ValueError(f"gating must be one of {GATINGS}, got {gating!r}")
         if experts < 1 or samples < 1 or tau <= 0:
             raise ValueError(f"need experts >= 1, samples >= 1 and tau > 0, got {experts}, {samples}, {tau}")
+        if balance_weight < 0:
+            raise ValueError(f"balance_weight must be >= 0, got {balance_weight}")
+        self.balance_weight = float(balance_weight)
+        self._balance: Tensor | None = None
         self.kind, self.gating, self.members, self.experts, self.hidden = kind, gating, members, experts, hidden
         self.interpolated = kind in ("imlp", "iwmlp")
         self.mask_seed, self.kappa, self.tau, self.samples, self.eval_seed = mask_seed, kappa, tau, samples, eval_seed
@@ -187,8 +209,22 @@ class MixtureEnsemble(nn.Module):
         return self.layers[-1].interpolate(h, alpha)
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (batch, in_features) or (members, batch, in_features) -> (members, batch, out_features)."""
-        return self.mix(x, self.gate_weights(x))
+        """x: (batch, in_features) or (members, batch, in_features) -> (members, batch, out_features).
+
+        In training with a ``balance_weight``, also keeps this batch's load-balancing loss
+        for ``auxiliary_losses``.
+        """
+        alpha = self.gate_weights(x)
+        if self.training and self.balance_weight:
+            self._balance = self.balance_weight * importance_cv2(alpha)
+        return self.mix(x, alpha)
+
+    def auxiliary_losses(self) -> Tensor | None:
+        """The (members,) load-balancing losses of the last training forward pass, once
+        (then None); None without a ``balance_weight``. ``trainer.fit`` adds them to the
+        training losses; validation and early stopping see the task's loss alone."""
+        balance, self._balance = self._balance, None
+        return balance
 
     @torch.no_grad()
     def expert_usage(self, X: Tensor, *, batch_size: int = 4096) -> Tensor:

@@ -1,6 +1,13 @@
-"""MLP and W-Asymmetric MLP ensembles: E four-layer networks as one batched model.
+"""MLP, W-Asymmetric and sigma-Asymmetric MLP ensembles: E four-layer networks as one batched model.
 
 Architecture (docs/protocol.md): Linear(d, h) GELU Linear(h, h) GELU Linear(h, h) GELU Linear(h, out).
+
+- ``mlp``: the plain network.
+- ``wmlp``: W-Asymmetric (Lim et al., 2024), some weights of every layer frozen at random values.
+- ``smlp``: sigma-Asymmetric (Lim et al., 2024): every GELU replaced by x * sigmoid(x @ C), a
+  gate with its own frozen random matrix C per hidden layer (``layers.sigma_gate``), shared by
+  every member. The paper compares only ``mlp`` and ``wmlp``; ``smlp`` asks whether the way
+  symmetry is broken matters.
 """
 
 from __future__ import annotations
@@ -12,10 +19,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backprop import Workspace, mlp_loss_and_gradients
-from .layers import LinearEnsemble, set_stacked_parameters, wasym_entries
+from .layers import LinearEnsemble, set_stacked_parameters, sigma_gate, wasym_entries
 
-Kind = Literal["mlp", "wmlp"]
+Kind = Literal["mlp", "wmlp", "smlp"]
+#: The paper's two types, the default of the deep-ensemble section.
 KINDS: tuple[str, ...] = ("mlp", "wmlp")
+#: Every type an ``MLPEnsemble`` can be.
+MODEL_TYPES: tuple[str, ...] = ("mlp", "wmlp", "smlp")
 
 
 def default_n_fix(hidden: int, n_layers: int = 4) -> tuple[int, ...]:
@@ -26,17 +36,19 @@ def default_n_fix(hidden: int, n_layers: int = 4) -> tuple[int, ...]:
 
 
 class MLPEnsemble(nn.Module):
-    """``members`` MLPs (``kind="mlp"``) or W-Asymmetric MLPs (``kind="wmlp"``).
+    """``members`` MLPs (``kind="mlp"``), W-Asymmetric MLPs (``"wmlp"``) or sigma-Asymmetric
+    MLPs (``"smlp"``).
 
     Args:
         in_features: d, the number of input features.
         hidden: h, the width of the three hidden layers.
         out_features: 1 for regression, the number of classes otherwise.
         members: E, the number of independent networks.
-        kind: "mlp" or "wmlp".
+        kind: "mlp", "wmlp" or "smlp".
         init_seeds: E seeds, one per member, for PyTorch's default initialisation;
             ``None`` uses 0..E-1.
-        mask_seed: seed of the W-Asymmetric frozen entries, shared by every member.
+        mask_seed: seed of the W-Asymmetric frozen entries (or of the sigma-Asymmetric gates),
+            shared by every member.
         n_fix: frozen entries per output unit for each of the 4 layers (default: the paper's).
         kappa: standard deviation of the frozen values.
     """
@@ -55,8 +67,8 @@ class MLPEnsemble(nn.Module):
         kappa: float = 1.0,
     ) -> None:
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if kind not in MODEL_TYPES:
+            raise ValueError(f"kind must be one of {MODEL_TYPES}, got {kind!r}")
         self.kind, self.members, self.hidden = kind, members, hidden
         self.mask_seed, self.kappa = mask_seed, kappa
         sizes = [in_features, hidden, hidden, hidden, out_features]
@@ -71,6 +83,10 @@ class MLPEnsemble(nn.Module):
                 frozen = wasym_entries(fan_in, fan_out, n_fix=self.n_fix[i], kappa=kappa, seed=(mask_seed, i))
             layers.append(LinearEnsemble(fan_in, fan_out, members=members, frozen=frozen))
         self.layers = nn.ModuleList(layers)
+        # smlp: one frozen gate matrix per hidden layer, a buffer (never trained, moves with .to)
+        for i in range(len(sizes) - 2):
+            if kind == "smlp":
+                self.register_buffer(f"gate{i}", sigma_gate(hidden, seed=(mask_seed, i)))
         seeds = list(range(members)) if init_seeds is None else list(init_seeds)
         if len(seeds) != members:
             raise ValueError(f"init_seeds needs {members} seeds, got {len(seeds)}")
@@ -94,13 +110,24 @@ class MLPEnsemble(nn.Module):
         """Floats per row and member in the widest activation (trainer.predict chunks by it)."""
         return max(layer.out_features for layer in self.layers)
 
+    def activation(self, i: int, z: Tensor) -> Tensor:
+        """The nonlinearity after hidden layer i: GELU, or for ``smlp`` z * sigmoid(z @ C_i)."""
+        if self.kind != "smlp":
+            return F.gelu(z)
+        return z * torch.sigmoid(torch.matmul(z, getattr(self, f"gate{i}")))
+
     def forward(self, x: Tensor) -> Tensor:
         """x: (members, batch, in_features) or (batch, in_features) -> (members, batch, out_features)."""
-        for layer in self.layers[:-1]:
-            x = F.gelu(layer(x))
+        for i, layer in enumerate(self.layers[:-1]):
+            x = self.activation(i, layer(x))
         return self.layers[-1](x)
 
     # The protocol of trainer.fit: every parameter has a leading members dim.
+
+    @property
+    def hand_written_step(self) -> bool:
+        """Whether ``loss_and_gradients`` can take the training step (GELU networks only)."""
+        return self.kind != "smlp"
 
     def loss_and_gradients(self, x: Tensor, targets: Tensor, *, task: str) -> Tensor:
         """The training step's forward and backward pass, written out (core/backprop.py).

@@ -8,7 +8,8 @@ back to the host in between. The runner
   (``EpochBatches``: member m's rows of the block lie contiguous), so a step reads a view
   instead of gathering its own batch;
 - takes a step with the model's hand-written forward and backward pass when it has one
-  (``loss_and_gradients``, e.g. ``MLPEnsemble``) and with autograd otherwise (mixtures, and
+  (``hand_written_step`` and ``loss_and_gradients``, e.g. ``MLPEnsemble`` of GELU networks)
+  and with autograd otherwise (mixtures, and
   any model under bfloat16 autocast), then AdamW and the W-Asymmetric rewrite;
 - on a CUDA device, records the whole epoch (block gathers and steps) in one CUDA graph and
   replays it in later epochs, so that an epoch costs one launch instead of thousands.
@@ -114,9 +115,12 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y:
         losses = model.loss_and_gradients(x, y, task=task)
     else:
         losses = member_losses(model(x), y, task=task)
+        # e.g. a mixture's load-balancing loss, which trains but is not the task's loss
+        auxiliary = model.auxiliary_losses() if hasattr(model, "auxiliary_losses") else None
+        objective = losses if auxiliary is None else losses + auxiliary
         optimizer.zero_grad(set_to_none=True)
         # Summing keeps each member's gradient equal to that of its own mean loss.
-        losses.sum().backward()
+        objective.sum().backward()
         losses = losses.detach()
     optimizer.step()
     model.apply_frozen()  # undo weight decay on the W-Asymmetric entries
@@ -134,7 +138,7 @@ class EpochRunner:
                  precision: str = "float32", use_graph: bool | None = None):
         self.model, self.optimizer, self.data, self.task, self.precision = model, optimizer, data, task, precision
         self.device = data.X.device
-        self.hand_written = hasattr(model, "loss_and_gradients") and precision != "bf16"
+        self.hand_written = getattr(model, "hand_written_step", False) and precision != "bf16"
         self.finite = torch.ones(data.members, dtype=torch.bool, device=self.device)
         if use_graph is None:
             use_graph = self.device.type == "cuda" and getattr(model, "steps_capturable", True)
