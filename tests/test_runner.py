@@ -206,8 +206,9 @@ def test_partly_done_dataset_is_executed_again(smoke, data_env):
 
 
 @needs_data
-def test_failed_notebook_does_not_stop_the_others(tmp_path, data_env, capsys):
-    # 5 rows cannot be split with stratification (churn fails); regression can (california runs).
+def test_failed_unit_does_not_stop_the_others(tmp_path, data_env, capsys):
+    # 5 rows cannot be split with stratification (churn's unit fails on its worker);
+    # regression can (california runs). The worker's traceback lands in churn.log.
     params = yaml.safe_load(SMOKE.read_text())
     del params["mixtures"]  # this test is about the runner, one section is enough
     params["deep_ensembles"].update(datasets=["churn", "california"], max_rows=5)
@@ -220,7 +221,10 @@ def test_failed_notebook_does_not_stop_the_others(tmp_path, data_env, capsys):
     assert notebook_succeeded(out_dir / "california.ipynb")
     assert not notebook_succeeded(out_dir / "churn.ipynb")
     printed = capsys.readouterr()
-    assert "churn failed with ValueError" in printed.out and str(out_dir / "churn.ipynb") in printed.out
+    assert "churn failed with ValueError: cannot split 5 rows for churn test" in printed.out
+    assert str(out_dir / "churn.log") in printed.out
+    log = (out_dir / "churn.log").read_text()
+    assert "unit churn-h8-r0 failed" in log and "Traceback" in log and "load_dataset" in log
     assert "deep_ensembles/churn" in printed.err
 
 
