@@ -346,3 +346,27 @@ def test_changed_settings_need_force(tmp_path):
     with pytest.raises(ParamsError, match=r"adult results made with other settings \(members: 4 -> 8\)"):
         runner._check_settings(section, {**settings, "members": 8}, **check, force=False)
     runner._check_settings(section, {**settings, "members": 8}, **check, force=True)
+
+
+def test_scheduler_comes_from_the_file_and_is_checked(tmp_path, capsys, monkeypatch):
+    params = yaml.safe_load(SMOKE.read_text())
+    assert params["scheduler"] is None and params.load_scheduler(SMOKE) is None
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**params, "scheduler": 8786}))
+    with pytest.raises(ParamsError, match=r"bad\.yaml: scheduler must be a Dask scheduler's address"):
+        run_profile(path, out_root=tmp_path / "runs", progress=False)
+
+    # Nothing listens on a port just freed: the run stops before anything is written, exit 2.
+    import socket
+
+    from asymlib.execution import cluster
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 2)
+    path.write_text(yaml.safe_dump({**params, "scheduler": address}))
+    assert main(["run", str(path), "--datasets", "churn", "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
+    message = capsys.readouterr().err
+    assert f"cannot reach a Dask scheduler at {address}" in message and "dask scheduler" in message
+    assert not list((tmp_path / "runs").rglob("*.parquet"))

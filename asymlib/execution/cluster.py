@@ -22,6 +22,7 @@ import logging
 import os
 import traceback
 import uuid
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -110,9 +111,10 @@ class Cluster:
 
     def describe(self) -> str:
         count = len(self.workers())
+        workers = f"{count} worker{'s' if count != 1 else ''}"
         if self.local:
-            return f"a LocalCluster of {count} worker processes on this machine"
-        return f"the Dask cluster at {self.address} ({count} workers now)"
+            return f"a LocalCluster of {workers} (processes) on this machine"
+        return f"the Dask cluster at {self.address} ({workers} now)"
 
     def check_workers(self, datasets: list[str], resources: dict[str, int]) -> None:
         """Fail before submitting anything if no worker offers ``resources`` or a worker
@@ -208,11 +210,13 @@ def open_cluster(scheduler: str | None, *, workers: int, resources: dict[str, in
     if scheduler is None:
         # memory_limit=0: no per-worker memory cap that would restart a worker training a large
         # unit (the notebooks this replaces had none either); the machine's memory is shared.
-        local = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
-            # A failed task's traceback goes to <dataset>.log; the workers need not print it too.
-            resources=resources or None, silence_logs=logging.CRITICAL, dashboard_address=LOCAL_DASHBOARD,
-        )
+        with warnings.catch_warnings():  # another cluster's dashboard on 8787: the link says which port
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
+            local = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
+                # A failed task's traceback goes to <dataset>.log; the workers need not print it too.
+                resources=resources or None, silence_logs=logging.CRITICAL, dashboard_address=LOCAL_DASHBOARD,
+            )
         try:
             client = Client(local)
         except BaseException:

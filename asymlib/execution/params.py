@@ -66,8 +66,11 @@ RUNNER_KEYS: dict[str, Key] = {
         _list_of(lambda v: isinstance(v, str)),
         f"a non-empty list of dataset names out of {', '.join(DATASETS)}",
     ),
-    "workers": Key(positive_int, "a positive integer (notebooks executed at once)"),
-    "threads": Key(_optional_positive_int, "a positive integer or null (null: cores // workers)"),
+    "workers": Key(positive_int, "a positive integer (LocalCluster worker processes, and notebooks executed at once)"),
+    "threads": Key(
+        _optional_positive_int,
+        "a positive integer or null (torch threads per task; null: cores // workers, or 1 on an existing cluster)",
+    ),
 }
 
 DEEP_ENSEMBLE_KEYS: dict[str, Key] = {
