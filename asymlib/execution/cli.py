@@ -2,6 +2,8 @@
 
     asymlib fetch --from /path/to/mirror        # raw files into $ASYMLIB_DATA, else <repo>/data
     asymlib run params/quick.yaml --workers 2   # results under runs/quick/
+    asymlib run params/paper.yaml --scheduler tcp://10.0.0.5:8786   # on an existing Dask cluster
+    asymlib estimate params/paper.yaml --workers 1 16 128   # CPU-hours and wall time, before running
     asymlib figures runs/quick/deep_ensembles   # Figures 1 and 3 as SVG, into docs/figures/
 
 Exit status (the message says which):
@@ -30,7 +32,8 @@ from ..core.data import DATASETS, DataFileError, MalformedDataError, default_dat
 from ..reports.figures_deep_ensembles import save_figures
 from ..reports.tables import describe_diverged, load_results
 from .notebooks import DEFAULT_KERNEL, KernelError
-from .params import SECTIONS, ParamsError
+from .estimate import estimate_profile, format_estimate
+from .params import SECTIONS, ParamsError, load_params
 from .cluster import ClusterError
 from .runner import OutputError, run_profile
 
@@ -61,6 +64,16 @@ def _run(args: argparse.Namespace) -> int:
     if diverged:
         print("DIVERGED: " + "\nDIVERGED: ".join(diverged), file=sys.stderr)
         return 3
+    return 0
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    estimate = estimate_profile(
+        args.params, sections=args.sections, datasets=args.datasets, runs=args.runs, progress=not args.no_progress
+    )
+    sections = list(estimate.units["section"].unique())
+    workers = args.workers or sorted({s["workers"] for s in load_params(args.params, sections=sections).values()})
+    print(format_estimate(estimate, workers=workers))
     return 0
 
 
@@ -129,6 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="do not build the sections' report notebooks and HTML")
     run.set_defaults(handler=_run)
+
+    estimate = commands.add_parser(
+        "estimate",
+        help="time a couple of epochs per unit shape and print what a profile will cost",
+        description="Time two epochs of every distinct unit shape of the profile on this machine "
+        "(deep ensembles: dataset x hidden x type; mixtures: dataset x experts x kind), on one thread, "
+        "multiply by the grid and the typical epochs to early stopping (recorded in finished runs "
+        "under --runs, else measured once with the paper's stopping rule), and print CPU-hours per "
+        "section and dataset and the wall time for N workers. Trains nothing for real, writes nothing.",
+    )
+    estimate.add_argument("params", metavar="PARAMS.yaml", help="a profile such as params/paper.yaml")
+    estimate.add_argument(
+        "--workers", type=int, nargs="+", metavar="N", help="worker counts to give the wall time for (default: the profile's)"
+    )
+    estimate.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="NAME", help=f"only these ({_NAMES})")
+    estimate.add_argument("--sections", nargs="+", default=None, choices=list(SECTIONS), help="only these sections")
+    estimate.add_argument("--runs", default="runs", metavar="DIR", help="finished runs with recorded epochs (default: runs)")
+    estimate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    estimate.set_defaults(handler=_estimate)
 
     figures = commands.add_parser(
         "figures",
