@@ -182,7 +182,11 @@ def test_second_run_starts_no_notebook(smoke, data_env, monkeypatch):
     def no_papermill(*args, **kwargs):
         raise AssertionError("papermill was started for a finished dataset")
 
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a Dask cluster was started for a finished dataset")
+
     monkeypatch.setattr(runner, "execute_notebook", no_papermill)
+    monkeypatch.setattr(runner, "open_cluster", no_cluster)
     reports = {p: p.stat().st_mtime_ns for p in (out_root / "smoke").glob("report_*")}
     runs = run_profile(SMOKE, out_root=out_root, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (out_root / "smoke").glob("report_*")} == reports

@@ -201,16 +201,16 @@ def typical_epochs(section: str, settings: dict, dataset: str, kind: str, *, run
     same = ("max_rows", "split", "val_fraction", "patience")
     for settings_file in sorted(runs.glob(f"*/{section}/settings.yaml")):
         recorded = (yaml.safe_load(settings_file.read_text()) or {}).get(dataset)
-        path = settings_file.parent / f"{table}.parquet"
-        if not recorded or not path.exists() or any(recorded.get(k) != settings.get(k) for k in same):
+        if not recorded or any(recorded.get(k) != settings.get(k) for k in same) or recorded.get("max_epochs", 0) < cap:
             continue
-        if recorded.get("max_epochs", 0) < cap:
-            continue
-        rows = pd.read_parquet(path)
-        rows = rows[(rows["dataset"] == dataset) & (rows[column] == kind) & ~rows["diverged"]]
+        # the shards, not the combined table: a run still going has recorded epochs too
+        store = SECTIONS[section].store(settings_file.parent)
+        rows = store.read([u for u in store.units() if u.startswith(f"{dataset}-")], table)
+        rows = rows[(rows[column] == kind) & ~rows["diverged"]] if len(rows) else rows
         if len(rows):
             per_unit = rows.groupby(group)["epochs"].agg(["mean", "max"])
-            return min(per_unit["mean"].mean(), cap), min(per_unit["max"].mean(), cap), f"recorded in {path}"
+            source = f"recorded in {settings_file.parent}"
+            return min(per_unit["mean"].mean(), cap), min(per_unit["max"].mean(), cap), source
     measured = TYPICAL_EPOCHS[section][dataset]
     mean, slowest = measured.get(kind) or measured[_MEASURED_AS[kind]]
     return min(mean, cap), min(slowest, cap), TYPICAL_EPOCHS_SOURCE
