@@ -57,8 +57,8 @@ def smoke_runs(tmp_path_factory):
     """
     out_root = tmp_path_factory.mktemp("runs")
     profile = yaml.safe_load(SMOKE.read_text())
-    for section in profile.values():
-        section["threads"] = 1
+    for section in params.profile_sections(SMOKE):
+        profile[section]["threads"] = 1
     pinned = tmp_path_factory.mktemp("params") / SMOKE.name
     pinned.write_text(yaml.safe_dump(profile))
     with pytest.MonkeyPatch.context() as patch:
