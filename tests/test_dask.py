@@ -27,13 +27,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from asymlib.core.data import RAW_FILES
+from asymlib.core.data import RAW_FILES, load_dataset
 from asymlib.core.trainer import TrainConfig
 from asymlib.execution.cli import main
 from asymlib.execution.cluster import resources_for
 from asymlib.execution.estimate import estimate_profile, unit_seconds, wall_hours
 from asymlib.sections.deep_ensembles import run_deep_ensembles
 from asymlib.sections.mixtures import run_mixtures
+from asymlib.sections.units import on_device
 from fingerprint import table_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,6 +203,17 @@ def test_a_killed_client_resumes_from_the_shards_it_wrote(serial, data_env, tmp_
 def test_gpu_tasks_ask_for_a_whole_gpu_and_cpu_tasks_for_nothing():
     assert resources_for("cuda") == {"GPU": 1} and resources_for("cuda:1") == {"GPU": 1}
     assert resources_for("cpu") == {}
+
+
+def test_a_units_data_move_to_its_device_in_one_copy(data_env):
+    data = load_dataset("churn", max_rows=300)
+    assert on_device(data, "cpu") is data  # loaded data live on the CPU: nothing is copied
+    # The "meta" device (shapes without storage) stands in for a GPU: the same code path.
+    moved = on_device(data, "meta")
+    parts = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
+    assert all(getattr(moved, p).device.type == "meta" and getattr(moved, p).shape == getattr(data, p).shape for p in parts)
+    assert all(getattr(data, p).device.type == "cpu" for p in parts) and moved.feature_names == data.feature_names
+    assert on_device(moved, "meta") is moved
 
 
 # --------------------------------------------------------------------------- estimate
