@@ -201,7 +201,7 @@ def _save_settings(section: Section, settings: dict, *, out_dir: Path, datasets:
     if updated == recorded:
         return
     path = out_dir / "settings.yaml"
-    _writing(out_dir, lambda: path.write_text(yaml.safe_dump(updated, sort_keys=False)) if updated else path.unlink())
+    _writing(out_dir, lambda: _write_yaml(path, updated) if updated else path.unlink())
 
 
 def _record_settings(section: Section, settings: dict, *, out_dir: Path, dataset: str) -> None:
@@ -210,8 +210,15 @@ def _record_settings(section: Section, settings: dict, *, out_dir: Path, dataset
     recorded = _read_recorded(out_dir)
     now = _compared_settings(section, settings)
     if recorded.get(dataset) != now:
-        path = out_dir / "settings.yaml"
-        _writing(out_dir, lambda: path.write_text(yaml.safe_dump({**recorded, dataset: now}, sort_keys=False)))
+        _writing(out_dir, lambda: _write_yaml(out_dir / "settings.yaml", {**recorded, dataset: now}))
+
+
+def _write_yaml(path: Path, document: dict) -> None:
+    """Write ``path`` through a temporary file, so that a run killed meanwhile leaves the old
+    file or the new one, never half of it."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(yaml.safe_dump(document, sort_keys=False))
+    partial.replace(path)
 
 
 def _writing(folder: Path, write) -> None:
