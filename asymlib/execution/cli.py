@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     estimate = commands.add_parser(
         "estimate",
         help="time a couple of epochs per unit shape and print what a profile will cost",
-        description="Time two epochs of every distinct unit shape of the profile on this machine "
+        description="Time two epochs (after one of warm-up) of every distinct unit shape of the profile on this machine "
         "(deep ensembles: dataset x hidden x type; mixtures: dataset x experts x kind), on one thread, "
         "multiply by the grid and the typical epochs to early stopping (recorded in finished runs "
         "under --runs, else measured once with the paper's stopping rule), and print CPU-hours per "

@@ -4,12 +4,14 @@ The method, one step per function below:
 
 1. ``time_shape``: for every distinct shape of a section's units (deep ensembles: dataset x
    hidden x type; mixtures: dataset x experts x kind, with the first gating of the profile
-   standing for both), build the unit's batched model as the section does and time two
+   standing for both), build the unit's batched model as the section does and run three
    epochs of ``fit`` on this machine with one torch thread, with the unit's number of
-   members M and with a single member. The second epoch counts (the first pays for warm-up).
-   The epochs run on at most ``TIMING_ROWS`` training rows (and validation rows in
-   proportion): an epoch is a loop over batches of 256 rows plus a validation pass, so its
-   time grows linearly with the rows, and is scaled up to the unit's real size.
+   members M and with a single member. The faster of the second and third epochs counts
+   (the first pays for warm-up; the faster one is the least disturbed by other processes).
+   The epochs run on the first 512 to 2048 training rows (``TIMING_ROWS``, fewer for larger
+   models) and validation rows in proportion: an epoch is a loop over batches of 256 rows
+   plus a validation pass, so its time grows linearly with the rows, and is scaled up to
+   the unit's real size.
 2. ``typical_epochs``: how many epochs the members of such a unit train before early
    stopping stops them (their mean, and the slowest member's), per dataset and type. From
    the recorded epochs of finished runs under the output folder when there are some with
@@ -50,8 +52,12 @@ from ..core.models import KINDS, MLPEnsemble
 from ..core.trainer import TrainConfig, fit
 from .params import SECTIONS, load_params, profile_sections
 
-#: Training rows an epoch is timed on (at most); 8 batches of the paper's 256 rows.
-TIMING_ROWS = 2048
+#: Training rows an epoch is timed on: 8 batches of the paper's 256 rows for small models,
+#: down to 2 batches for the largest, whose batches take long enough to time on their own:
+#: rows x members x experts x hidden is kept near TIMING_WORK (64 members of hidden 64 get
+#: 2048 rows, 5 mixtures of 128 experts 512).
+TIMING_ROWS = (512, 2048)
+TIMING_WORK = 2048 * 64 * 64
 
 #: Epochs to early stopping when no finished run says otherwise: (mean over a unit's
 #: members, its slowest member's) per section, dataset and type. Measured on the whole of each
@@ -116,10 +122,12 @@ def wall_hours(unit_hours: Sequence[float], workers: int) -> float:
     return max(free)
 
 
-def _timing_part(data: Dataset) -> tuple[Dataset, float]:
-    """The first TIMING_ROWS training rows and validation rows in proportion, and the factor
-    from an epoch on them to an epoch on the whole training and validation parts."""
-    n_train = min(len(data.X_train), TIMING_ROWS)
+def _timing_part(data: Dataset, size: int) -> tuple[Dataset, float]:
+    """The first training rows (``TIMING_ROWS``, fewer the larger ``size``: members x
+    experts x hidden) and validation rows in proportion, and the factor from an epoch on them
+    to an epoch on the whole training and validation parts."""
+    low, high = TIMING_ROWS
+    n_train = min(len(data.X_train), max(low, min(high, TIMING_WORK // size)))
     n_val = max(1, round(len(data.X_val) * n_train / len(data.X_train)))
     part = dataclasses.replace(
         data, X_train=data.X_train[:n_train], y_train=data.y_train[:n_train], X_val=data.X_val[:n_val], y_val=data.y_val[:n_val]
@@ -128,7 +136,7 @@ def _timing_part(data: Dataset) -> tuple[Dataset, float]:
 
 
 def _epoch_seconds(model: torch.nn.Module, data: Dataset, *, usage: bool) -> float:
-    """Seconds of the second of two epochs of ``fit`` (training, validation and, for a
+    """Seconds of the faster of epochs 2 and 3 of ``fit`` (training, validation and, for a
     mixture, the expert usage that its unit records after every epoch)."""
     stamps: list[float] = []
 
@@ -149,14 +157,15 @@ def _epoch_seconds(model: torch.nn.Module, data: Dataset, *, usage: bool) -> flo
 def time_shape(data: Dataset, section: str, settings: dict, shape: dict) -> tuple[float, float, int]:
     """(seconds per epoch with M members, with one member, M) of one shape of ``section``
     on the whole of ``data``, timed on a part of it (see the module's docstring)."""
-    part, scale = _timing_part(data)
     if section == "deep_ensembles":
         members = settings["members"]
+        part, scale = _timing_part(data, members * shape["hidden"])
 
         def build(m: int) -> torch.nn.Module:
             return MLPEnsemble(data.n_features, shape["hidden"], data.n_outputs, members=m, kind=shape["kind"])
     else:
         members = settings["repeats"]
+        part, scale = _timing_part(data, members * shape["experts"] * settings["hidden"])
 
         def build(m: int) -> torch.nn.Module:
             return MixtureEnsemble(
