@@ -197,7 +197,7 @@ def test_diverged_members_are_flagged_left_out_and_named(tmp_path, monkeypatch, 
     ],
 )
 def test_grids_that_would_count_twice_or_have_no_baseline_are_refused(tmp_path, capsys, section, key, value, expected):
-    document = {name: dict(settings) for name, settings in SMOKE.items()}
+    document = {name: dict(settings) for name, settings in SMOKE.items() if isinstance(settings, dict)}
     document[section][key] = value
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(document))
@@ -296,10 +296,22 @@ def _alive(pids: list[int]) -> list[int]:
     return alive
 
 
-def _start_runner(tmp_path: Path) -> tuple[subprocess.Popen, list[int], list[int]]:
+def _training(pid: int) -> bool:
+    """Whether process ``pid`` is a Dask worker that has started a unit: it loaded torch,
+    which a worker imports only for its first task."""
+    try:
+        command = (Path("/proc") / str(pid) / "cmdline").read_bytes()
+        maps = (Path("/proc") / str(pid) / "maps").read_text()
+    except OSError:
+        return False
+    return b"spawn_main" in command and "libtorch" in maps
+
+
+def _start_runner(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
     """``python -m asymlib run`` on two datasets, in a session of its own (like a terminal's
-    job); returns it once its papermill processes and their kernels are running."""
-    profile = _profile(tmp_path, "stoppable", datasets=["mnist", "otto"], max_epochs=50, patience=50)
+    job); returns it with its child processes once both workers of its LocalCluster are
+    training a unit (units of a few minutes, so they are still at it when the test acts)."""
+    profile = _profile(tmp_path, "stoppable", datasets=["mnist", "otto"], max_epochs=1000, patience=1000, max_rows=5000)
     runner = subprocess.Popen(
         [sys.executable, "-m", "asymlib", "run", str(profile), "--out", str(tmp_path / "runs"), "--no-progress"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
@@ -308,12 +320,11 @@ def _start_runner(tmp_path: Path) -> tuple[subprocess.Popen, list[int], list[int
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         children = _children(runner.pid)
-        kernels = _kernels_of(children)
-        if len(children) == 2 and len(kernels) == 2:
-            return runner, children, kernels
+        if len([pid for pid in children if _training(pid)]) == 2:
+            return runner, children
         time.sleep(0.2)
     runner.kill()
-    pytest.fail(f"the runner did not start its notebooks: {runner.communicate()}")
+    pytest.fail(f"the runner did not start its workers: {runner.communicate()}")
 
 
 def _wait_gone(pids: list[int], seconds: float = 20) -> list[int]:
@@ -324,27 +335,50 @@ def _wait_gone(pids: list[int], seconds: float = 20) -> list[int]:
 
 
 def test_ctrl_c_stops_with_one_line_and_status_130(tmp_path):
-    runner, children, kernels = _start_runner(tmp_path)
+    runner, children = _start_runner(tmp_path)
     os.killpg(runner.pid, signal.SIGINT)  # what a terminal sends to its foreground job
     out, err = runner.communicate(timeout=60)
     assert runner.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("asymlib run: stopped; ")
     assert err.strip().splitlines()[-1].endswith(" kept, re-run to resume")
     assert "Traceback" not in err
-    assert _wait_gone(children + kernels) == []
+    assert _wait_gone(children) == []
 
 
-def test_killing_the_runner_alone_stops_its_notebooks(tmp_path):
-    runner, children, kernels = _start_runner(tmp_path)
+def test_killing_the_runner_alone_stops_its_workers(tmp_path):
+    runner, children = _start_runner(tmp_path)
     runner.kill()  # SIGKILL: the runner cannot pass anything on
     runner.communicate(timeout=60)
-    assert _wait_gone(children + kernels) == []
+    assert _wait_gone(children) == []
 
 
 def test_sigterm_stops_like_ctrl_c(tmp_path):
-    runner, children, kernels = _start_runner(tmp_path)
+    runner, children = _start_runner(tmp_path)
     runner.terminate()  # the runner alone, as a batch scheduler would
     _, err = runner.communicate(timeout=60)
     assert runner.returncode == 130, err
     assert "stopped; " in err and "Traceback" not in err
+    assert _wait_gone(children) == []
+
+
+def test_a_notebook_stops_with_the_runner(tmp_path, data_env):
+    """After its units, a dataset's notebook runs in a papermill process with a kernel of its
+    own; killing the runner then stops them too."""
+    profile = _profile(tmp_path, "notebooks", datasets=["churn"])
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "asymlib", "run", str(profile), "--out", str(tmp_path / "runs"), "--no-progress"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        children = _children(runner.pid)
+        kernels = _kernels_of(children)
+        if len(kernels) == 1:
+            break
+        time.sleep(0.2)
+    else:
+        runner.kill()
+        pytest.fail("the runner did not start the notebook")
+    runner.kill()
+    runner.wait(timeout=60)
     assert _wait_gone(children + kernels) == []

@@ -57,8 +57,8 @@ def smoke_runs(tmp_path_factory):
     """
     out_root = tmp_path_factory.mktemp("runs")
     profile = yaml.safe_load(SMOKE.read_text())
-    for section in profile.values():
-        section["threads"] = 1
+    for section in params.profile_sections(SMOKE):
+        profile[section]["threads"] = 1
     pinned = tmp_path_factory.mktemp("params") / SMOKE.name
     pinned.write_text(yaml.safe_dump(profile))
     with pytest.MonkeyPatch.context() as patch:
@@ -182,7 +182,11 @@ def test_second_run_starts_no_notebook(smoke, data_env, monkeypatch):
     def no_papermill(*args, **kwargs):
         raise AssertionError("papermill was started for a finished dataset")
 
+    def no_cluster(*args, **kwargs):
+        raise AssertionError("a Dask cluster was started for a finished dataset")
+
     monkeypatch.setattr(runner, "execute_notebook", no_papermill)
+    monkeypatch.setattr(runner, "open_cluster", no_cluster)
     reports = {p: p.stat().st_mtime_ns for p in (out_root / "smoke").glob("report_*")}
     runs = run_profile(SMOKE, out_root=out_root, progress=False)
     assert {p: p.stat().st_mtime_ns for p in (out_root / "smoke").glob("report_*")} == reports
@@ -206,8 +210,9 @@ def test_partly_done_dataset_is_executed_again(smoke, data_env):
 
 
 @needs_data
-def test_failed_notebook_does_not_stop_the_others(tmp_path, data_env, capsys):
-    # 5 rows cannot be split with stratification (churn fails); regression can (california runs).
+def test_failed_unit_does_not_stop_the_others(tmp_path, data_env, capsys):
+    # 5 rows cannot be split with stratification (churn's unit fails on its worker);
+    # regression can (california runs). The worker's traceback lands in churn.log.
     params = yaml.safe_load(SMOKE.read_text())
     del params["mixtures"]  # this test is about the runner, one section is enough
     params["deep_ensembles"].update(datasets=["churn", "california"], max_rows=5)
@@ -220,7 +225,10 @@ def test_failed_notebook_does_not_stop_the_others(tmp_path, data_env, capsys):
     assert notebook_succeeded(out_dir / "california.ipynb")
     assert not notebook_succeeded(out_dir / "churn.ipynb")
     printed = capsys.readouterr()
-    assert "churn failed with ValueError" in printed.out and str(out_dir / "churn.ipynb") in printed.out
+    assert "churn failed with ValueError: cannot split 5 rows for churn test" in printed.out
+    assert str(out_dir / "churn.log") in printed.out
+    log = (out_dir / "churn.log").read_text()
+    assert "unit churn-h8-r0 failed" in log and "Traceback" in log and "load_dataset" in log
     assert "deep_ensembles/churn" in printed.err
 
 
@@ -342,3 +350,27 @@ def test_changed_settings_need_force(tmp_path):
     with pytest.raises(ParamsError, match=r"adult results made with other settings \(members: 4 -> 8\)"):
         runner._check_settings(section, {**settings, "members": 8}, **check, force=False)
     runner._check_settings(section, {**settings, "members": 8}, **check, force=True)
+
+
+def test_scheduler_comes_from_the_file_and_is_checked(tmp_path, capsys, monkeypatch):
+    params = yaml.safe_load(SMOKE.read_text())
+    assert params["scheduler"] is None and params.load_scheduler(SMOKE) is None
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**params, "scheduler": 8786}))
+    with pytest.raises(ParamsError, match=r"bad\.yaml: scheduler must be a Dask scheduler's address"):
+        run_profile(path, out_root=tmp_path / "runs", progress=False)
+
+    # Nothing listens on a port just freed: the run stops before anything is written, exit 2.
+    import socket
+
+    from asymlib.execution import cluster
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    monkeypatch.setattr(cluster, "CONNECT_SECONDS", 2)
+    path.write_text(yaml.safe_dump({**params, "scheduler": address}))
+    assert main(["run", str(path), "--datasets", "churn", "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
+    message = capsys.readouterr().err
+    assert f"cannot reach a Dask scheduler at {address}" in message and "dask scheduler" in message
+    assert not list((tmp_path / "runs").rglob("*.parquet"))

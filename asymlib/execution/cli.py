@@ -2,13 +2,17 @@
 
     asymlib fetch --from /path/to/mirror        # raw files into $ASYMLIB_DATA, else <repo>/data
     asymlib run params/quick.yaml --workers 2   # results under runs/quick/
+    asymlib run params/paper.yaml --scheduler tcp://10.0.0.5:8786   # on an existing Dask cluster
+    asymlib estimate params/paper.yaml --workers 1 16 128   # CPU-hours and wall time, before running
     asymlib figures runs/quick/deep_ensembles   # Figures 1 and 3 as SVG, into docs/figures/
 
 Exit status (the message says which):
     0    success
-    1    a notebook or a report failed (its traceback is in the executed notebook)
+    1    a unit, a notebook or a report failed (its traceback is in <dataset>.log or the
+         executed notebook)
     2    bad input: a parameter file, missing or malformed data, no usable Jupyter kernel,
-         settings that would mix with stored results, an output folder that cannot be written
+         settings that would mix with stored results, an output folder that cannot be written,
+         no Dask scheduler at the given address (or no worker that can run the tasks)
     3    every notebook ran, but some members or mixtures diverged (non-finite loss): they
          are flagged and left out, and the summary names them
     130  stopped by Ctrl-C (or SIGTERM); finished units are kept, and a re-run resumes
@@ -28,7 +32,9 @@ from ..core.data import DATASETS, DataFileError, MalformedDataError, default_dat
 from ..reports.figures_deep_ensembles import save_figures
 from ..reports.tables import describe_diverged, load_results
 from .notebooks import DEFAULT_KERNEL, KernelError
-from .params import SECTIONS, ParamsError
+from .estimate import estimate_profile, format_estimate
+from .params import SECTIONS, ParamsError, load_params
+from .cluster import ClusterError
 from .runner import OutputError, run_profile
 
 _NAMES = ", ".join(DATASETS)
@@ -47,17 +53,27 @@ def _run(args: argparse.Namespace) -> int:
     runs = run_profile(
         args.params, out_root=args.out, sections=args.sections, datasets=args.datasets,
         workers=args.workers, force=args.force, progress=not args.no_progress, kernel=args.kernel,
-        report=not args.no_report,
+        report=not args.no_report, scheduler=args.scheduler,
     )
     failed = [f"{section}/{dataset}" for section, run in runs.items() for dataset in run.failed]
     failed += [f"{section} report" for section, run in runs.items() if run.report_error]
     if failed:
-        print(f"FAILED: {', '.join(failed)} (tracebacks in the executed notebooks above)", file=sys.stderr)
+        print(f"FAILED: {', '.join(failed)} (the summary above says where each traceback is)", file=sys.stderr)
         return 1
     diverged = [f"{section}: {describe_diverged(run.diverged)}" for section, run in runs.items() if len(run.diverged)]
     if diverged:
         print("DIVERGED: " + "\nDIVERGED: ".join(diverged), file=sys.stderr)
         return 3
+    return 0
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    estimate = estimate_profile(
+        args.params, sections=args.sections, datasets=args.datasets, runs=args.runs, progress=not args.no_progress
+    )
+    sections = list(estimate.units["section"].unique())
+    workers = args.workers or sorted({s["workers"] for s in load_params(args.params, sections=sections).values()})
+    print(format_estimate(estimate, workers=workers))
     return 0
 
 
@@ -97,16 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run",
         help="execute the notebooks of a parameter profile",
-        description="For every section of the file (deep_ensembles, mixtures), execute one notebook "
-        "per dataset with papermill, several at once, into OUT/<profile>/<section>/, then write the "
-        "combined tables (Parquet and CSV) there. Finished datasets are skipped; a failed notebook "
-        "does not stop the others (exit status 1 at the end). Raw data are read from $ASYMLIB_DATA, "
-        "else <repo>/data.",
+        description="For every section of the file (deep_ensembles, mixtures), train every work unit "
+        "as a task on Dask (a LocalCluster of --workers processes, or the cluster of --scheduler), "
+        "write each unit's shards into OUT/<profile>/<section>/ as it arrives, then execute one "
+        "notebook per dataset with papermill and write the combined tables (Parquet and CSV) there. "
+        "Finished units and datasets are skipped; a failed unit or notebook does not stop the others "
+        "(exit status 1 at the end). Each worker reads the raw data from its $ASYMLIB_DATA, else "
+        "<repo>/data.",
     )
     run.add_argument("params", metavar="PARAMS.yaml", help="a profile such as params/smoke.yaml")
     run.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs)")
     run.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="NAME", help=f"only these ({_NAMES})")
-    run.add_argument("--workers", type=int, metavar="N", help="notebooks at once (default: the profile's)")
+    run.add_argument(
+        "--workers", type=int, metavar="N",
+        help="worker processes of the LocalCluster, and notebooks at once (default: the profile's)",
+    )
+    run.add_argument(
+        "--scheduler", metavar="ADDRESS",
+        help="train the units on the Dask cluster of this scheduler, e.g. tcp://10.0.0.5:8786 "
+        "(default: the profile's scheduler:, else a LocalCluster on this machine)",
+    )
     run.add_argument("--force", action="store_true", help="delete these datasets' results first and redo them")
     run.add_argument(
         "--sections", nargs="+", default=None, choices=list(SECTIONS),
@@ -116,6 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="do not build the sections' report notebooks and HTML")
     run.set_defaults(handler=_run)
+
+    estimate = commands.add_parser(
+        "estimate",
+        help="time a couple of epochs per unit shape and print what a profile will cost",
+        description="Time two epochs (after one of warm-up) of every distinct unit shape of the profile on this machine "
+        "(deep ensembles: dataset x hidden x type; mixtures: dataset x experts x kind), on one thread, "
+        "multiply by the grid and the typical epochs to early stopping (recorded in finished runs "
+        "under --runs, else measured once with the paper's stopping rule), and print CPU-hours per "
+        "section and dataset and the wall time for N workers. Trains nothing for real, writes nothing.",
+    )
+    estimate.add_argument("params", metavar="PARAMS.yaml", help="a profile such as params/paper.yaml")
+    estimate.add_argument(
+        "--workers", type=int, nargs="+", metavar="N", help="worker counts to give the wall time for (default: the profile's)"
+    )
+    estimate.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="NAME", help=f"only these ({_NAMES})")
+    estimate.add_argument("--sections", nargs="+", default=None, choices=list(SECTIONS), help="only these sections")
+    estimate.add_argument("--runs", default="runs", metavar="DIR", help="finished runs with recorded epochs (default: runs)")
+    estimate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    estimate.set_defaults(handler=_estimate)
 
     figures = commands.add_parser(
         "figures",
@@ -138,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         return args.handler(args)
-    except (ParamsError, DataFileError, MalformedDataError, KernelError, OutputError) as exc:
+    except (ParamsError, DataFileError, MalformedDataError, KernelError, OutputError, ClusterError) as exc:
         print(f"asymlib {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

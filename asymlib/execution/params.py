@@ -1,9 +1,10 @@
 """Parameter profiles: what each section of the paper takes, read and checked from YAML.
 
 A profile (``params/<name>.yaml``) has one mapping per section (``SECTIONS``:
-``deep_ensembles``, ``mixtures``). Each section here names its notebook, its keys (with
-what a good value looks like), its work units and result tables, and which changes of
-settings may reuse stored results. ``load_params`` returns checked settings or raises a
+``deep_ensembles``, ``mixtures``) and, optionally, ``scheduler:``, the address of a Dask
+scheduler whose workers train the units (``PROFILE_KEYS``). Each section here names its
+notebook, its keys (with what a good value looks like), its work units (and how one is
+trained) and result tables, and which changes of settings may reuse stored results. ``load_params`` returns checked settings or raises a
 ``ParamsError`` that names the file, the key and what was expected.
 """
 
@@ -17,10 +18,11 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 import yaml
 
-from ..core.data import DATASETS, SPLITS
+from ..core.data import DATASETS, SPLITS, Dataset
 from ..core.mixtures import GATINGS, MIXTURE_KINDS
-from ..sections.deep_ensembles import DEEP_ENSEMBLE_TABLES, deep_ensemble_unit
-from ..sections.mixtures import MIXTURE_TABLES, finish_mixture_tables, mixture_unit
+from ..core.trainer import TrainConfig
+from ..sections.deep_ensembles import DEEP_ENSEMBLE_TABLES, deep_ensemble_unit, train_deep_ensemble_unit
+from ..sections.mixtures import MIXTURE_TABLES, finish_mixture_tables, mixture_unit, train_mixture_unit
 from ..sections.units import ShardStore
 
 
@@ -64,8 +66,11 @@ RUNNER_KEYS: dict[str, Key] = {
         _list_of(lambda v: isinstance(v, str)),
         f"a non-empty list of dataset names out of {', '.join(DATASETS)}",
     ),
-    "workers": Key(positive_int, "a positive integer (notebooks executed at once)"),
-    "threads": Key(_optional_positive_int, "a positive integer or null (null: cores // workers)"),
+    "workers": Key(positive_int, "a positive integer (LocalCluster worker processes, and notebooks executed at once)"),
+    "threads": Key(
+        _optional_positive_int,
+        "a positive integer or null (torch threads per task; null: cores // workers, or 1 on an existing cluster)",
+    ),
 }
 
 DEEP_ENSEMBLE_KEYS: dict[str, Key] = {
@@ -105,6 +110,20 @@ MIXTURE_KEYS: dict[str, Key] = {
 }
 
 
+def _scheduler_address(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip() != "" and not value[0].isspace())
+
+
+#: Keys of a profile beside its sections: where the run's tasks go.
+PROFILE_KEYS: dict[str, Key] = {
+    "scheduler": Key(
+        _scheduler_address,
+        "a Dask scheduler's address such as tcp://10.0.0.5:8786, or null (a LocalCluster on this machine)",
+        required=False, default=None,
+    ),
+}
+
+
 def _check_deep_ensembles(section: dict) -> list[tuple[str, str]]:
     """Checks across keys: (key, problem) pairs."""
     largest, members = max(section["ensemble_sizes"]), section["members"]
@@ -121,21 +140,41 @@ def _check_mixtures(section: dict) -> list[tuple[str, str]]:
     return []
 
 
-def _deep_ensemble_units(section: dict, dataset: str) -> list[str]:
-    return [
-        deep_ensemble_unit(dataset, hidden, repeat)
+def train_config(section: dict) -> TrainConfig:
+    """The training settings of a section's values, as its notebook builds them."""
+    return TrainConfig(max_epochs=section["max_epochs"], patience=section["patience"])
+
+
+def _deep_ensemble_grid(section: dict, dataset: str) -> dict[str, dict]:
+    return {
+        deep_ensemble_unit(dataset, hidden, repeat): {"hidden": hidden, "repeat": repeat}
         for hidden in section["hidden_sizes"]
         for repeat in range(section["repeats"])
-    ]
+    }
 
 
-def _mixture_units(section: dict, dataset: str) -> list[str]:
-    return [
-        mixture_unit(dataset, gating, kind, experts)
+def _train_deep_ensemble_unit(data: Dataset, section: dict, unit: dict) -> dict[str, pd.DataFrame]:
+    return train_deep_ensemble_unit(
+        data, **unit, members=section["members"], ensemble_sizes=section["ensemble_sizes"], seed=section["seed"],
+        config=train_config(section), device=section["device"], progress=False,
+    )
+
+
+def _mixture_grid(section: dict, dataset: str) -> dict[str, dict]:
+    # smallest mixtures first, as the notebook trains them (the 2-expert baselines early)
+    return {
+        mixture_unit(dataset, gating, kind, experts): {"gating": gating, "kind": kind, "experts": experts}
         for experts in sorted(section["experts"])
         for gating in section["gatings"]
         for kind in section["kinds"]
-    ]
+    }
+
+
+def _train_mixture_unit(data: Dataset, section: dict, unit: dict) -> dict[str, pd.DataFrame]:
+    return train_mixture_unit(
+        data, **unit, hidden=section["hidden"], repeats=section["repeats"], seed=section["seed"],
+        config=train_config(section), device=section["device"], progress=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -144,7 +183,10 @@ class Section:
 
     keys: the section's own settings; each is passed to the notebook as a parameter of the
         same name (besides ``dataset``, ``out_dir``, ``threads``, ``progress``).
-    units: the work-unit names of one dataset, as the notebook's ShardStore names them.
+    grid: the work units of one dataset: ``{unit name: its coordinates}``, named as the
+        notebook's ShardStore names them (e.g. ``{"adult-h64-r0": {"hidden": 64, "repeat": 0}}``).
+    train: ``train(data, settings, coordinates) -> {table: frame}``, one unit trained and
+        scored exactly as the notebook does it, writing nothing (what a runner's task runs).
     tables: the result tables each unit writes as shards; the last marks a unit as done.
     resume_keys: keys whose change may only add or drop units (the grid's size); a change of
         any other key makes the stored results incomparable to new ones.
@@ -153,7 +195,8 @@ class Section:
     name: str
     notebook: str
     keys: dict[str, Key]
-    units: Callable[[dict, str], list[str]]
+    grid: Callable[[dict, str], dict[str, dict]]
+    train: Callable[[Dataset, dict, dict], dict[str, pd.DataFrame]]
     tables: tuple[str, ...]
     check: Callable[[dict], list[tuple[str, str]]] = lambda section: []
     resume_keys: tuple[str, ...] = ()
@@ -162,13 +205,18 @@ class Section:
     def store(self, out_dir: Path) -> ShardStore:
         return ShardStore(out_dir, tables=self.tables)
 
+    def units(self, settings: dict, dataset: str) -> list[str]:
+        """The work-unit names of one dataset, in the order the notebook trains them."""
+        return list(self.grid(settings, dataset))
+
 
 SECTIONS: dict[str, Section] = {
     "deep_ensembles": Section(
         name="deep_ensembles",
         notebook="notebooks/deep_ensembles.ipynb",
         keys=DEEP_ENSEMBLE_KEYS,
-        units=_deep_ensemble_units,
+        grid=_deep_ensemble_grid,
+        train=_train_deep_ensemble_unit,
         tables=DEEP_ENSEMBLE_TABLES,
         check=_check_deep_ensembles,
         resume_keys=("hidden_sizes", "repeats"),
@@ -177,7 +225,8 @@ SECTIONS: dict[str, Section] = {
         name="mixtures",
         notebook="notebooks/mixtures.ipynb",
         keys=MIXTURE_KEYS,
-        units=_mixture_units,
+        grid=_mixture_grid,
+        train=_train_mixture_unit,
         tables=MIXTURE_TABLES,
         check=_check_mixtures,
         # repeats are the members of a unit, so more repeats means redoing every unit
@@ -234,6 +283,20 @@ def profile_sections(path: str | os.PathLike) -> list[str]:
     if not present:
         raise ParamsError(f"{path}: has none of the sections {', '.join(SECTIONS)}")
     return present
+
+
+def load_scheduler(path: str | os.PathLike) -> str | None:
+    """The profile's ``scheduler:`` (a Dask scheduler's address), or None when it has none.
+
+    Raises ParamsError naming the file and key if the value is not an address.
+    """
+    path = Path(path)
+    document = _read_profile(path, list(SECTIONS))
+    key = PROFILE_KEYS["scheduler"]
+    value = document.get("scheduler", key.default)
+    if not key.check(value):
+        raise ParamsError(f"{path}: scheduler must be {key.expected}, got {value!r}")
+    return value
 
 
 def load_params(path: str | os.PathLike, *, sections: Sequence[str] = ("deep_ensembles",)) -> dict[str, dict]:

@@ -1,24 +1,35 @@
-"""The main job: run a profile of the paper's grid as one executed notebook per dataset.
+"""The main job: run a profile of the paper's grid as tasks on Dask, then one executed
+notebook per dataset.
 
 A profile is a YAML file, ``params/<profile>.yaml``, with one section per experiment family
 (``SECTIONS``: ``deep_ensembles``, ``mixtures``); by default every section present in the
-file runs, in that order. For every dataset of a section the runner executes the section's
-notebook with papermill in its own subprocess, several at once, and then combines the
-per-unit Parquet shards into one tidy table per kind of result::
+file runs, in that order. For each section the runner
+
+1. submits every unfinished work unit of the chosen datasets as one Dask task (deep
+   ensembles: dataset x hidden x repeat; mixtures: dataset x gating x kind x experts) to a
+   ``LocalCluster`` of worker processes on this machine, or to an existing cluster
+   (``--scheduler`` / ``scheduler:``); a task trains its unit and returns the tables
+   (``tasks.train_unit``), and the runner writes them as the unit's Parquet shards as they
+   arrive, so that no filesystem is shared and a stopped run keeps every finished unit;
+2. executes the section's notebook once per dataset with papermill, in its own subprocess,
+   several at once: it finds every unit done, reads them back, and draws the dataset's
+   tables and charts (one executed notebook per dataset, as the report stitches them);
+3. combines the shards into one tidy table per kind of result::
 
     runs/<profile>/<section>/
         <dataset>.ipynb        executed notebook (with the traceback if it failed)
-        <dataset>.log          papermill's own output
+        <dataset>.log          papermill's own output, or the traceback of a failed unit
         shards/                one pair of Parquet files per finished work unit
         settings.yaml          the settings each dataset's results were made with
         models.parquet, ensembles.parquet (+ .csv)   deep_ensembles' combined tables
         mixtures.parquet, usage.parquet (+ .csv)     mixtures' combined tables
 
 Re-running is cheap: a dataset whose work units are all done and whose notebook ran to
-the end is skipped without starting papermill; a partly done one re-executes its
-notebook, which skips the finished units itself.
+the end is skipped without starting a cluster or papermill; for a partly done one, only
+its missing units are trained.
 
     python -m asymlib run params/smoke.yaml      # or: asymlib run params/smoke.yaml
+    asymlib run params/paper.yaml --scheduler tcp://10.0.0.5:8786
 """
 
 from __future__ import annotations
@@ -33,7 +44,6 @@ from typing import Iterable, Sequence
 import pandas as pd
 import yaml
 
-from ..core.data import RAW_FILES, DataFileError, default_data_dir
 from ..core.project import notebook_error, notebook_succeeded, project_root
 from ..reports.stitch import build_report, dataset_notebooks, report_path
 from ..reports.tables import (
@@ -42,6 +52,7 @@ from ..reports.tables import (
     improvement_table,
     mixture_improvement_table,
 )
+from .cluster import Job, TaskFailure, available_cores, open_cluster, resources_for
 from .notebooks import (
     DEFAULT_KERNEL,
     check_kernel,
@@ -55,17 +66,10 @@ from .params import (
     Section,
     check_datasets,
     load_params,
+    load_scheduler,
     positive_int,
     profile_sections,
 )
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (respects affinity masks, unlike os.cpu_count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- running
@@ -75,9 +79,12 @@ def available_cores() -> int:
 class SectionRun:
     """What ``run_profile`` did in one section.
 
-    executed: datasets whose notebook papermill ran (successfully or not).
+    executed: datasets whose units were trained or whose notebook papermill ran (or both).
     skipped: datasets already complete, left untouched.
-    failed: dataset -> its executed notebook, which shows the traceback.
+    trained: dataset -> how many of its units were trained in this run.
+    failed: dataset -> where its traceback is: the executed notebook, or ``<dataset>.log``
+        when a unit failed (``errors`` then says how, and the notebook is not run).
+    seconds: dataset -> seconds its units took on their workers, plus its notebook's.
     tables: the combined tables (e.g. models, ensembles) over the section's datasets.
     report: the section's exported HTML report, when one was built.
     report_error: why building the report failed (the results are still complete).
@@ -88,7 +95,9 @@ class SectionRun:
     out_dir: Path
     executed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    trained: dict[str, int] = field(default_factory=dict)
     failed: dict[str, Path] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     report: Path | None = None
@@ -98,19 +107,6 @@ class SectionRun:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def check_raw_files(datasets: Iterable[str]) -> None:
-    """Fail before starting any notebook if raw files are missing from the data folder."""
-    data_dir = default_data_dir()
-    missing = [f"{d}: {rel}" for d in datasets for rel in RAW_FILES[d] if not (data_dir / rel).is_file()]
-    if missing:
-        raise DataFileError(
-            f"raw files missing from {data_dir} ({'; '.join(missing)}). Put them there with "
-            "`asymlib fetch --from /path/to/mirror` (or `asymlib fetch` to download the public ones), "
-            "or point ASYMLIB_DATA at the folder holding them.",
-            path=data_dir,
-        )
 
 
 class OutputError(OSError):
@@ -205,7 +201,24 @@ def _save_settings(section: Section, settings: dict, *, out_dir: Path, datasets:
     if updated == recorded:
         return
     path = out_dir / "settings.yaml"
-    _writing(out_dir, lambda: path.write_text(yaml.safe_dump(updated, sort_keys=False)) if updated else path.unlink())
+    _writing(out_dir, lambda: _write_yaml(path, updated) if updated else path.unlink())
+
+
+def _record_settings(section: Section, settings: dict, *, out_dir: Path, dataset: str) -> None:
+    """Record today's settings for ``dataset`` now (before its first shard is written), if
+    ``settings.yaml`` does not hold them yet."""
+    recorded = _read_recorded(out_dir)
+    now = _compared_settings(section, settings)
+    if recorded.get(dataset) != now:
+        _writing(out_dir, lambda: _write_yaml(out_dir / "settings.yaml", {**recorded, dataset: now}))
+
+
+def _write_yaml(path: Path, document: dict) -> None:
+    """Write ``path`` through a temporary file, so that a run killed meanwhile leaves the old
+    file or the new one, never half of it."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(yaml.safe_dump(document, sort_keys=False))
+    partial.replace(path)
 
 
 def _writing(folder: Path, write) -> None:
@@ -259,9 +272,8 @@ def _run_section(
     force: bool,
     progress: bool,
     kernel: str,
+    scheduler: str | None = None,
 ) -> SectionRun:
-    from tqdm.auto import tqdm
-
     run = SectionRun(section.name, out_dir)
     in_tables = list(dict.fromkeys(settings["datasets"] + datasets))
     _check_settings(section, settings, out_dir=out_dir, datasets=datasets, in_tables=in_tables, force=force)
@@ -277,44 +289,27 @@ def _run_section(
 
     if todo:
         check_writable(out_dir)
-        check_raw_files(todo)
         check_kernel(kernel)
         if force:
             for dataset in todo:
                 _forget(section, dataset, out_dir)
-        workers = min(workers, len(todo))
-        threads = settings["threads"] or max(1, available_cores() // workers)
-        notebook = project_root() / section.notebook
-        # Threads only wait here: each notebook runs in its own papermill process and kernel.
-        pool = ThreadPoolExecutor(max_workers=workers)
-        futures = {
-            pool.submit(
-                execute_notebook, notebook, out_dir / f"{d}.ipynb",
-                notebook_parameters(section, settings, d, out_dir, threads),
-                threads=threads, kernel=kernel,
-            ): d
-            for d in todo
-        }
-        bar = tqdm(total=len(futures), desc=f"{section.name} notebooks", unit="nb", disable=not progress)
+        jobs = [
+            Job(section.name, dataset, unit, coordinates, priority=_priority(coordinates))
+            for dataset in todo
+            for unit, coordinates in section.grid(settings, dataset).items()
+            if not store.done(unit)
+        ]
         try:
-            for future in as_completed(futures):
-                dataset = futures[future]
-                run.executed.append(dataset)
-                try:
-                    succeeded, run.seconds[dataset] = future.result()
-                except OSError:  # papermill could not even be started
-                    succeeded, run.seconds[dataset] = False, 0.0
-                if not succeeded:
-                    run.failed[dataset] = out_dir / f"{dataset}.ipynb"
-                bar.set_postfix_str(f"{dataset} {'ok' if succeeded else 'FAILED'}")
-                bar.update(1)
-        except BaseException:
-            stop_running_notebooks()
-            raise
+            if jobs:
+                _train_units(
+                    run, section, settings, jobs, out_dir=out_dir, workers=min(workers, len(jobs)),
+                    scheduler=scheduler, progress=progress,
+                )
+            _execute_notebooks(
+                run, section, settings, [d for d in todo if d not in run.failed],
+                out_dir=out_dir, workers=workers, progress=progress, kernel=kernel,
+            )
         finally:
-            # On Ctrl-C, start no queued notebook; the running ones were told to stop.
-            pool.shutdown(wait=False, cancel_futures=True)
-            bar.close()
             _save_settings(section, settings, out_dir=out_dir, datasets=todo)
 
     run.tables = combine(section, settings, in_tables, out_dir)
@@ -323,6 +318,110 @@ def _run_section(
             _write_if_changed(frame, out_dir / f"{table}.parquet")
     run.diverged = diverged_members(run.tables)
     return run
+
+
+def _priority(coordinates: dict) -> int:
+    """Larger units first (more experts, wider networks), so that no long unit starts last."""
+    return int(coordinates.get("experts", coordinates.get("hidden", 0)))
+
+
+def _train_units(
+    run: SectionRun,
+    section: Section,
+    settings: dict,
+    jobs: list[Job],
+    *,
+    out_dir: Path,
+    workers: int,
+    scheduler: str | None,
+    progress: bool,
+) -> None:
+    """Train ``jobs`` as Dask tasks and write each unit's shards as its tables arrive.
+
+    A dataset's settings are recorded before its first shard is written, so that a run
+    killed at any moment leaves only shards whose settings are known and resumes from them.
+    A failed unit marks its dataset failed, with the worker's traceback in ``<dataset>.log``;
+    the dataset's other units still run.
+    """
+    store = section.store(out_dir)
+    resources = resources_for(settings["device"])
+    datasets = list(dict.fromkeys(job.dataset for job in jobs))
+    with open_cluster(scheduler, workers=workers, resources=resources) as cluster:
+        cluster.check_workers(datasets, resources)
+        threads = cluster.threads(settings["threads"])
+        print(
+            f"{section.name}: {len(jobs)} units of {', '.join(datasets)} on {cluster.describe()}, "
+            f"{threads} torch thread{'s' if threads > 1 else ''} per task; dashboard: {cluster.dashboard}",
+            flush=True,
+        )
+        outcomes = cluster.run(
+            jobs, settings=settings, threads=threads, resources=resources, progress=progress,
+            description=f"{section.name} units",
+        )
+        for job, outcome in outcomes:
+            dataset = job.dataset
+            if dataset not in run.executed:
+                run.executed.append(dataset)
+            if isinstance(outcome, TaskFailure):
+                if dataset not in run.errors:
+                    run.errors[dataset] = f"{outcome.error} (unit {job.unit})"
+                    run.failed[dataset] = out_dir / f"{dataset}.log"
+                    _writing(out_dir, lambda: run.failed[dataset].write_text(""))
+                    (out_dir / f"{dataset}.ipynb").unlink(missing_ok=True)  # it would show older results
+                with open(run.failed[dataset], "a") as log:
+                    log.write(f"unit {job.unit} failed:\n{outcome.traceback}\n")
+                continue
+            _record_settings(section, settings, out_dir=out_dir, dataset=dataset)
+            _writing(out_dir, lambda: store.save(job.unit, **outcome.tables))
+            run.trained[dataset] = run.trained.get(dataset, 0) + 1
+            run.seconds[dataset] = run.seconds.get(dataset, 0.0) + outcome.seconds
+
+
+def _execute_notebooks(
+    run: SectionRun, section: Section, settings: dict, datasets: list[str], *, out_dir: Path, workers: int,
+    progress: bool, kernel: str,
+) -> None:
+    """One papermill run of the section's notebook per dataset, ``workers`` at once: with
+    every unit done, each only reads the shards back and draws its tables and charts."""
+    from tqdm.auto import tqdm
+
+    if not datasets:
+        return
+    workers = min(workers, len(datasets))
+    threads = settings["threads"] or max(1, available_cores() // workers)
+    notebook = project_root() / section.notebook
+    # Threads only wait here: each notebook runs in its own papermill process and kernel.
+    pool = ThreadPoolExecutor(max_workers=workers)
+    futures = {
+        pool.submit(
+            execute_notebook, notebook, out_dir / f"{d}.ipynb",
+            notebook_parameters(section, settings, d, out_dir, threads),
+            threads=threads, kernel=kernel,
+        ): d
+        for d in datasets
+    }
+    bar = tqdm(total=len(futures), desc=f"{section.name} notebooks", unit="nb", disable=not progress)
+    try:
+        for future in as_completed(futures):
+            dataset = futures[future]
+            if dataset not in run.executed:
+                run.executed.append(dataset)
+            try:
+                succeeded, seconds = future.result()
+            except OSError:  # papermill could not even be started
+                succeeded, seconds = False, 0.0
+            run.seconds[dataset] = run.seconds.get(dataset, 0.0) + seconds
+            if not succeeded:
+                run.failed[dataset] = out_dir / f"{dataset}.ipynb"
+            bar.set_postfix_str(f"{dataset} {'ok' if succeeded else 'FAILED'}")
+            bar.update(1)
+    except BaseException:
+        stop_running_notebooks()
+        raise
+    finally:
+        # On Ctrl-C, start no queued notebook; the running ones were told to stop.
+        pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
 
 
 def _units_kept(sections: Sequence[str], profile_dir: Path) -> int:
@@ -340,6 +439,7 @@ def run_profile(
     progress: bool = True,
     kernel: str = DEFAULT_KERNEL,
     report: bool = True,
+    scheduler: str | None = None,
 ) -> dict[str, SectionRun]:
     """Execute every (section, dataset) notebook of a profile; results under
     ``out_root/<profile>/<section>/`` where ``<profile>`` is the file's stem.
@@ -347,6 +447,10 @@ def run_profile(
     sections: the sections to run; default: every section the file has (all are checked
         before anything runs).
     datasets, workers: override the file's values (datasets must still be valid names).
+        ``workers`` is the size of the LocalCluster that trains the units (and how many
+        notebooks run at once afterwards).
+    scheduler: the address of an existing Dask scheduler whose workers train the units
+        (e.g. ``tcp://10.0.0.5:8786``); default the file's ``scheduler:``, else a LocalCluster.
     force: delete the chosen datasets' results first and redo them.
     Raises ParamsError before anything runs if the combined tables would mix results of
     different settings, OutputError if the output folder cannot be written, and
@@ -360,6 +464,7 @@ def run_profile(
     if sections is None:
         sections = profile_sections(params_path)
     settings = load_params(params_path, sections=sections)
+    scheduler = scheduler or load_scheduler(params_path)
     # Absolute, because the notebooks run with the project root as working directory.
     profile_dir = Path(out_root).resolve() / params_path.stem
     if workers is not None and not positive_int(workers):
@@ -371,7 +476,7 @@ def run_profile(
             run = _run_section(
                 SECTIONS[name], settings[name], out_dir=profile_dir / name, datasets=list(chosen),
                 workers=workers or settings[name]["workers"], force=force, progress=progress,
-                kernel=kernel,
+                kernel=kernel, scheduler=scheduler,
             )
         except KeyboardInterrupt:
             raise RunInterrupted(_units_kept(sections, profile_dir)) from None
@@ -401,12 +506,18 @@ def format_summary(run: SectionRun) -> str:
     lines = [f"{run.section}: {counts}  ({run.out_dir})"]
     for dataset in run.executed:
         status = "FAILED" if dataset in run.failed else "ok"
-        lines.append(f"  {dataset:<11} {status:<7} {run.seconds[dataset]:7.1f} s")
+        trained = run.trained.get(dataset, 0)
+        units = f"  ({trained} unit{'s' if trained != 1 else ''} trained)" if trained else ""
+        lines.append(f"  {dataset:<11} {status:<7} {run.seconds.get(dataset, 0.0):7.1f} s{units}")
     if run.skipped:
         lines.append(f"  skipped (already complete): {', '.join(run.skipped)}")
-    for dataset, notebook in run.failed.items():
-        lines.append(f"  {dataset} failed with {notebook_error(notebook)}")
-        lines.append(f"    traceback: {notebook}  (papermill's log: {notebook.with_suffix('.log')})")
+    for dataset, where in run.failed.items():
+        if dataset in run.errors:
+            lines.append(f"  {dataset} failed with {run.errors[dataset]}")
+            lines.append(f"    traceback: {where}  (its notebook was not run)")
+        else:
+            lines.append(f"  {dataset} failed with {notebook_error(where)}")
+            lines.append(f"    traceback: {where}  (papermill's log: {where.with_suffix('.log')})")
     written = [f"{name} {len(frame)} rows" for name, frame in run.tables.items() if len(frame)]
     if written:
         lines.append(f"  tables: {', '.join(written)} -> {run.out_dir}/<table>.parquet and .csv")

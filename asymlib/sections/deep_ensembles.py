@@ -22,7 +22,7 @@ from ..core.data import Dataset, load_dataset
 from ..core.evaluation import evaluate_ensemble, metric_name, relative_improvement, score
 from ..core.models import KINDS, MLPEnsemble
 from ..core.trainer import TrainConfig, fit, predict
-from .units import ShardStore, derive_seed, mask_seed
+from .units import ShardStore, derive_seed, mask_seed, on_device
 
 PAPER_ENSEMBLE_SIZES = (2, 4, 8, 16, 32, 64)
 #: The tables a deep-ensemble unit writes, the completion marker last.
@@ -120,6 +120,41 @@ def train_deep_ensemble(
     return models, ensembles[front + [c for c in ensembles.columns if c not in front]]
 
 
+def train_deep_ensemble_unit(
+    data: Dataset,
+    *,
+    hidden: int,
+    repeat: int,
+    kinds: Sequence[str] = KINDS,
+    members: int = 64,
+    ensemble_sizes: Sequence[int] = PAPER_ENSEMBLE_SIZES,
+    seed: int = 0,
+    config: TrainConfig = TrainConfig(),
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """One work unit (dataset, hidden, repeat): every type of ``kinds`` trained and scored.
+
+    A pure function of the unit and its settings: it writes nothing, so a task that runs it
+    on a cluster can be retried anywhere, and whoever holds the ``ShardStore`` saves the
+    result. The data are placed on ``device`` once for the whole unit.
+    Returns ``{"models": ..., "ensembles": ...}`` (``DEEP_ENSEMBLE_TABLES`` order), the
+    tables of ``train_deep_ensemble`` of every type one below the other.
+    """
+    data = on_device(data, device)
+    tables = [
+        train_deep_ensemble(
+            data, hidden=hidden, kind=kind, members=members, ensemble_sizes=ensemble_sizes,
+            seed=seed, repeat=repeat, config=config, device=device, progress=progress,
+        )
+        for kind in kinds
+    ]
+    models = pd.concat([m for m, _ in tables], ignore_index=True)
+    ensembles = pd.concat([e for _, e in tables], ignore_index=True)
+    settings = {"seed": seed, "members": members, **config.as_record()}
+    return {"models": models, "ensembles": ensembles.assign(settings=str(settings))}
+
+
 def deep_ensemble_unit(dataset: str, hidden: int, repeat: int) -> str:
     return f"{dataset}-h{hidden}-r{repeat}"
 
@@ -153,17 +188,10 @@ def run_deep_ensembles(
     if todo:
         data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, split=split, val_fraction=val_fraction)
         for hidden, repeat in todo:
-            tables = [
-                train_deep_ensemble(
-                    data, hidden=hidden, kind=kind, members=members, ensemble_sizes=ensemble_sizes,
-                    seed=seed, repeat=repeat, config=config, device=device, progress=progress,
-                )
-                for kind in kinds
-            ]
-            models = pd.concat([m for m, _ in tables], ignore_index=True)
-            ensembles = pd.concat([e for _, e in tables], ignore_index=True)
-            settings = {"seed": seed, "members": members, **config.as_record()}
-            ensembles = ensembles.assign(settings=str(settings))
-            store.save(deep_ensemble_unit(dataset, hidden, repeat), models=models, ensembles=ensembles)
+            tables = train_deep_ensemble_unit(
+                data, hidden=hidden, repeat=repeat, kinds=kinds, members=members, ensemble_sizes=ensemble_sizes,
+                seed=seed, config=config, device=device, progress=progress,
+            )
+            store.save(deep_ensemble_unit(dataset, hidden, repeat), **tables)
     names = [deep_ensemble_unit(dataset, h, r) for h, r in units]
     return store.read(names, "models"), store.read(names, "ensembles")

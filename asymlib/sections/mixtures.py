@@ -28,7 +28,7 @@ from ..core.data import Dataset, load_dataset
 from ..core.evaluation import metric_name, score
 from ..core.mixtures import GATINGS, MIXTURE_KINDS, PAPER_EXPERTS, MixtureEnsemble
 from ..core.trainer import TrainConfig, fit, predict
-from .units import ShardStore, derive_seed, mask_seed
+from .units import ShardStore, derive_seed, mask_seed, on_device
 
 #: Tag mixed into the mixtures' seeds so that they differ from the deep ensembles' members.
 _MIXTURE_SEED_TAG = 2**21
@@ -127,6 +127,35 @@ def train_mixtures(
     return mixtures, usage_table.dropna(subset=["usage"]).reset_index(drop=True)
 
 
+def train_mixture_unit(
+    data: Dataset,
+    *,
+    gating: str,
+    kind: str,
+    experts: int,
+    hidden: int = 64,
+    repeats: int = 5,
+    seed: int = 0,
+    config: TrainConfig = TrainConfig(),
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """One work unit (dataset, gating, kind, experts): its ``repeats`` mixtures trained together.
+
+    A pure function of the unit and its settings: it writes nothing, so a task that runs it
+    on a cluster can be retried anywhere, and whoever holds the ``ShardStore`` saves the
+    result. The data are placed on ``device`` once for the whole unit.
+    Returns ``{"usage": ..., "mixtures": ...}`` (``MIXTURE_TABLES`` order, the completion
+    marker last), the tables of ``train_mixtures``.
+    """
+    mixtures, usage = train_mixtures(
+        on_device(data, device), gating=gating, kind=kind, experts=experts, hidden=hidden, repeats=repeats,
+        seed=seed, config=config, device=device, progress=progress,
+    )
+    settings = {"seed": seed, "repeats": repeats, "hidden": hidden, **config.as_record()}
+    return {"usage": usage, "mixtures": mixtures.assign(settings=str(settings))}
+
+
 def add_relative_to_two(mixtures: pd.DataFrame) -> pd.DataFrame:
     """Figure 2's measure as a column ``relative_to_2``: the gain (%) of each mixture over the
     same model (dataset, gating, kind) with 2 experts, averaged over repeats; accuracy:
@@ -183,12 +212,10 @@ def run_mixtures(
     if todo:
         data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, split=split, val_fraction=val_fraction)
         for gating, kind, n_experts in todo:
-            mixtures, usage = train_mixtures(
+            tables = train_mixture_unit(
                 data, gating=gating, kind=kind, experts=n_experts, hidden=hidden, repeats=repeats,
                 seed=seed, config=config, device=device, progress=progress,
             )
-            settings = {"seed": seed, "repeats": repeats, "hidden": hidden, **config.as_record()}
-            mixtures = mixtures.assign(settings=str(settings))
-            store.save(mixture_unit(dataset, gating, kind, n_experts), usage=usage, mixtures=mixtures)
+            store.save(mixture_unit(dataset, gating, kind, n_experts), **tables)
     names = [mixture_unit(dataset, *u) for u in units]
     return add_relative_to_two(store.read(names, "mixtures")), store.read(names, "usage")

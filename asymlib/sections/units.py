@@ -4,11 +4,13 @@ A work unit is the smallest piece of a section that is trained, evaluated and sa
 once (deep ensembles: dataset x hidden x repeat; mixtures: dataset x gating x kind x
 experts). Its seeds derive from integers alone (never from Python's ``hash()``), so a unit
 gives the same numbers in any process; its tables are written as Parquet shards, the
-completion marker last, so a stopped run loses at most the unit in progress.
+completion marker last, so a stopped run loses at most the unit in progress. A unit's
+data move to its device (CPU or GPU) in one place, ``on_device``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +19,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
+
+from ..core.data import Dataset
 
 
 def derive_seed(*key: int) -> int:
@@ -27,6 +32,20 @@ def derive_seed(*key: int) -> int:
 def mask_seed(seed: int, repeat: int) -> int:
     """The W-Asymmetric mask seed of a repeat, shared by all its members."""
     return derive_seed(seed, repeat, 2**20)
+
+
+def on_device(data: Dataset, device: str | torch.device) -> Dataset:
+    """``data`` with its six training and scoring tensors (``X_*``, ``y_*``) on ``device``.
+
+    The one place where a unit's data move to its device: a unit calls it once, so its
+    models of every type (or its mixtures) train on the same device copy. On the device the
+    data already live on (the CPU, for loaded data), it returns ``data`` itself: no copy.
+    """
+    parts = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
+    moved = {name: getattr(data, name).to(device) for name in parts}
+    if all(moved[name] is getattr(data, name) for name in parts):
+        return data
+    return dataclasses.replace(data, **moved)
 
 
 class ShardStore:

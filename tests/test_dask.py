@@ -1,0 +1,242 @@
+"""The runner's tasks on real Dask clusters, and what a profile will cost.
+
+test_runner.py's smoke run already goes through the default path (a LocalCluster of 2
+worker processes) and must match the committed fingerprint of the serial notebooks. Here:
+a scheduler and two workers started as processes on 127.0.0.1 (as a user would by hand),
+a worker killed while it trains a unit, a client killed mid-run and run again, and
+``asymlib estimate``. Every run is compared with the same units trained one after the other
+in this process by the notebooks' own functions (``run_deep_ensembles``, ``run_mixtures``).
+
+The profile is smoke's, narrowed to churn and made a little longer (more epochs), so that
+a task lasts long enough to be killed while it runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from asymlib.core.data import RAW_FILES, load_dataset
+from asymlib.core.trainer import TrainConfig
+from asymlib.execution.cli import main
+from asymlib.execution.cluster import resources_for
+from asymlib.execution.estimate import estimate_profile, unit_seconds, wall_hours
+from asymlib.sections.deep_ensembles import run_deep_ensembles
+from asymlib.sections.mixtures import run_mixtures
+from asymlib.sections.units import on_device
+from fingerprint import table_fingerprint
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+DASK = Path(sys.executable).parent / "dask"
+TABLES = {"deep_ensembles": ("models", "ensembles"), "mixtures": ("mixtures", "usage")}
+
+#: Smoke narrowed to churn, with epochs enough for a unit to last a second or two.
+PROFILE = {
+    "deep_ensembles": {**SMOKE["deep_ensembles"], "datasets": ["churn"], "repeats": 2, "max_epochs": 60, "patience": 60},
+    "mixtures": {
+        **SMOKE["mixtures"], "datasets": ["churn"], "gatings": ["standard"], "kinds": ["mlp", "wmlp"],
+        "max_epochs": 30, "patience": 30,
+    },
+}
+
+
+def _data_dir() -> Path:
+    for candidate in (os.environ.get("ASYMLIB_DATA"), REPO / "data", REPO.parent / "shared" / "data"):
+        if candidate and all((Path(candidate) / rel).is_file() for files in RAW_FILES.values() for rel in files):
+            return Path(candidate)
+    pytest.fail("raw data not found: run `asymlib fetch --from DIR` (make setup does) or set ASYMLIB_DATA")
+
+
+@pytest.fixture
+def data_env(monkeypatch):
+    monkeypatch.setenv("ASYMLIB_DATA", str(_data_dir()))
+
+
+def _profile(folder: Path, sections=("deep_ensembles", "mixtures")) -> Path:
+    path = folder / "churn.yaml"
+    path.write_text(yaml.safe_dump({name: PROFILE[name] for name in sections}))
+    return path
+
+
+def _fingerprints(section_dir: Path, section: str) -> dict[str, str]:
+    return {table: table_fingerprint(pd.read_parquet(section_dir / f"{table}.parquet")) for table in TABLES[section]}
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory) -> dict[str, dict[str, str]]:
+    """Fingerprints of every table of PROFILE, its units trained one after the other in this
+    process (one torch thread, tests/conftest.py) by the functions the notebooks call."""
+    folder, data = tmp_path_factory.mktemp("serial"), _data_dir()
+    common = lambda s: dict(  # noqa: E731
+        seed=s["seed"], config=TrainConfig(max_epochs=s["max_epochs"], patience=s["patience"]), data_dir=data,
+        max_rows=s["max_rows"], val_fraction=s["val_fraction"], progress=False,
+    )
+    de = PROFILE["deep_ensembles"]
+    models, ensembles = run_deep_ensembles(
+        "churn", out_dir=folder / "de", hidden_sizes=de["hidden_sizes"], members=de["members"],
+        ensemble_sizes=de["ensemble_sizes"], repeats=de["repeats"], **common(de),
+    )
+    mx = PROFILE["mixtures"]
+    mixtures, usage = run_mixtures(
+        "churn", out_dir=folder / "mx", gatings=mx["gatings"], kinds=mx["kinds"], experts=mx["experts"],
+        hidden=mx["hidden"], repeats=mx["repeats"], **common(mx),
+    )
+    frames = {"models": models, "ensembles": ensembles, "mixtures": mixtures, "usage": usage}
+    return {section: {t: table_fingerprint(frames[t]) for t in tables} for section, tables in TABLES.items()}
+
+
+# --------------------------------------------------------------------------- a cluster by hand
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _cluster_by_hand(folder: Path, *, workers: int = 2):
+    """`dask scheduler` and `dask worker` processes on 127.0.0.1, as README tells a user to
+    start them; yields (address, {worker address: its process}, a client of the test's)."""
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "ASYMLIB_DATA": str(_data_dir())}
+    log = open(folder / "cluster.log", "w")
+    start = lambda *args: subprocess.Popen(  # noqa: E731
+        [str(DASK), *args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True
+    )
+    processes = [start("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--dashboard-address", ":0")]
+    client = None
+    try:
+        processes += [start("worker", address, "--nthreads", "1", "--no-nanny", "--name", f"w{i}") for i in range(workers)]
+        client = Client(address, timeout=60)
+        client.wait_for_workers(workers, timeout=120)
+        pids = client.run(os.getpid)
+        by_pid = {p.pid: p for p in processes}
+        yield address, {worker: by_pid[pid] for worker, pid in pids.items()}, client
+    finally:
+        if client is not None:
+            client.close()
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()
+
+
+def test_a_cluster_started_by_hand_gives_the_serial_tables(serial, data_env, tmp_path, capsys):
+    profile = _profile(tmp_path)
+    with _cluster_by_hand(tmp_path) as (address, workers, _):
+        status = main(["run", str(profile), "--scheduler", address, "--out", str(tmp_path / "runs"), "--no-progress", "--no-report"])
+    printed = capsys.readouterr().out
+    assert status == 0, printed
+    assert f"on the Dask cluster at {address} (2 workers now)" in printed and "dashboard: http://127.0.0.1:" in printed
+    for section in TABLES:
+        assert _fingerprints(tmp_path / "runs" / "churn" / section, section) == serial[section], section
+
+
+def test_a_worker_killed_mid_task_is_replaced_and_the_tables_are_the_same(serial, data_env, tmp_path):
+    profile = _profile(tmp_path, sections=["deep_ensembles"])
+    with _cluster_by_hand(tmp_path) as (address, workers, client):
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "asymlib", "run", str(profile), "--scheduler", address, "--out", str(tmp_path / "runs"),
+             "--no-progress", "--no-report"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        )
+        deadline, killed = time.monotonic() + 120, None
+        while killed is None and time.monotonic() < deadline and runner.poll() is None:
+            busy = [worker for worker, tasks in client.processing().items() if tasks]
+            if busy:
+                killed = workers[busy[0]]
+                killed.send_signal(signal.SIGKILL)
+            time.sleep(0.05)
+        out, err = runner.communicate(timeout=300)
+    assert killed is not None, "no task was seen running"
+    assert killed.wait(timeout=10) == -signal.SIGKILL
+    assert runner.returncode == 0, err
+    assert "2 units trained" in out
+    assert _fingerprints(tmp_path / "runs" / "churn" / "deep_ensembles", "deep_ensembles") == serial["deep_ensembles"]
+
+
+def test_a_killed_client_resumes_from_the_shards_it_wrote(serial, data_env, tmp_path, capsys):
+    profile = _profile(tmp_path, sections=["mixtures"])
+    section = tmp_path / "runs" / "churn" / "mixtures"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "asymlib", "run", str(profile), "--out", str(tmp_path / "runs"), "--workers", "1",
+         "--no-progress", "--no-report"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    while len(list(section.glob("shards/*-mixtures.parquet"))) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.kill()  # the client alone: its LocalCluster's workers exit with it
+    runner.wait(timeout=30)
+    kept = {p.name: p.stat().st_mtime_ns for p in section.glob("shards/*-mixtures.parquet")}
+    assert 1 <= len(kept) < 4, "the run was not stopped half-way"
+    assert (section / "settings.yaml").exists()  # written before the first shard
+
+    assert main(["run", str(profile), "--out", str(tmp_path / "runs"), "--no-progress", "--no-report"]) == 0
+    assert f"({4 - len(kept)} units trained)" in capsys.readouterr().out
+    assert {name: (section / "shards" / name).stat().st_mtime_ns for name in kept} == kept
+    assert _fingerprints(section, "mixtures") == serial["mixtures"]
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def test_gpu_tasks_ask_for_a_whole_gpu_and_cpu_tasks_for_nothing():
+    assert resources_for("cuda") == {"GPU": 1} and resources_for("cuda:1") == {"GPU": 1}
+    assert resources_for("cpu") == {}
+
+
+def test_a_units_data_move_to_its_device_in_one_copy(data_env):
+    data = load_dataset("churn", max_rows=300)
+    assert on_device(data, "cpu") is data  # loaded data live on the CPU: nothing is copied
+    # The "meta" device (shapes without storage) stands in for a GPU: the same code path.
+    moved = on_device(data, "meta")
+    parts = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
+    assert all(getattr(moved, p).device.type == "meta" and getattr(moved, p).shape == getattr(data, p).shape for p in parts)
+    assert all(getattr(data, p).device.type == "cpu" for p in parts) and moved.feature_names == data.feature_names
+    assert on_device(moved, "meta") is moved
+
+
+# --------------------------------------------------------------------------- estimate
+
+
+def test_estimate_of_the_smoke_profile(data_env, capsys):
+    assert main(["estimate", str(REPO / "params" / "smoke.yaml"), "--workers", "1", "4", "--no-progress",
+                 "--datasets", "churn", "mnist", "--sections", "deep_ensembles"]) == 0
+    printed = capsys.readouterr().out
+    assert "CPU-hours per section and dataset" in printed and "   4 workers:" in printed
+
+    estimate = estimate_profile(REPO / "params" / "smoke.yaml", datasets=["churn", "mnist"], progress=False)
+    units = estimate.units
+    assert (units["cpu_hours"] > 0).all() and (estimate.shapes["seconds_per_epoch"] > 0).all()
+    assert len(units) == 2 * (1 + 16)  # every unit of the grid: 1 deep-ensemble unit, 16 mixtures
+    cost = units.groupby(["section", "dataset"])["cpu_hours"].sum()
+    assert cost["deep_ensembles", "mnist"] > cost["deep_ensembles", "churn"]  # 784 features against 13
+    assert cost["mixtures", "mnist"] > cost["mixtures", "churn"]
+    assert (estimate.shapes["epochs_max"] == 3).all()  # smoke's cap of 3 epochs
+
+
+def test_estimate_arithmetic():
+    # one member: every epoch costs the same; 4 members stopping at 10, 10, 10 and 30 epochs
+    assert unit_seconds(2.0, 2.0, 1, 5, 5) == 10.0
+    assert unit_seconds(4.0, 1.0, 4, 15.0, 30) == pytest.approx(30 * 1.0 + (4 * 15 - 30) * 1.0)
+    assert wall_hours([4, 3, 3, 2], 2) == 6 and wall_hours([5, 1, 1], 4) == 5 and wall_hours([1] * 8, 1) == 8
