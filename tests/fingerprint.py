@@ -4,9 +4,10 @@ A refactor must not change what the smoke profile computes. Each table is reduce
 canonical text (timing columns dropped, columns and rows sorted, floats written with
 ``repr`` precision so that any change of a bit shows) and hashed. The committed
 ``smoke_fingerprint.json`` was first made from the code before the package's layout
-changed, and made again only when columns were added (the divergence flags), after
-checking that every earlier column hashed as before; ``test_runner.py`` compares every
-smoke run against it.
+changed, and made again only when columns were added (the divergence flags; the
+uncertainty, diversity and ablation columns), after checking that every earlier column
+hashed as before, and once when the hand-written training step changed results within
+float32 rounding; ``test_runner.py`` compares every smoke run against it.
 
 Regenerate it (only when a change of results is intended, and say so in the commit):
 

@@ -67,7 +67,8 @@ def test_evaluate_ensemble_table():
     torch.manual_seed(0)
     model = MLPEnsemble(4, 8, 3, members=4, kind="mlp", init_seeds=[0, 1, 2, 3])
     X, y = torch.randn(50, 4), torch.randint(0, 3, (50,))
-    members, table = evaluate_ensemble(model, X, y, task="multiclass", sizes=[1, 2, 4])
+    member_table, table = evaluate_ensemble(model, X, y, task="multiclass", sizes=[1, 2, 4])
+    members = member_table["metric"].to_numpy()
     assert members.shape == (4,)
     assert list(table["ensemble_size"]) == [1, 2, 4]
     # size 1: the ensemble and the interpolated model are both member 0
@@ -87,9 +88,11 @@ def test_excluded_members_are_left_out_of_ensembles_and_counted():
         model.layers[-1].bias[1] = float("nan")  # what a diverged member looks like
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(60, 4, generator=g), torch.randint(0, 3, (60,), generator=g)
-    members, table = evaluate_ensemble(
+    member_table, table = evaluate_ensemble(
         model, X, y, task="multiclass", sizes=[1, 2, 3], exclude=[False, True, False]
     )
+    members = member_table["metric"].to_numpy()
+    assert member_table.loc[1].isna().all()  # every score of the diverged member
     assert np.isnan(members[1]) and not np.isnan(members[[0, 2]]).any()
     assert table["excluded_members"].tolist() == [0, 1, 1]
     assert table.loc[1, "ensemble_metric"] == pytest.approx(members[0])
@@ -99,3 +102,39 @@ def test_excluded_members_are_left_out_of_ensembles_and_counted():
         assert table.loc[2, column] == pytest.approx(pair.loc[0, column])
     _, none_left = evaluate_ensemble(model, X, y, task="multiclass", sizes=[2], exclude=[True, True, False])
     assert none_left.loc[0, "excluded_members"] == 2 and np.isnan(none_left.loc[0, "ensemble_metric"])
+
+
+def test_ensemble_rows_carry_uncertainty_and_diversity():
+    from asymlib.core.diversity import pairwise_disagreement
+    from asymlib.core.uncertainty import classification_scores, probabilities
+
+    torch.manual_seed(0)
+    model = MLPEnsemble(4, 8, 3, members=3, init_seeds=[0, 1, 2])
+    X, y = torch.randn(80, 4), torch.randint(0, 3, (80,))
+    members, table = evaluate_ensemble(model, X, y, task="multiclass", sizes=[1, 3])
+    outputs = model(X).detach()
+    by_hand = classification_scores(probabilities(outputs).mean(dim=0).numpy(), y.numpy())
+    for name, value in by_hand.items():
+        assert table.loc[1, f"ensemble_{name}"] == pytest.approx(value)
+        # an ensemble of one is its member
+        assert table.loc[0, f"ensemble_{name}"] == pytest.approx(members.loc[0, name])
+    assert table.loc[1, "disagreement"] == pytest.approx(pairwise_disagreement(outputs))
+    assert np.isnan(table.loc[0, "disagreement"]) and table["ambiguity"].isna().all()
+
+
+def test_regression_needs_validation_variances_and_reports_ambiguity():
+    from asymlib.core.diversity import ambiguity
+    from asymlib.core.uncertainty import gaussian_mixture_nll
+
+    torch.manual_seed(0)
+    model = MLPEnsemble(4, 8, 1, members=3, init_seeds=[0, 1, 2])
+    X, y = torch.randn(40, 4), torch.randn(40)
+    with pytest.raises(ValueError, match="validation residual variance"):
+        evaluate_ensemble(model, X, y, task="regression", sizes=[2])
+    variances = torch.tensor([0.5, 1.0, 2.0])
+    members, table = evaluate_ensemble(model, X, y, task="regression", sizes=[2], variances=variances)
+    outputs = model(X).detach()
+    assert members.loc[2, "nll"] == pytest.approx(gaussian_mixture_nll(outputs[2:], variances[2:], y))
+    assert table.loc[0, "ensemble_nll"] == pytest.approx(gaussian_mixture_nll(outputs[:2], variances[:2], y))
+    assert table.loc[0, "ambiguity"] == pytest.approx(ambiguity(outputs[:2]))
+    assert members[["brier", "ece"]].isna().all().all() and np.isnan(table.loc[0, "disagreement"])

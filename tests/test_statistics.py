@@ -98,7 +98,7 @@ def test_paired_differences_keep_both_values():
 
 def test_unknown_measure_is_refused():
     with pytest.raises(ValueError, match="cannot orient"):
-        paired_differences(_table(), measures=["mean_pairwise_l2"])
+        paired_differences(_table(), measures=["members_trained"])
 
 
 def test_other_confidence_levels():
@@ -152,3 +152,15 @@ def test_across_datasets_mean_median_and_bootstrap_by_hand():
     assert row["median_ci_low"] == pytest.approx(1.0) and row["median_ci_high"] == pytest.approx(3.0)
     again = across_datasets(table, resamples=2000).iloc[0]
     assert again.equals(row)  # seeded
+
+
+def test_uncertainty_scores_are_oriented_lower_is_better_and_diversity_as_is():
+    from asymlib.core.statistics import paired_differences
+
+    rows = []
+    for kind, nll, disagreement in (("mlp", 0.5, 0.1), ("wmlp", 0.4, 0.3)):
+        rows.append({"dataset": "otto", "metric_name": "accuracy", "hidden": 64, "ensemble_size": 8, "repeat": 0,
+                     "type": kind, "ensemble_nll": nll, "disagreement": disagreement})
+    paired = paired_differences(pd.DataFrame(rows), measures=["ensemble_nll", "disagreement"]).set_index("measure")
+    assert paired.loc["ensemble_nll", "improvement"] == pytest.approx(0.1)  # WMLP's lower NLL is better
+    assert paired.loc["disagreement", "improvement"] == pytest.approx(0.2)  # WMLP's members differ more

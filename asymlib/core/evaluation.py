@@ -1,4 +1,5 @@
-"""Test metrics of members, deep ensembles and interpolated (weight-averaged) models."""
+"""Test metrics of members, deep ensembles and interpolated (weight-averaged) models, with
+the uncertainty scores (``uncertainty.py``) and the diversity (``diversity.py``) beside them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from .diversity import ambiguity, pairwise_disagreement
 from .trainer import predict
+from .uncertainty import ensemble_uncertainty, member_uncertainty
 
 
 def metric_name(task: str) -> str:
@@ -57,6 +60,10 @@ def relative_improvement(ensemble: np.ndarray | float, single: np.ndarray | floa
     return 100.0 * gain / np.asarray(single)
 
 
+#: The uncertainty scores of each task: classification nll, brier, ece; regression nll.
+UNCERTAINTY_SCORES = ("nll", "brier", "ece")
+
+
 def evaluate_ensemble(
     model,
     X: Tensor,
@@ -66,16 +73,24 @@ def evaluate_ensemble(
     sizes: Sequence[int],
     exclude: Sequence[bool] | np.ndarray | None = None,
     batch_size: int = 4096,
-) -> tuple[np.ndarray, pd.DataFrame]:
+    variances: Tensor | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every member, and the ensemble and interpolated model of the first k members.
 
     model: an ensemble with ``members`` >= max(sizes), ``interpolate`` and ``flat_parameters``.
     X: (n, d); y: (n,).
-    exclude: (E,) bool, members to leave out (diverged ones): their own metric is NaN, and
+    exclude: (E,) bool, members to leave out (diverged ones): their own scores are NaN, and
         the ensemble of the first k members is that of the others among them.
-    Returns the (E,) member metrics and a table with one row per ensemble size:
-    ensemble_size, ensemble_metric, interpolated_metric, mean_pairwise_l2 (NaN where no
-    member is left) and excluded_members (how many of the first k were left out).
+    variances: (E,) each member's residual variance on the validation set; regression
+        needs it for the Gaussian NLL (``uncertainty.py``), classification ignores it.
+    Returns two tables.
+      members, one row per member: metric (accuracy or RMSE), nll, brier, ece (brier and
+      ece NaN for regression).
+      ensembles, one row per ensemble size: ensemble_size, ensemble_metric,
+      interpolated_metric, mean_pairwise_l2, the ensemble's ensemble_nll, ensemble_brier,
+      ensemble_ece, the members' diversity (disagreement for classification, ambiguity for
+      regression; NaN for the other task and with fewer than 2 members), all NaN where no
+      member is left, and excluded_members (how many of the first k were left out).
     """
     sizes = [int(k) for k in sizes]
     if max(sizes) > model.members or min(sizes) < 1:
@@ -83,14 +98,27 @@ def evaluate_ensemble(
     excluded = np.zeros(model.members, dtype=bool) if exclude is None else np.asarray(exclude, dtype=bool)
     if excluded.shape != (model.members,):
         raise ValueError(f"exclude needs one flag per member ({model.members}), got shape {excluded.shape}")
+    regression = task == "regression"
     outputs = predict(model, X, batch_size=batch_size)
-    members = score(outputs, y, task=task).cpu().numpy()
-    members[excluded] = np.nan
+    members = pd.DataFrame({"metric": score(outputs, y, task=task).cpu().numpy()})
+    for name in UNCERTAINTY_SCORES:
+        members[name] = np.nan
+    healthy = np.flatnonzero(~excluded)
+    if len(healthy):
+        scores = member_uncertainty(
+            outputs[healthy], y, task=task, variances=None if variances is None else variances[healthy]
+        )
+        for name, values in scores.items():
+            members.loc[healthy, name] = values
+    members.loc[excluded, "metric"] = np.nan
     flat = model.flat_parameters()
     rows = []
     for k in sizes:
         kept = np.flatnonzero(~excluded[:k]).tolist()
-        row = {"ensemble_size": k, "ensemble_metric": np.nan, "interpolated_metric": np.nan, "mean_pairwise_l2": np.nan}
+        row = {
+            "ensemble_size": k, "ensemble_metric": np.nan, "interpolated_metric": np.nan, "mean_pairwise_l2": np.nan,
+            **{f"ensemble_{name}": np.nan for name in UNCERTAINTY_SCORES}, "disagreement": np.nan, "ambiguity": np.nan,
+        }
         if kept:
             interpolated = predict(model.interpolate(kept), X, batch_size=batch_size)
             row.update(
@@ -98,5 +126,12 @@ def evaluate_ensemble(
                 interpolated_metric=float(score(interpolated[0], y, task=task)),
                 mean_pairwise_l2=mean_pairwise_distance(flat[kept]) if len(kept) > 1 else 0.0,
             )
+            scores = ensemble_uncertainty(outputs, y, task=task, members=kept, variances=variances)
+            row.update({f"ensemble_{name}": value for name, value in scores.items()})
+            if len(kept) > 1:
+                if regression:
+                    row["ambiguity"] = ambiguity(outputs[kept])
+                else:
+                    row["disagreement"] = pairwise_disagreement(outputs[kept])
         rows.append({**row, "excluded_members": k - len(kept)})
     return members, pd.DataFrame(rows)

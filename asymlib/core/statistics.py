@@ -12,7 +12,12 @@ Every difference is oriented so that a positive number means *WMLP is better*:
   ``wmlp - mlp``; RMSE ``mlp - wmlp`` (lower is better);
 - a relative improvement (``relative_improvement``, ``interpolated_relative_improvement``):
   ``wmlp - mlp`` for every task, in percentage points, because each type's gain over its own
-  mean single model is already oriented that way.
+  mean single model is already oriented that way;
+- an uncertainty score (NLL, Brier score, ECE: lower is better on every task): ``mlp - wmlp``;
+- a diversity (``disagreement``, ``ambiguity``, ``mean_pairwise_l2``): ``wmlp - mlp``, where
+  positive means *WMLP's members differ more*, neither better nor worse in itself.
+
+Any type can stand in for WMLP (``better=``), e.g. ``"smlp"`` or an ablation's variant.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ from scipy import stats
 METRIC_COLUMNS = ("ensemble_metric", "interpolated_metric", "single_mean")
 #: Columns that are already "higher is better" whatever the metric.
 GAIN_COLUMNS = ("relative_improvement", "interpolated_relative_improvement")
+#: Scores where lower is better on every task (NLL, Brier score, calibration error).
+LOWER_IS_BETTER_COLUMNS = (
+    "ensemble_nll", "ensemble_brier", "ensemble_ece", "single_nll", "single_brier", "single_ece",
+)
+#: Measures with no better side (diversity): the difference is taken as it is, positive
+#: meaning that ``better`` has more of it.
+NEUTRAL_COLUMNS = ("disagreement", "ambiguity", "mean_pairwise_l2")
 
 _GROUP = ["dataset", "metric_name", "hidden", "ensemble_size"]
 _LOWER_IS_BETTER = {"rmse"}
@@ -50,9 +62,10 @@ def paired_differences(
     ``improvement`` (oriented: positive = ``better`` is better). Repeats where one type is
     missing are left out: an unpaired value says nothing about the difference.
     """
-    unknown = [m for m in measures if m not in METRIC_COLUMNS + GAIN_COLUMNS]
+    known = METRIC_COLUMNS + GAIN_COLUMNS + LOWER_IS_BETTER_COLUMNS + NEUTRAL_COLUMNS
+    unknown = [m for m in measures if m not in known]
     if unknown:
-        raise ValueError(f"cannot orient {unknown}; known measures: {METRIC_COLUMNS + GAIN_COLUMNS}")
+        raise ValueError(f"cannot orient {unknown}; known measures: {known}")
     rows = ensembles[ensembles["type"].isin([better, baseline])]
     long = rows.melt(
         id_vars=_GROUP + ["repeat", "type"], value_vars=list(measures), var_name="measure", value_name="value"
@@ -63,9 +76,10 @@ def paired_differences(
     wide = wide.reindex(columns=[baseline, better]).dropna().reset_index()
     wide = wide.rename(columns={baseline: "baseline_value", better: "better_value"})
     wide.columns.name = None
-    sign = np.where(
-        wide["measure"].isin(METRIC_COLUMNS) & wide["metric_name"].isin(_LOWER_IS_BETTER), -1.0, 1.0
-    )
+    lower_is_better = (wide["measure"].isin(METRIC_COLUMNS) & wide["metric_name"].isin(_LOWER_IS_BETTER)) | wide[
+        "measure"
+    ].isin(LOWER_IS_BETTER_COLUMNS)
+    sign = np.where(lower_is_better, -1.0, 1.0)
     wide["improvement"] = sign * (wide["better_value"] - wide["baseline_value"])
     return wide
 

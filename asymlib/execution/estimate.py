@@ -48,8 +48,9 @@ import yaml
 
 from ..core.data import Dataset, load_dataset
 from ..core.mixtures import MixtureEnsemble
-from ..core.models import KINDS, MLPEnsemble
+from ..core.models import MLPEnsemble
 from ..core.trainer import TrainConfig, fit
+from ..sections.deep_ensembles import wasym_variants
 from .params import SECTIONS, load_params, profile_sections
 
 #: Training rows an epoch is timed on: 8 batches of the paper's 256 rows for small models,
@@ -87,7 +88,7 @@ TYPICAL_EPOCHS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
     },
 }
 #: The measured type that stands for an unmeasured one.
-_MEASURED_AS = {"wmlp": "mlp", "iwmlp": "imlp"}
+_MEASURED_AS = {"wmlp": "mlp", "smlp": "mlp", "iwmlp": "imlp"}
 TYPICAL_EPOCHS_SOURCE = "TYPICAL_EPOCHS in asymlib/execution/estimate.py (a calibration run with the paper's stopping rule)"
 
 
@@ -182,15 +183,19 @@ def time_shape(data: Dataset, section: str, settings: dict, shape: dict) -> tupl
 def _shapes(section: str, settings: dict) -> list[dict]:
     """The distinct shapes of a section's units (what their cost depends on)."""
     if section == "deep_ensembles":
-        return [{"hidden": h, "kind": k} for h in settings["hidden_sizes"] for k in KINDS]
+        return [{"hidden": h, "kind": k} for h in settings["hidden_sizes"] for k in settings["types"]]
     gating = settings["gatings"][0]
     return [{"experts": e, "kind": k, "gating": gating} for e in sorted(settings["experts"]) for k in settings["kinds"]]
 
 
-def _shape_of(section: str, unit: dict) -> list[dict]:
-    """The shapes one unit trains (a deep-ensemble unit trains one model of each type)."""
+def _shape_of(section: str, settings: dict, unit: dict) -> list[dict]:
+    """The shapes one unit trains: a deep-ensemble unit one model of each type, a WMLP once
+    per ablation variant (n_fix x kappa), which costs what the paper's WMLP does."""
     if section == "deep_ensembles":
-        return [{"hidden": unit["hidden"], "kind": k} for k in KINDS]
+        variants = len(wasym_variants(settings["n_fix"], settings["kappa"]))
+        return [
+            {"hidden": unit["hidden"], "kind": k} for k in settings["types"] for _ in range(variants if k == "wmlp" else 1)
+        ]
     return [{"experts": unit["experts"], "kind": unit["kind"]}]
 
 
@@ -284,7 +289,7 @@ def estimate_profile(
                 })
                 bar.update(1)
             for unit, coordinates in SECTIONS[section].grid(settings, dataset).items():
-                seconds = sum(timed[_key(shape)] for shape in _shape_of(section, coordinates))
+                seconds = sum(timed[_key(shape)] for shape in _shape_of(section, settings, coordinates))
                 units.append({
                     "section": section, "dataset": dataset, "unit": unit,
                     "shape": _describe(coordinates), "cpu_hours": seconds / 3600,

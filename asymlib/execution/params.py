@@ -20,6 +20,8 @@ import yaml
 
 from ..core.data import DATASETS, SPLITS, Dataset
 from ..core.mixtures import GATINGS, MIXTURE_KINDS
+from ..core.models import KINDS, MODEL_TYPES
+from ..core.steps import PRECISIONS
 from ..core.trainer import TrainConfig
 from ..sections.deep_ensembles import DEEP_ENSEMBLE_TABLES, deep_ensemble_unit, train_deep_ensemble_unit
 from ..sections.mixtures import MIXTURE_TABLES, finish_mixture_tables, mixture_unit, train_mixture_unit
@@ -54,6 +56,14 @@ def _optional_positive_int(value: Any) -> bool:
 
 def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
     return lambda value: isinstance(value, list) and len(value) > 0 and all(check(v) for v in value)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _positive_number(value: Any) -> bool:
+    return _number(value) and value > 0
 
 
 def _fraction(value: Any) -> bool:
@@ -96,6 +106,26 @@ DEEP_ENSEMBLE_KEYS: dict[str, Key] = {
         lambda v: isinstance(v, str) and v != "", "a torch device such as cpu or cuda",
         required=False, default="cpu",
     ),
+    "precision": Key(
+        lambda v: v in PRECISIONS,
+        f"one of {', '.join(PRECISIONS)} (the training steps' matrix multiplies; tf32 needs CUDA)",
+        required=False, default="float32",
+    ),
+    "types": Key(
+        _list_of(lambda v: v in MODEL_TYPES),
+        f"a non-empty list out of {', '.join(MODEL_TYPES)} (smlp: sigma-Asymmetric)",
+        required=False, default=list(KINDS),
+    ),
+    "n_fix": Key(
+        lambda v: v is None or _list_of(positive_int)(v),
+        "null (the paper's frozen entries per unit) or a non-empty list of positive integers "
+        "(a WMLP per value: frozen entries per unit after the first layer)",
+        required=False, default=None,
+    ),
+    "kappa": Key(
+        _list_of(_positive_number), "a non-empty list of positive numbers (standard deviations of the frozen values)",
+        required=False, default=[1.0],
+    ),
 }
 
 
@@ -105,8 +135,16 @@ MIXTURE_KEYS: dict[str, Key] = {
     "experts": Key(_list_of(positive_int), "a non-empty list of positive integers (experts per mixture)"),
     "hidden": Key(positive_int, "a positive integer (every expert's hidden width)"),
     "repeats": Key(positive_int, "a positive integer (mixtures per model, trained together)"),
+    "balance_weights": Key(
+        _list_of(lambda v: _number(v) and v >= 0),
+        "a non-empty list of non-negative numbers (weights of the load-balancing loss; 0: none, the paper's)",
+        required=False, default=[0.0],
+    ),
     # the same meaning as in deep_ensembles
-    **{k: DEEP_ENSEMBLE_KEYS[k] for k in ("seed", "max_epochs", "patience", "max_rows", "split", "val_fraction", "device")},
+    **{
+        k: DEEP_ENSEMBLE_KEYS[k]
+        for k in ("seed", "max_epochs", "patience", "max_rows", "split", "val_fraction", "device", "precision")
+    },
 }
 
 
@@ -129,6 +167,10 @@ def _check_deep_ensembles(section: dict) -> list[tuple[str, str]]:
     largest, members = max(section["ensemble_sizes"]), section["members"]
     if largest > members:
         return [("ensemble_sizes", f"has {largest}, more than members = {members}")]
+    too_many = [n for n in section["n_fix"] or [] if n > min(section["hidden_sizes"])]
+    if too_many:
+        # a unit has only `hidden` incoming weights to freeze
+        return [("n_fix", f"has {too_many[0]}, more than the smallest hidden size {min(section['hidden_sizes'])}")]
     return []
 
 
@@ -142,7 +184,7 @@ def _check_mixtures(section: dict) -> list[tuple[str, str]]:
 
 def train_config(section: dict) -> TrainConfig:
     """The training settings of a section's values, as its notebook builds them."""
-    return TrainConfig(max_epochs=section["max_epochs"], patience=section["patience"])
+    return TrainConfig(max_epochs=section["max_epochs"], patience=section["patience"], precision=section["precision"])
 
 
 def _deep_ensemble_grid(section: dict, dataset: str) -> dict[str, dict]:
@@ -155,18 +197,22 @@ def _deep_ensemble_grid(section: dict, dataset: str) -> dict[str, dict]:
 
 def _train_deep_ensemble_unit(data: Dataset, section: dict, unit: dict) -> dict[str, pd.DataFrame]:
     return train_deep_ensemble_unit(
-        data, **unit, members=section["members"], ensemble_sizes=section["ensemble_sizes"], seed=section["seed"],
-        config=train_config(section), device=section["device"], progress=False,
+        data, **unit, types=section["types"], members=section["members"], ensemble_sizes=section["ensemble_sizes"],
+        seed=section["seed"], n_fix=section["n_fix"], kappa=section["kappa"], config=train_config(section),
+        device=section["device"], progress=False,
     )
 
 
 def _mixture_grid(section: dict, dataset: str) -> dict[str, dict]:
     # smallest mixtures first, as the notebook trains them (the 2-expert baselines early)
     return {
-        mixture_unit(dataset, gating, kind, experts): {"gating": gating, "kind": kind, "experts": experts}
+        mixture_unit(dataset, gating, kind, experts, weight): {
+            "gating": gating, "kind": kind, "experts": experts, "balance_weight": weight,
+        }
         for experts in sorted(section["experts"])
         for gating in section["gatings"]
         for kind in section["kinds"]
+        for weight in section["balance_weights"]
     }
 
 
@@ -230,7 +276,7 @@ SECTIONS: dict[str, Section] = {
         tables=MIXTURE_TABLES,
         check=_check_mixtures,
         # repeats are the members of a unit, so more repeats means redoing every unit
-        resume_keys=("gatings", "kinds", "experts"),
+        resume_keys=("gatings", "kinds", "experts", "balance_weights"),
         finish=finish_mixture_tables,
     ),
 }

@@ -16,8 +16,9 @@ import pandas as pd
 
 from .html import chart_html
 
-# Tab10's first two colours, fixed so MLP and WMLP look the same in every chart.
-TYPE_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e"}
+# Tab10's first colours, fixed so each type looks the same in every chart; these are also
+# the types at the paper's settings (``tables.paper_types``).
+TYPE_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e", "smlp": "#9467bd"}
 
 # Tab10's first four colours: MoE kinds as the deep-ensemble types, MoIE kinds after them.
 KIND_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e", "imlp": "#2ca02c", "iwmlp": "#d62728"}

@@ -115,17 +115,20 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
         import pandas as pd
 
         from asymlib.core import statistics
+        from asymlib.reports import beyond_paper as beyond
         from asymlib.reports import figures_deep_ensembles as figures
         from asymlib.reports.html import offline_charts
         from asymlib.reports.stitch import locate_section
         from asymlib.reports.tables import (
             compare_with_paper, improvement_table, load_results, out_of_range_table, outlier_members,
-            summary_table, verdict,
+            paper_types, summary_table, verdict,
         )
 
         offline_charts()  # the charts below then draw with no network, in JupyterLab too
         section_dir = locate_section(section_dir, section=section)
-        models, ensembles = load_results(section_dir, section=section)
+        models, everything = load_results(section_dir, section=section)
+        # The paper's settings; an ablation's other WMLPs have their own section below.
+        ensembles = paper_types(everything)
         repeats = ensembles.groupby(["dataset", "hidden"])["repeat"].nunique()
         print(f"{len(models)} trained models, {len(ensembles)} ensemble rows from {section_dir}")
         print(f"datasets: {', '.join(ensembles['dataset'].unique())}")
@@ -216,9 +219,143 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
         """),
         ("code", "out_of_range_table(models).round(4)"),
         ("code", "outlier_members(models)"),
+    ) + _deep_ensembles_beyond(section_dir) + _cells(
         ("md", "### Every ensemble size, means over repeats"),
         ("code", "summary_table(ensembles)"),
     )
+
+
+def _deep_ensembles_beyond(section_dir: Path) -> list:
+    """The summary's sections beyond the paper, for what the results hold: uncertainty and
+    diversity, sigma-Asymmetric MLPs, and each ablation of the W-Asymmetric weights."""
+    try:
+        ensembles = load_results(section_dir).ensembles
+    except FileNotFoundError:
+        return []
+    cells = []
+    if "ensemble_nll" in ensembles:
+        cells += _cells(
+            ("md", """
+            ## Beyond accuracy: uncertainty and diversity
+
+            The paper scores ensembles by accuracy and RMSE alone. Here the same models' predictive
+            distributions: NLL, Brier score and expected calibration error (15 equal-width bins of the
+            top-label confidence) for classification; for regression the Gaussian NLL, each member with
+            the variance of its residuals on the validation set and an ensemble as the mixture of its
+            members' Gaussians (docs/protocol.md, "Beyond the paper"). Lower is better for all three.
+            Diversity is the members' pairwise disagreement (classification) or the ambiguity of the
+            ensemble decomposition (regression: ensemble MSE = mean member MSE - ambiguity).
+            """),
+            ("code", """
+            table = beyond.uncertainty_table(ensembles)
+            print(table.attrs["title"])
+            table
+            """),
+            ("code", "beyond.uncertainty_chart(ensembles)"),
+            ("code", "beyond.diversity_chart(ensembles)"),
+            ("md", """
+            WMLP - MLP on these scores at the largest ensemble, paired over repeats (positive: WMLP
+            better, i.e. lower NLL, Brier score or ECE; for diversity: WMLP's members differ more).
+            """),
+            ("code", """
+            largest = ensembles[ensembles["ensemble_size"] == ensembles["ensemble_size"].max()]
+            measures = ["ensemble_nll", "ensemble_brier", "ensemble_ece", "disagreement", "ambiguity"]
+            statistics.improvement_statistics(largest, measures=measures).round(4)
+            """),
+        )
+    if (ensembles["type"] == "smlp").any():
+        cells += _cells(
+            ("md", """
+            ## A third way to break symmetry: sigma-Asymmetric MLPs
+
+            `smlp` networks keep every weight trainable but replace each GELU by x * sigmoid(x C), with
+            a frozen random matrix C per hidden layer (Lim et al., 2024); they share the MLPs' seeds, so
+            the comparison is paired like WMLP's. SMLP - MLP per dataset at the largest ensemble, then
+            over datasets (positive: SMLP better).
+            """),
+            ("code", """
+            largest = ensembles[ensembles["ensemble_size"] == ensembles["ensemble_size"].max()]
+            sigma = statistics.improvement_statistics(largest, better="smlp")
+            sigma.round(4)
+            """),
+            ("code", 'statistics.across_datasets(ensembles, better="smlp").round(3)'),
+        )
+    if "n_fix" in ensembles:
+        wasym = ensembles[ensembles["type"].str.startswith("wmlp")]
+        for axis, heading, question in (
+            ("n_fix", "how many weights to freeze", "frozen weights per unit after the first layer (n_fix)"),
+            ("kappa", "how large the frozen values", "the standard deviation of the frozen values (kappa)"),
+        ):
+            if wasym[axis].nunique() > 1:
+                cells += _cells(
+                    ("md", f"""
+                    ## Ablation: {heading}
+
+                    The paper leaves open how many weights to freeze and how large their values should be.
+                    WMLP ensembles with other {question}; the other axis by colour, the MLP of the same
+                    repeats as a grey rule. First the relative improvement over the mean single model
+                    (Figure 1's measure), then the ensemble's test metric.
+                    """),
+                    ("code", f'beyond.ablation_chart(everything, axis="{axis}")'),
+                    ("code", f'beyond.ablation_chart(everything, axis="{axis}", measure="ensemble_metric")'),
+                )
+        if wasym[["n_fix", "kappa"]].drop_duplicates().shape[0] > 1:
+            cells += _cells(
+                ("md", "### Every WMLP variant against the MLP, paired over repeats"),
+                ("code", """
+                ablations = beyond.ablation_table(everything)
+                print(ablations.attrs["title"])
+                with pd.option_context("display.max_rows", 500):
+                    display(ablations.round(4))
+                """),
+            )
+    return cells
+
+
+def _mixtures_beyond(section_dir: Path) -> list:
+    """The mixture summary's sections beyond the paper: uncertainty and the experts'
+    diversity, and the load-balancing ablation."""
+    try:
+        mixtures = load_mixture_results(section_dir).mixtures
+    except FileNotFoundError:
+        return []
+    cells = []
+    if "nll" in mixtures:
+        cells += _cells(
+            ("md", """
+            ## Beyond accuracy: uncertainty and the experts' diversity
+
+            NLL, Brier score and expected calibration error of each mixture's prediction (regression:
+            Gaussian NLL with the variance of the mixture's validation residuals), and how differently
+            its experts predict, each expert run as a network of its own (MoIE: the network of its
+            parameters alone), against the mixture's gain over 2 experts.
+            """),
+            ("code", """
+            table = beyond.mixture_uncertainty_table(mixtures)
+            print(table.attrs["title"])
+            with pd.option_context("display.max_rows", 1000):
+                display(table)
+            """),
+            ("code", "beyond.mixture_diversity_chart(mixtures)"),
+        )
+    if "balance_weight" in mixtures and mixtures["balance_weight"].nunique() > 1:
+        cells += _cells(
+            ("md", """
+            ## Ablation: a load-balancing loss
+
+            The paper asks whether MoE needs load balancing. The same mixtures (same seeds) trained with
+            an auxiliary loss w * CV(importance)^2 (Shazeer et al., 2017), for each weight w, against
+            w = 0; how many experts the gate then uses (effective experts) beside the test metric.
+            """),
+            ("code", "beyond.balance_chart(all_mixtures)"),
+            ("code", """
+            balance = beyond.balance_table(all_mixtures, all_usage)
+            print(balance.attrs["title"])
+            with pd.option_context("display.max_rows", 1000):
+                display(balance)
+            """),
+        )
+    return cells
 
 
 def _verdict_line(section_dir: Path) -> str:
@@ -263,16 +400,19 @@ def _mixtures_summary(section_dir: Path, profile: str, datasets: list[str]) -> l
         import pandas as pd
         from IPython.display import display
 
+        from asymlib.reports import beyond_paper as beyond
         from asymlib.reports import figures_mixtures as figures
         from asymlib.reports.html import offline_charts
         from asymlib.reports.stitch import locate_section
         from asymlib.reports.tables import (
-            compare_mixtures_with_paper, load_mixture_results, mixture_summary, usage_summary,
+            compare_mixtures_with_paper, load_mixture_results, mixture_summary, paper_mixtures, usage_summary,
         )
 
         offline_charts()  # the charts below then draw with no network, in JupyterLab too
         section_dir = locate_section(section_dir, section=section)
-        mixtures, usage = load_mixture_results(section_dir)
+        all_mixtures, all_usage = load_mixture_results(section_dir)
+        # Without a load-balancing loss, the paper's; the ablation has its own section below.
+        mixtures, usage = paper_mixtures(all_mixtures), paper_mixtures(all_usage)
         repeats = mixtures.groupby(["dataset", "gating", "kind", "experts"])["repeat"].nunique()
         print(f"{len(mixtures)} trained mixtures, {len(usage)} expert-usage rows from {section_dir}")
         print(f"datasets: {', '.join(mixtures['dataset'].unique())}")
@@ -337,6 +477,7 @@ def _mixtures_summary(section_dir: Path, profile: str, datasets: list[str]) -> l
         with pd.option_context("display.max_rows", 1000):
             display(used)
         """),
+    ) + _mixtures_beyond(section_dir) + _cells(
         ("md", "### Every model, means over repeats"),
         ("code", """
         with pd.option_context("display.max_rows", 1000):

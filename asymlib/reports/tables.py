@@ -290,6 +290,25 @@ def _in_grid_order(table: pd.DataFrame) -> pd.DataFrame:
     return table.sort_values(by, key=grid_order, kind="stable").reset_index(drop=True)
 
 
+#: The deep-ensemble types at the paper's settings: every other type is an ablation's
+#: WMLP variant (``sections.deep_ensembles.model_type``).
+PAPER_TYPES = ("mlp", "wmlp", "smlp")
+
+
+def paper_types(ensembles: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the paper's settings (``PAPER_TYPES``), leaving out ablation variants,
+    which ``beyond_paper`` shows on their own."""
+    return ensembles[ensembles["type"].isin(PAPER_TYPES)]
+
+
+def paper_mixtures(mixtures: pd.DataFrame) -> pd.DataFrame:
+    """The mixtures trained without a load-balancing loss (the paper's), leaving out the
+    ablation's others (``beyond_paper``)."""
+    if "balance_weight" not in mixtures:
+        return mixtures
+    return mixtures[mixtures["balance_weight"] == 0]
+
+
 class MixtureResults(NamedTuple):
     """The tidy tables of a mixture run: one row per mixture, one per (mixture, epoch, expert)."""
 

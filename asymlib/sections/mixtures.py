@@ -23,11 +23,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from torch import Tensor
 
 from ..core.data import Dataset, load_dataset
-from ..core.evaluation import metric_name, score
+from ..core.diversity import ambiguity, pairwise_disagreement
+from ..core.evaluation import UNCERTAINTY_SCORES, metric_name, score
 from ..core.mixtures import GATINGS, MIXTURE_KINDS, PAPER_EXPERTS, MixtureEnsemble
-from ..core.trainer import TrainConfig, fit, predict
+from ..core.trainer import TrainConfig, evaluating, fit, predict
+from ..core.uncertainty import member_uncertainty, residual_variances
 from .units import ShardStore, derive_seed, mask_seed, on_device
 
 #: Tag mixed into the mixtures' seeds so that they differ from the deep ensembles' members.
@@ -42,8 +45,10 @@ def mixture_seeds(seed: int, repeat: int) -> tuple[int, int, int]:
     return init, order, noise
 
 
-def mixture_unit(dataset: str, gating: str, kind: str, experts: int) -> str:
-    return f"{dataset}-{gating}-{kind}-e{experts}"
+def mixture_unit(dataset: str, gating: str, kind: str, experts: int, balance_weight: float = 0.0) -> str:
+    """A unit's name; a load-balancing weight other than the paper's 0 adds ``-b<weight>``."""
+    name = f"{dataset}-{gating}-{kind}-e{experts}"
+    return name if not balance_weight else f"{name}-b{balance_weight:g}"
 
 
 def train_mixtures(
@@ -55,15 +60,19 @@ def train_mixtures(
     hidden: int = 64,
     repeats: int = 5,
     seed: int = 0,
+    balance_weight: float = 0.0,
     config: TrainConfig = TrainConfig(),
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train the ``repeats`` mixtures of one model as one batched model and score them.
 
-    Returns two tidy tables:
-      mixtures: one row per repeat (test metric, epochs, training time, parameters, seeds,
-      whether it diverged and why; a diverged mixture's metric is NaN);
+    balance_weight: weight of the load-balancing loss (``core.mixtures``; 0: the paper's).
+    Returns two tidy tables, both with ``balance_weight``:
+      mixtures: one row per repeat (test metric; NLL, Brier score and ECE of the mixture's
+      prediction; the disagreement or ambiguity between its experts, each expert run as
+      its own network; epochs, training time, parameters, seeds, whether it diverged and
+      why; a diverged mixture's scores are NaN);
       usage: one row per repeat, epoch and expert: the expert's mean gate weight on the
       validation set after that epoch (inference gate).
     """
@@ -72,7 +81,7 @@ def train_mixtures(
     model = MixtureEnsemble(
         data.n_features, hidden, data.n_outputs, members=repeats, experts=experts, kind=kind, gating=gating,
         init_seeds=init_seeds, noise_seeds=noise_seeds, mask_seed=mask_seed(seed, 0),
-        eval_seed=derive_seed(seed, _MIXTURE_SEED_TAG + 3),
+        eval_seed=derive_seed(seed, _MIXTURE_SEED_TAG + 3), balance_weight=balance_weight,
     ).to(device)
     to = lambda t: t.to(device)  # noqa: E731
     X_val = to(data.X_val)
@@ -84,17 +93,38 @@ def train_mixtures(
         description=f"{data.name} {gating} {kind} K={experts}",
     )
     wall = time.perf_counter() - started
-    outputs = predict(model, to(data.X_test), batch_size=config.eval_batch_size)
-    metric = score(outputs, to(data.y_test), task=data.task).cpu().numpy()
+    X_test, y_test = to(data.X_test), to(data.y_test)
+    outputs = predict(model, X_test, batch_size=config.eval_batch_size)
+    metric = score(outputs, y_test, task=data.task).cpu().numpy()
+    variances = None
+    if data.task == "regression":
+        variances = residual_variances(predict(model, X_val, batch_size=config.eval_batch_size), to(data.y_val))
+    scores = {name: np.full(repeats, np.nan) for name in UNCERTAINTY_SCORES}
+    healthy = np.flatnonzero(~result.diverged)
+    if len(healthy):  # a diverged mixture's outputs may not be numbers at all
+        found = member_uncertainty(
+            outputs[healthy], y_test, task=data.task, variances=None if variances is None else variances[healthy]
+        )
+        for name, values in found.items():
+            scores[name][healthy] = values
+    diversity = _expert_diversity(model, X_test, task=data.task, batch_size=config.eval_batch_size)
     metric[result.diverged] = np.nan  # a diverged mixture has no result, only its reason
+    for values in diversity.values():
+        values[result.diverged] = np.nan
 
-    key = {"dataset": data.name, "split": data.split, "gating": gating, "kind": kind, "experts": experts}
+    key = {
+        "dataset": data.name, "split": data.split, "gating": gating, "kind": kind, "experts": experts,
+        "balance_weight": float(balance_weight),
+    }
     mixtures = pd.DataFrame(
         {
             **key,
             "repeat": np.arange(repeats),
             "metric_name": metric_name(data.task),
             "metric": metric,
+            **scores,
+            "val_residual_variance": np.nan if variances is None else variances.cpu().numpy(),
+            **diversity,
             "epochs": result.epochs,
             "train_time": result.train_time,
             "final_val_loss": result.final_val_loss,
@@ -127,6 +157,25 @@ def train_mixtures(
     return mixtures, usage_table.dropna(subset=["usage"]).reset_index(drop=True)
 
 
+def _expert_diversity(model: MixtureEnsemble, X: Tensor, *, task: str, batch_size: int) -> dict[str, np.ndarray]:
+    """How differently each mixture's experts predict on X, each expert run as its own
+    network (for MoIE: the network of its parameters alone): pairwise disagreement for
+    classification, ambiguity for regression, the other NaN. Returns (repeats,) arrays."""
+    with evaluating(model):
+        outputs = torch.cat(
+            [model.expert_outputs(X[start : start + batch_size]) for start in range(0, len(X), batch_size)], dim=2
+        )  # (members, experts, n, out)
+    members = outputs.shape[0]
+    disagreement, spread = np.full(members, np.nan), np.full(members, np.nan)
+    if outputs.shape[1] > 1:
+        for m in range(members):
+            if task == "regression":
+                spread[m] = ambiguity(outputs[m])
+            else:
+                disagreement[m] = pairwise_disagreement(outputs[m])
+    return {"disagreement": disagreement, "ambiguity": spread}
+
+
 def train_mixture_unit(
     data: Dataset,
     *,
@@ -136,6 +185,7 @@ def train_mixture_unit(
     hidden: int = 64,
     repeats: int = 5,
     seed: int = 0,
+    balance_weight: float = 0.0,
     config: TrainConfig = TrainConfig(),
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -150,7 +200,7 @@ def train_mixture_unit(
     """
     mixtures, usage = train_mixtures(
         on_device(data, device), gating=gating, kind=kind, experts=experts, hidden=hidden, repeats=repeats,
-        seed=seed, config=config, device=device, progress=progress,
+        seed=seed, balance_weight=balance_weight, config=config, device=device, progress=progress,
     )
     settings = {"seed": seed, "repeats": repeats, "hidden": hidden, **config.as_record()}
     return {"usage": usage, "mixtures": mixtures.assign(settings=str(settings))}
@@ -158,12 +208,15 @@ def train_mixture_unit(
 
 def add_relative_to_two(mixtures: pd.DataFrame) -> pd.DataFrame:
     """Figure 2's measure as a column ``relative_to_2``: the gain (%) of each mixture over the
-    same model (dataset, gating, kind) with 2 experts, averaged over repeats; accuracy:
-    (m - m2) / m2, RMSE: (m2 - m) / m2. NaN where the grid has no 2-expert model.
+    same model (dataset, gating, kind, load-balancing weight) with 2 experts, averaged over
+    repeats; accuracy: (m - m2) / m2, RMSE: (m2 - m) / m2. NaN where the grid has no
+    2-expert model.
     """
     if not len(mixtures):
         return mixtures.assign(relative_to_2=pd.Series(dtype=float))
-    model = ["dataset", "gating", "kind"]
+    if "balance_weight" not in mixtures:  # results from before the load-balancing axis
+        mixtures = mixtures.assign(balance_weight=0.0)
+    model = ["dataset", "gating", "kind", "balance_weight"]
     two = mixtures[mixtures["experts"] == 2].groupby(model)["metric"].mean().rename("_two")
     table = mixtures.drop(columns="relative_to_2", errors="ignore").join(two, on=model)
     higher = table["metric_name"] != "rmse"
@@ -187,6 +240,7 @@ def run_mixtures(
     hidden: int = 64,
     repeats: int = 5,
     seed: int = 0,
+    balance_weights: Sequence[float] = (0.0,),
     config: TrainConfig = TrainConfig(),
     data_dir: str | os.PathLike | None = None,
     max_rows: int | None = None,
@@ -195,8 +249,10 @@ def run_mixtures(
     device: str = "cpu",
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every (gating, kind, experts) unit of one dataset, skipping units already in ``out_dir``.
+    """Every (gating, kind, experts, balance weight) unit of one dataset, skipping units
+    already in ``out_dir``.
 
+    balance_weights: the load-balancing weights to train with (an ablation axis; the paper: 0).
     split, val_fraction, max_rows: how the data are cut (``load_dataset``).
     Returns the dataset's ``mixtures`` table (one row per gating, kind, experts, repeat,
     with ``relative_to_2``) and its ``usage`` table (finished units, old and new).
@@ -207,15 +263,15 @@ def run_mixtures(
             raise ValueError(f"unknown {name} {unknown}; valid: {', '.join(valid)}")
     store = ShardStore(out_dir, tables=MIXTURE_TABLES)
     # smallest mixtures first: the 2-expert baselines are there early on in a long run
-    units = [(g, k, e) for e in sorted(experts) for g in gatings for k in kinds]
+    units = [(g, k, e, w) for e in sorted(experts) for g in gatings for k in kinds for w in balance_weights]
     todo = [u for u in units if not store.done(mixture_unit(dataset, *u))]
     if todo:
         data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, split=split, val_fraction=val_fraction)
-        for gating, kind, n_experts in todo:
+        for gating, kind, n_experts, weight in todo:
             tables = train_mixture_unit(
                 data, gating=gating, kind=kind, experts=n_experts, hidden=hidden, repeats=repeats,
-                seed=seed, config=config, device=device, progress=progress,
+                seed=seed, balance_weight=weight, config=config, device=device, progress=progress,
             )
-            store.save(mixture_unit(dataset, gating, kind, n_experts), **tables)
+            store.save(mixture_unit(dataset, gating, kind, n_experts, weight), **tables)
     names = [mixture_unit(dataset, *u) for u in units]
     return add_relative_to_two(store.read(names, "mixtures")), store.read(names, "usage")
