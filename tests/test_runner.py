@@ -353,10 +353,10 @@ def test_changed_settings_need_force(tmp_path):
 
 
 def test_scheduler_comes_from_the_file_and_is_checked(tmp_path, capsys, monkeypatch):
-    params = yaml.safe_load(SMOKE.read_text())
-    assert params["scheduler"] is None and params.load_scheduler(SMOKE) is None
+    document = yaml.safe_load(SMOKE.read_text())
+    assert document["scheduler"] is None and params.load_scheduler(SMOKE) is None
     path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump({**params, "scheduler": 8786}))
+    path.write_text(yaml.safe_dump({**document, "scheduler": 8786}))
     with pytest.raises(ParamsError, match=r"bad\.yaml: scheduler must be a Dask scheduler's address"):
         run_profile(path, out_root=tmp_path / "runs", progress=False)
 
@@ -369,7 +369,7 @@ def test_scheduler_comes_from_the_file_and_is_checked(tmp_path, capsys, monkeypa
         probe.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
     monkeypatch.setattr(cluster, "CONNECT_SECONDS", 2)
-    path.write_text(yaml.safe_dump({**params, "scheduler": address}))
+    path.write_text(yaml.safe_dump({**document, "scheduler": address}))
     assert main(["run", str(path), "--datasets", "churn", "--out", str(tmp_path / "runs"), "--no-progress"]) == 2
     message = capsys.readouterr().err
     assert f"cannot reach a Dask scheduler at {address}" in message and "dask scheduler" in message
