@@ -217,14 +217,20 @@ class LabPage:
 
     def move_slider(self, *, cell_containing: str, key: str = "ArrowLeft", timeout: float = 30) -> tuple[str, str]:
         """Press ``key`` on the first ipywidgets slider in the output of the code cell whose
-        source contains ``cell_containing``; returns the text of that output's Output widget
-        before and after it changed (or after ``timeout``)."""
+        source contains ``cell_containing``, once that output's Output widget shows something;
+        returns the widget's text before and after it changed (or after ``timeout``)."""
         cell = self.page.locator(".jp-CodeCell", has=self.page.locator(".jp-InputArea", has_text=cell_containing))
         cell.scroll_into_view_if_needed()
         view = cell.locator(".jp-OutputArea-output .widget-output").first
         handle = cell.locator(".jp-OutputArea-output .noUi-handle").first
         handle.wait_for(timeout=timeout * 1000)
+        # The slider can be drawn before the Output widget receives its first table and
+        # chart; reading it then gives "" and any later text would pass for a change.
+        deadline = time.monotonic() + timeout
         before = view.inner_text()
+        while not before.strip() and time.monotonic() < deadline:
+            time.sleep(0.25)
+            before = view.inner_text()
         handle.focus()
         handle.press(key)
         deadline = time.monotonic() + timeout
