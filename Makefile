@@ -51,9 +51,12 @@ test: setup
 # Before/after in one run: the package at BENCH_BASELINE (default: the commit before issue
 # 12's training step) is timed beside the checkout's (benchmarks/README.md).
 BENCH_BASELINE ?= be24596
+# SMLPs came after it; their step was written out after 1f32898
+SMLP_BASELINE ?= 1f32898
 bench: setup
 	$(BIN)/python benchmarks/bench_trainer.py --dataset california --hidden 64 256 --members 64 --baseline $(BENCH_BASELINE)
 	$(BIN)/python benchmarks/bench_mixtures.py --experts 2 16 128 --baseline $(BENCH_BASELINE)
+	$(BIN)/python benchmarks/bench_trainer.py --dataset california --kind smlp --hidden 64 --members 64 --baseline $(SMLP_BASELINE) --out benchmarks/results/trainer_smlp.json
 
 # JupyterLab on the project's environment, on this machine only; it prints the URL (with
 # its token) to open. Jupyter refuses to run as root unless told that it may.

@@ -67,11 +67,16 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def flops_per_model_epoch(sizes: list[int], n_train: int, n_val: int) -> float:
+def flops_per_model_epoch(sizes: list[int], n_train: int, n_val: int, *, kind: str = "mlp") -> float:
     """Matrix-multiply FLOPs of one epoch of one model: forward + backward (3x forward) on the
-    training rows, forward on the validation rows. Elementwise work is not counted."""
+    training rows, forward on the validation rows. Elementwise work is not counted. An SMLP
+    adds its frozen gate products z @ C, (hidden x hidden) per hidden layer: forward, and
+    backward to z only (C trains not)."""
     macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    return 2.0 * macs * (3 * n_train + n_val)
+    flops = 2.0 * macs * (3 * n_train + n_val)
+    if kind == "smlp":
+        flops += 2.0 * sum(h * h for h in sizes[1:-1]) * (2 * n_train + n_val)
+    return flops
 
 
 # ----------------------------------------------------------------------------- time split
@@ -172,8 +177,9 @@ def machine_report(args, data, peak: float) -> dict:
 
 # ----------------------------------------------------------------------------- deep ensembles
 
-def time_batched(data, *, hidden: int, members: int, epochs: int, device: str) -> float:
-    model = MLPEnsemble(data.n_features, hidden, data.n_outputs, members=members, init_seeds=range(members)).to(device)
+def time_batched(data, *, hidden: int, members: int, epochs: int, device: str, kind: str = "mlp") -> float:
+    model = MLPEnsemble(data.n_features, hidden, data.n_outputs, members=members, kind=kind,
+                        init_seeds=range(members)).to(device)
     config = TrainConfig(max_epochs=epochs, patience=epochs + 1)
     tensors = [t.to(device) for t in (data.X_train, data.y_train, data.X_val, data.y_val)]
     _sync(device)
@@ -183,10 +189,11 @@ def time_batched(data, *, hidden: int, members: int, epochs: int, device: str) -
     return time.perf_counter() - start
 
 
-def measure_batched(data, *, hidden: int, members: int, epochs: int, device: str, profile: bool) -> dict:
+def measure_batched(data, *, hidden: int, members: int, epochs: int, device: str, profile: bool,
+                    kind: str = "mlp") -> dict:
     """Model-epochs per second of the batched trainer (after a one-epoch warm-up) and the
     time split of one epoch."""
-    run = lambda n: time_batched(data, hidden=hidden, members=members, epochs=n, device=device)  # noqa: E731
+    run = lambda n: time_batched(data, hidden=hidden, members=members, epochs=n, device=device, kind=kind)  # noqa: E731
     run(1)  # warm-up: first calls pay for allocator and kernel selection
     rate = members * epochs / run(epochs)
     return {"rate": rate, "split": time_split(lambda: run(1), device=device) if profile else None}
@@ -214,16 +221,28 @@ def train_plainly(net: nn.Module, data, *, epochs: int, device: str) -> None:
             loss_fn(net(X_val), y_val).item()
 
 
-def time_one_by_one(data, *, hidden: int, members: int, epochs: int, device: str) -> float:
-    """``members`` nn.Sequential MLPs trained one after the other."""
+class SigmaActivation(nn.Module):
+    """The sigma-Asymmetric activation z * sigmoid(z @ C), C frozen: the plain loop's SMLP."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.register_buffer("gate", torch.randn(width, width))
+
+    def forward(self, z):
+        return z * torch.sigmoid(z @ self.gate)
+
+
+def time_one_by_one(data, *, hidden: int, members: int, epochs: int, device: str, kind: str = "mlp") -> float:
+    """``members`` nn.Sequential MLPs (or SMLPs) trained one after the other."""
     _sync(device)
     start = time.perf_counter()
     for member in range(members):
         torch.manual_seed(member)
         h = hidden
+        act = (lambda: SigmaActivation(h)) if kind == "smlp" else nn.GELU
         net = nn.Sequential(
-            nn.Linear(data.n_features, h), nn.GELU(), nn.Linear(h, h), nn.GELU(),
-            nn.Linear(h, h), nn.GELU(), nn.Linear(h, data.n_outputs),
+            nn.Linear(data.n_features, h), act(), nn.Linear(h, h), act(),
+            nn.Linear(h, h), act(), nn.Linear(h, data.n_outputs),
         ).to(device)
         train_plainly(net, data, epochs=epochs, device=device)
     _sync(device)
@@ -275,6 +294,7 @@ def main(argv=None) -> dict:
     common_arguments(parser, epochs_help="epochs of the batched run")
     parser.add_argument("--hidden", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--members", type=int, default=64)
+    parser.add_argument("--kind", choices=["mlp", "smlp"], default="mlp", help="the members' kind (smlp: sigma-Asymmetric)")
     parser.add_argument("--loop-members", type=int, default=4, help="members timed in the plain loop")
     parser.add_argument("--loop-epochs", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/trainer.json")
@@ -285,27 +305,28 @@ def main(argv=None) -> dict:
     data = load_dataset(args.dataset)
     if args.child_out:  # the baseline's child process: the batched runs only
         runs = {str(h): measure_batched(data, hidden=h, members=args.members, epochs=epochs, device=args.device,
-                                        profile=not args.no_profile) for h in args.hidden}
+                                        profile=not args.no_profile, kind=args.kind) for h in args.hidden}
         Path(args.child_out).write_text(json.dumps(runs))
         return runs
 
     peak = matmul_peak_gflops(device=args.device)
-    report = {**machine_report(args, data, peak), "members": args.members, "epochs": epochs}
+    report = {**machine_report(args, data, peak), "kind": args.kind, "members": args.members, "epochs": epochs}
     print(f"{report['device']}, {report['threads']} threads, float32 matmul peak {peak:.1f} GFLOP/s, "
           f"load average {report['load_average'][0]:.2f}")
     with baseline_package(args.baseline) if args.baseline != "none" else _nothing() as package:
         for hidden in args.hidden:
-            common = {"members": args.members, "epochs": epochs, "device": args.device}
+            common = {"members": args.members, "epochs": epochs, "device": args.device, "kind": args.kind}
             after = measure_batched(data, hidden=hidden, profile=not args.no_profile, **common)
             child_argv = ["--dataset", args.dataset, "--hidden", str(hidden), "--members", str(args.members),
+                          "--kind", args.kind,
                           "--epochs", str(epochs), "--device", args.device,
                           "--threads", str(torch.get_num_threads())] + (["--no-profile"] if args.no_profile else [])
             before = run_in_baseline(package, "bench_trainer.py", child_argv)
             loop = time_one_by_one(data, hidden=hidden, members=args.loop_members, epochs=args.loop_epochs,
-                                   device=args.device)
+                                   device=args.device, kind=args.kind)
             loop_rate = args.loop_members * args.loop_epochs / loop
             sizes = [data.n_features, hidden, hidden, hidden, data.n_outputs]
-            flops = flops_per_model_epoch(sizes, len(data.X_train), len(data.X_val))
+            flops = flops_per_model_epoch(sizes, len(data.X_train), len(data.X_val), kind=args.kind)
             figures = {"flops": flops, "peak": peak, "unit": "model_epochs"}
             run = {
                 "hidden": hidden,

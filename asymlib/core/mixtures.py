@@ -34,7 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .backprop import Workspace
 from .layers import ExpertLinear, LinearEnsemble, set_stacked_parameters, wasym_entries
+from .mixture_backprop import mixture_loss_and_gradients
 from .models import default_n_fix
 
 Gating = Literal["standard", "gumbel"]
@@ -150,10 +152,17 @@ class MixtureEnsemble(nn.Module):
         # original mixtures the parameters hold now (fit drops the ones that stopped).
         self._noise = [torch.Generator().manual_seed(s) for s in noise]
         self._active = list(range(members))
+        self._workspace: Workspace | None = None  # the hand-written step's buffers, made at its first call
 
     @property
     def in_features(self) -> int:
         return self.gate.in_features
+
+    @property
+    def activation_width(self) -> int:
+        """Floats per row and mixture in the widest activation, every expert's hidden layer
+        (trainer.predict chunks evaluation rows by it)."""
+        return self.experts * max(layer.out_features for layer in self.layers)
 
     @property
     def steps_capturable(self) -> bool:
@@ -179,11 +188,15 @@ class MixtureEnsemble(nn.Module):
             return torch.softmax(logits, dim=-1)
         members, batch, experts = logits.shape
         if self.training:
-            noise = torch.stack([gumbel_noise((batch, experts), self._noise[m]) for m in self._active])
-            return torch.softmax((logits + noise.to(logits.device)) / self.tau, dim=-1)
+            return torch.softmax((logits + self._training_noise(batch, logits.device)) / self.tau, dim=-1)
         generator = torch.Generator().manual_seed(self.eval_seed)
         noise = gumbel_noise((self.samples, 1, batch, experts), generator).to(logits.device)
         return torch.softmax((logits + noise) / self.tau, dim=-1).mean(dim=0)
+
+    def _training_noise(self, batch: int, device: torch.device) -> Tensor:
+        """The next training Gumbel samples of every active mixture: (members, batch, experts)."""
+        noise = torch.stack([gumbel_noise((batch, self.experts), self._noise[m]) for m in self._active])
+        return noise.to(device)
 
     def expert_outputs(self, x: Tensor) -> Tensor:
         """Every expert's own output f_k(x): (members, experts, batch, out_features).
@@ -240,6 +253,25 @@ class MixtureEnsemble(nn.Module):
 
     # ------------------------------------------------------------------ trainer.fit protocol
 
+    #: ``loss_and_gradients`` takes the training step (trainer.fit uses it unless under autocast).
+    hand_written_step = True
+
+    def loss_and_gradients(self, x: Tensor, targets: Tensor, *, task: str) -> Tensor:
+        """The training step's forward and backward pass, written out (core/mixture_backprop.py).
+
+        x: (members, batch, in_features); targets: (members, batch). Overwrites every
+        parameter's ``.grad`` (the load-balancing term included) and returns the (members,)
+        task losses of the batch. Draws the batch's training Gumbel noise, as ``forward``
+        does in training.
+        """
+        if self._workspace is None:
+            self._workspace = Workspace()
+        noise = self._training_noise(x.shape[1], x.device) if self.gating == "gumbel" else None
+        return mixture_loss_and_gradients(
+            self.gate, self.layers, x, targets, task=task, interpolated=self.interpolated, workspace=self._workspace,
+            noise=noise, tau=self.tau, balance_weight=self.balance_weight,
+        )
+
     @torch.no_grad()
     def set_members(self, parameters: Sequence[Tensor], members: Sequence[int] | Tensor) -> None:
         """Replace the parameters (``parameters()`` order) by tensors holding the original
@@ -250,6 +282,7 @@ class MixtureEnsemble(nn.Module):
             raise ValueError(f"members names {len(members)} mixtures, the parameters hold {parameters[0].shape[0]}")
         set_stacked_parameters(self, parameters)
         self.members, self._active = len(members), members
+        self._workspace = None  # sized for the old members
 
     @torch.no_grad()
     def apply_frozen(self) -> None:
