@@ -19,7 +19,7 @@ def _autograd_gradients(model, x, y, task):
 
 
 @pytest.mark.parametrize("task, n_out", [("regression", 1), ("multiclass", 3)])
-@pytest.mark.parametrize("kind", ["mlp", "wmlp", "smlp"])
+@pytest.mark.parametrize("kind", ["mlp", "wmlp"])
 def test_hand_written_gradients_equal_autograd(kind, task, n_out):
     """Same kernels in the same layout, so the gradients agree to float32 rounding only: the
     loss gradient is formed in another order ((softmax - onehot) / batch rather than
@@ -33,8 +33,7 @@ def test_hand_written_gradients_equal_autograd(kind, task, n_out):
         y = torch.randn(3, batch, generator=g) if task == "regression" else torch.randint(0, n_out, (3, batch), generator=g)
         expected_losses, expected = _autograd_gradients(model, x, y, task)
         model.zero_grad(set_to_none=True)
-        gates = [model.gate0, model.gate1, model.gate2] if kind == "smlp" else None
-        losses = mlp_loss_and_gradients(model.layers, x, y, task=task, workspace=workspace, sigma_gates=gates)
+        losses = mlp_loss_and_gradients(model.layers, x, y, task=task, workspace=workspace)
         torch.testing.assert_close(losses, expected_losses, rtol=1e-6, atol=1e-7)
         for got, want in zip((p.grad for p in model.parameters()), expected):
             torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

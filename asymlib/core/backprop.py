@@ -93,27 +93,13 @@ def grad_buffer(parameter: Tensor) -> Tensor:
     return parameter.grad
 
 
-def _sigma_backward(grad: Tensor, z: Tensor, gate: Tensor, sigma_gate: Tensor, ws) -> Tensor:
-    """d loss / d z of h = z * sigmoid(z @ C), from d loss / d h (all (E, batch, hidden)):
-    grad * s + ((grad * z) * s * (1 - s)) @ C^T."""
-    width = z.shape[-1]
-    through_gate = torch.ops.aten.sigmoid_backward.grad_input(
-        torch.mul(grad, z, out=ws("sigma_grad_s", width)), gate, grad_input=ws("sigma_grad_a", width)
-    )
-    direct = torch.mul(grad, gate, out=ws("grad_pre", width))
-    return direct.view(-1, width).addmm_(through_gate.view(-1, width), sigma_gate.T).view(z.shape)
-
-
 @torch.no_grad()
 def mlp_loss_and_gradients(
-    layers: Sequence[LinearEnsemble], x: Tensor, targets: Tensor, *, task: str, workspace: Workspace,
-    sigma_gates: Sequence[Tensor] | None = None,
+    layers: Sequence[LinearEnsemble], x: Tensor, targets: Tensor, *, task: str, workspace: Workspace
 ) -> Tensor:
     """One forward and backward pass of Linear GELU ... GELU Linear, members stacked.
 
     x: (E, batch, in_features), each member's own rows; targets: (E, batch).
-    sigma_gates: for a sigma-Asymmetric MLP, the frozen (hidden, hidden) matrix C_i of each
-    hidden layer; its activation z * sigmoid(z @ C_i) then replaces the GELU.
     Writes every layer's ``weight.grad`` and ``bias.grad`` (overwriting them; frozen
     W-Asymmetric entries get 0) and returns the (E,) losses of the batch.
 
@@ -124,17 +110,11 @@ def mlp_loss_and_gradients(
     """
     members, batch = x.shape[:2]
     ws = lambda name, *shape: workspace.get(name, (members, batch, *shape), x)  # noqa: E731
-    inputs, pre_activations, gate_values = [x], [], []
+    inputs, pre_activations = [x], []
     for i, layer in enumerate(layers[:-1]):
         z = torch.baddbmm(layer.bias.unsqueeze(1), inputs[-1], layer.weight, out=ws(f"z{i}", layer.out_features))
         pre_activations.append(z)
-        if sigma_gates is None:
-            inputs.append(torch.ops.aten.gelu.out(z, out=ws(f"h{i + 1}", layer.out_features)))
-            continue
-        # sigma-Asymmetric: s = sigmoid(z @ C), h = z * s (s is kept for the backward pass)
-        gate = torch.sigmoid_(torch.matmul(z, sigma_gates[i], out=ws(f"s{i}", layer.out_features)))
-        gate_values.append(gate)
-        inputs.append(torch.mul(z, gate, out=ws(f"h{i + 1}", layer.out_features)))
+        inputs.append(torch.ops.aten.gelu.out(z, out=ws(f"h{i + 1}", layer.out_features)))
 
     last, h = layers[-1], inputs[-1]
     wide = ws("wide", h.shape[-1])  # a (members, batch, hidden) scratch for the width-1 layer
@@ -148,12 +128,10 @@ def mlp_loss_and_gradients(
     for i in reversed(range(len(layers))):
         layer, h = layers[i], inputs[i]
         weight_grad, bias_grad = grad_buffer(layer.weight), grad_buffer(layer.bias)
-        if i < len(layers) - 1 and sigma_gates is None:
+        if i < len(layers) - 1:
             grad = torch.ops.aten.gelu_backward.grad_input(
                 grad, pre_activations[i], grad_input=ws("grad_pre", layer.out_features)
             )
-        elif i < len(layers) - 1:
-            grad = _sigma_backward(grad, pre_activations[i], gate_values[i], sigma_gates[i], ws)
         if layer.out_features == 1:
             torch.sum(torch.mul(h, grad, out=wide), dim=1, out=weight_grad.squeeze(-1))
         else:

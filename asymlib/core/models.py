@@ -126,8 +126,9 @@ class MLPEnsemble(nn.Module):
 
     @property
     def hand_written_step(self) -> bool:
-        """``loss_and_gradients`` takes the training step (trainer.fit uses it unless under autocast)."""
-        return True
+        """Whether ``loss_and_gradients`` can take the training step (GELU networks only: an
+        SMLP's step written out measured no faster than autograd's, benchmarks/README.md)."""
+        return self.kind != "smlp"
 
     def loss_and_gradients(self, x: Tensor, targets: Tensor, *, task: str) -> Tensor:
         """The training step's forward and backward pass, written out (core/backprop.py).
@@ -137,8 +138,7 @@ class MLPEnsemble(nn.Module):
         """
         if self._workspace is None:
             self._workspace = Workspace()
-        gates = [getattr(self, f"gate{i}") for i in range(len(self.layers) - 1)] if self.kind == "smlp" else None
-        return mlp_loss_and_gradients(self.layers, x, targets, task=task, workspace=self._workspace, sigma_gates=gates)
+        return mlp_loss_and_gradients(self.layers, x, targets, task=task, workspace=self._workspace)
 
     @torch.no_grad()
     def set_members(self, parameters: Sequence[Tensor], members: Sequence[int] | Tensor | None = None) -> None:

@@ -8,9 +8,9 @@ back to the host in between. The runner
   (``EpochBatches``: member m's rows of the block lie contiguous), so a step reads a view
   instead of gathering its own batch;
 - takes a step with the model's hand-written forward and backward pass when it has one
-  (``hand_written_step`` and ``loss_and_gradients``: ``MLPEnsemble`` and
-  ``MixtureEnsemble``) and with autograd otherwise (any other model, and any model under
-  bfloat16 autocast), then AdamW and the W-Asymmetric rewrite;
+  (``hand_written_step`` and ``loss_and_gradients``: ``MLPEnsemble`` of GELU networks and
+  ``MixtureEnsemble``) and with autograd otherwise (SMLPs, and any model under bfloat16
+  autocast), then AdamW and the W-Asymmetric rewrite;
 - on a CUDA device, records the whole epoch (block gathers and steps) in one CUDA graph and
   replays it in later epochs, so that an epoch costs one launch instead of thousands.
   The graph is recorded in the second epoch of a set of members (the first runs eagerly on
