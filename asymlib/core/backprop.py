@@ -93,6 +93,13 @@ def grad_buffer(parameter: Tensor) -> Tensor:
     return parameter.grad
 
 
+def zero_frozen_grad(layer: LinearEnsemble) -> None:
+    """Zero the weight gradient at the layer's W-Asymmetric frozen entries (if it has any),
+    as its autograd hook does, so that AdamW's moments stay 0 there."""
+    if layer.frozen_mask is not None:
+        layer.weight.grad.masked_fill_(layer.frozen_mask, 0.0)
+
+
 @torch.no_grad()
 def mlp_loss_and_gradients(
     layers: Sequence[LinearEnsemble], x: Tensor, targets: Tensor, *, task: str, workspace: Workspace
@@ -137,8 +144,7 @@ def mlp_loss_and_gradients(
         else:
             torch.bmm(h.transpose(1, 2), grad, out=weight_grad)
         torch.sum(grad, dim=1, out=bias_grad)
-        if layer.frozen_mask is not None:
-            weight_grad.masked_fill_(layer.frozen_mask, 0.0)
+        zero_frozen_grad(layer)
         if i == 0:
             break  # the data need no gradient
         grad_input = ws("grad_post", layer.in_features)

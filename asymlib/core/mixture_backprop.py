@@ -31,7 +31,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .backprop import Workspace, grad_buffer, losses_and_output_grad
+from .backprop import Workspace, grad_buffer, losses_and_output_grad, zero_frozen_grad
 from .layers import ExpertLinear, LinearEnsemble
 
 
@@ -59,11 +59,6 @@ def _gate_backward(gate: LinearEnsemble, x: Tensor, alpha: Tensor, grad_alpha: T
         grad_logits.div_(tau)
     torch.bmm(x.transpose(1, 2), grad_logits, out=grad_buffer(gate.weight))
     torch.sum(grad_logits, dim=1, out=grad_buffer(gate.bias))
-
-
-def _zero_frozen(layer: LinearEnsemble) -> None:
-    if layer.frozen_mask is not None:
-        layer.weight.grad.masked_fill_(layer.frozen_mask, 0.0)
 
 
 def _side_by_side(layer: ExpertLinear, ws, name: str) -> Tensor:
@@ -149,7 +144,7 @@ def _moe_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Tens
             weight = layer.weight.view(flat, hidden, -1)
             torch.bmm(inputs[i].transpose(1, 2), grad, out=grad_buffer(layer.weight).view(weight.shape))
             grad = torch.bmm(grad, weight.transpose(1, 2), out=ws("moe_grad_post", (flat, batch, hidden)))
-        _zero_frozen(layer)
+        zero_frozen_grad(layer)
 
     first = layers[0]
     if x_copies is not None:
@@ -160,7 +155,7 @@ def _moe_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Tens
         grad_weights = torch.bmm(x.transpose(1, 2), grad_side.view(members, batch, experts * hidden),
                                  out=ws("moe_grad_w0", side_by_side.shape))
         grad_buffer(first.weight).copy_(grad_weights.view(members, -1, experts, hidden).permute(0, 2, 1, 3))
-    _zero_frozen(first)
+    zero_frozen_grad(first)
     return losses, grad_alpha
 
 
@@ -233,7 +228,7 @@ def _moie_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Ten
             grad_buffer(layer.weight).copy_(grad_side.view(members, fan_in, experts, fan_out).permute(0, 2, 1, 3))
             if i > 0:
                 grad = torch.bmm(grad_products, side_by_side.transpose(1, 2), out=ws("moie_grad_post", (members, batch, fan_in)))
-        _zero_frozen(layer)
+        zero_frozen_grad(layer)
     return losses, grad_alpha
 
 
