@@ -9,7 +9,8 @@ loop side is what one would write in plain PyTorch: K ``nn.Sequential`` experts 
 sum_k alpha_k (W_k h + b_k)), a shuffling DataLoader and ``torch.optim.AdamW``.
 
 Prints and writes JSON, per kind and K, before and after (``--baseline``, as in
-bench_trainer.py: the old package from ``git archive`` timed in a child process):
+bench_trainer.py: each version timed in child processes of its own, alternating, the
+fastest of ``--rounds`` kept):
 mixture-epochs per second (and expert-epochs per second, K times as many, comparable with
 bench_trainer's model-epochs), the speed-up over the loop, GFLOP/s and the share of the
 machine's measured float32 matrix-multiply peak, and the profiler's time split of an epoch.
@@ -32,7 +33,7 @@ from asymlib.core.mixtures import MixtureEnsemble
 from asymlib.core.trainer import TrainConfig, fit
 from bench_trainer import (
     _nothing, _sync, baseline_package, common_arguments, flops_per_model_epoch, machine_report, matmul_peak_gflops,
-    print_versions, run_in_baseline, time_split, train_plainly, version_figures, write_report,
+    print_versions, alternate_versions, time_split, train_plainly, version_figures, write_report,
 )
 
 
@@ -122,7 +123,7 @@ def main(argv=None) -> dict:
     data = load_dataset(args.dataset, max_rows=args.max_rows)
     common = {"mixtures": args.mixtures, "hidden": args.hidden, "epochs": epochs, "device": args.device,
               "profile": not args.no_profile}
-    if args.child_out:  # the baseline's child process: the batched runs only
+    if args.child_out:  # a version's child process: the batched runs only
         for kind in args.kinds:
             time_batched(data, kind=kind, experts=2, mixtures=args.mixtures, hidden=args.hidden, epochs=1,
                          device=args.device)  # warm-up
@@ -138,18 +139,14 @@ def main(argv=None) -> dict:
     sizes = [data.n_features, args.hidden, args.hidden, args.hidden, data.n_outputs]
     with baseline_package(args.baseline) if args.baseline != "none" else _nothing() as package:
         for kind in args.kinds:
-            # warm-up: first calls pay for allocator and kernel selection
-            time_batched(data, kind=kind, experts=2, mixtures=args.mixtures, hidden=args.hidden, epochs=1,
-                         device=args.device)
             for experts in args.experts:
-                after = measure_batched(data, kind=kind, experts=experts, **common)
                 child_argv = [
                     "--dataset", args.dataset, "--kinds", kind, "--experts", str(experts), "--mixtures",
                     str(args.mixtures), "--hidden", str(args.hidden), "--epochs", str(epochs), "--device",
                     args.device, "--threads", str(torch.get_num_threads()),
-                ] + (["--max-rows", str(args.max_rows)] if args.max_rows else []) + (
-                    ["--no-profile"] if args.no_profile else [])
-                before = run_in_baseline(package, "bench_mixtures.py", child_argv)
+                ] + (["--max-rows", str(args.max_rows)] if args.max_rows else [])
+                after, before = alternate_versions(package, "bench_mixtures.py", child_argv, rounds=args.rounds,
+                                                   profile=not args.no_profile)
                 loop = time_loop(data, kind=kind, experts=experts, hidden=args.hidden, epochs=args.loop_epochs,
                                  device=args.device)
                 loop_rate = args.loop_epochs / loop
@@ -160,7 +157,7 @@ def main(argv=None) -> dict:
                     "experts": experts,
                     "loop_mixture_epochs_per_s": round(loop_rate, 3),
                     "before": version_figures(before and before[f"{kind}-{experts}"], loop_rate, **figures),
-                    "after": version_figures(after, loop_rate, **figures),
+                    "after": version_figures(after[f"{kind}-{experts}"], loop_rate, **figures),
                 }
                 report["runs"].append(run)
                 print(f"{kind:5s} K={experts:4d}: loop {loop_rate:.3f} mixture-epochs/s")

@@ -9,9 +9,11 @@ and reported per model-epoch, since its cost grows linearly with the members.
 
 Before/after: ``--baseline REV`` (default: the commit before issue 12's training step)
 extracts the package as it was at REV (``git archive``, into a temporary folder; nothing
-in the checkout changes) and times the same batched work with it in a child process
-(``PYTHONPATH`` points at the old package, the data folder is this checkout's), right
-after the current code, size by size. ``--baseline none`` skips it.
+in the checkout changes). Both versions run the same batched work in child processes of
+their own (``PYTHONPATH`` points at the checkout or at the old package; the data folder is
+this checkout's), alternating after, before, after, ... ``--rounds`` times, size by size;
+each version's fastest round is reported, so that a busy moment of the machine does not
+decide the comparison. ``--baseline none`` times the current code only.
 
 Prints and writes JSON, per hidden size and for both versions: model-epochs per second,
 the speed-up over the loop, GFLOP/s and the share of the machine's measured float32
@@ -138,16 +140,38 @@ def baseline_package(rev: str):
         yield Path(folder)
 
 
-def run_in_baseline(package: Path | None, script: str, argv: list[str]) -> dict | None:
-    """Run ``script`` (a benchmark of this folder) in a child process that imports the old
-    package; returns what it wrote with ``--child-out``. None without a baseline."""
-    if package is None:
-        return None
+def run_in_child(package: Path, script: str, argv: list[str]) -> dict:
+    """Run ``script`` (a benchmark of this folder) in a child process that imports the
+    package ``asymlib`` found in the folder ``package``; returns what it wrote with
+    ``--child-out``: {run key: {"rate": ..., "split": ...}}."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         env = {**os.environ, "PYTHONPATH": str(package), "ASYMLIB_DATA": str(default_data_dir().resolve())}
         subprocess.run([sys.executable, str(Path(__file__).parent / script), *argv, "--child-out", out.name],
                        env=env, check=True)
         return json.loads(Path(out.name).read_text())
+
+
+def alternate_versions(baseline: Path | None, script: str, argv: list[str], *, rounds: int,
+                       profile: bool) -> tuple[dict, dict | None]:
+    """The current package and the baseline's (None: none), each timed in its own child
+    processes, alternating after, before, after, ... ``rounds`` times. Returns (after,
+    before): per run key the fastest round's rate, every round's rate, and the time split
+    of the first round (the only one profiled)."""
+    after, before = [], []
+    for round_ in range(rounds):
+        child_argv = argv + ([] if profile and round_ == 0 else ["--no-profile"])
+        after.append(run_in_child(REPO, script, child_argv))
+        if baseline is not None:
+            before.append(run_in_child(baseline, script, child_argv))
+    return _fastest(after), _fastest(before) if before else None
+
+
+def _fastest(rounds: list[dict]) -> dict:
+    return {
+        key: {"rate": max(r[key]["rate"] for r in rounds), "rates": [round(r[key]["rate"], 3) for r in rounds],
+              "split": rounds[0][key]["split"]}
+        for key in rounds[0]
+    }
 
 
 def common_arguments(parser: argparse.ArgumentParser, *, epochs_help: str) -> None:
@@ -156,6 +180,7 @@ def common_arguments(parser: argparse.ArgumentParser, *, epochs_help: str) -> No
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--baseline", default=BASELINE, help="commit to compare with, or 'none'")
+    parser.add_argument("--rounds", type=int, default=3, help="child runs per version, alternating (default: 3)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler's time split")
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)  # the baseline's child process
 
@@ -266,7 +291,8 @@ def version_figures(measured: dict | None, loop_rate: float, *, flops: float, pe
     if measured is None:
         return None
     figures = speed_figures(measured["rate"], loop_rate, flops=flops, peak=peak)
-    return {f"batched_{unit}_per_s": round(measured["rate"], 3), **figures, "time_split": measured["split"]}
+    return {f"batched_{unit}_per_s": round(measured["rate"], 3), "rounds": measured.get("rates"), **figures,
+            "time_split": measured["split"]}
 
 
 def print_versions(label: str, run: dict, unit: str) -> None:
@@ -303,7 +329,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     epochs = args.epochs or (20 if args.device.startswith("cuda") else 3)
     data = load_dataset(args.dataset)
-    if args.child_out:  # the baseline's child process: the batched runs only
+    if args.child_out:  # a version's child process: the batched runs only
         runs = {str(h): measure_batched(data, hidden=h, members=args.members, epochs=epochs, device=args.device,
                                         profile=not args.no_profile, kind=args.kind) for h in args.hidden}
         Path(args.child_out).write_text(json.dumps(runs))
@@ -315,13 +341,11 @@ def main(argv=None) -> dict:
           f"load average {report['load_average'][0]:.2f}")
     with baseline_package(args.baseline) if args.baseline != "none" else _nothing() as package:
         for hidden in args.hidden:
-            common = {"members": args.members, "epochs": epochs, "device": args.device, "kind": args.kind}
-            after = measure_batched(data, hidden=hidden, profile=not args.no_profile, **common)
             child_argv = ["--dataset", args.dataset, "--hidden", str(hidden), "--members", str(args.members),
-                          "--kind", args.kind,
-                          "--epochs", str(epochs), "--device", args.device,
-                          "--threads", str(torch.get_num_threads())] + (["--no-profile"] if args.no_profile else [])
-            before = run_in_baseline(package, "bench_trainer.py", child_argv)
+                          "--kind", args.kind, "--epochs", str(epochs), "--device", args.device,
+                          "--threads", str(torch.get_num_threads())]
+            after, before = alternate_versions(package, "bench_trainer.py", child_argv, rounds=args.rounds,
+                                               profile=not args.no_profile)
             loop = time_one_by_one(data, hidden=hidden, members=args.loop_members, epochs=args.loop_epochs,
                                    device=args.device, kind=args.kind)
             loop_rate = args.loop_members * args.loop_epochs / loop
@@ -332,7 +356,7 @@ def main(argv=None) -> dict:
                 "hidden": hidden,
                 "loop_model_epochs_per_s": round(loop_rate, 3),
                 "before": version_figures(before and before[str(hidden)], loop_rate, **figures),
-                "after": version_figures(after, loop_rate, **figures),
+                "after": version_figures(after[str(hidden)], loop_rate, **figures),
             }
             report["runs"].append(run)
             print(f"hidden {hidden:4d}: loop {loop_rate:.2f} model-epochs/s")
