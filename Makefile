@@ -45,8 +45,10 @@ browser:
 run: setup
 	$(IN_ENV) $(BIN)/asymlib run params/$(PROFILE).yaml
 
+# --durations: every CI log lists the slowest tests (the suite should stay well under 20
+# minutes on 2 cores).
 test: setup
-	$(IN_ENV) $(BIN)/python -m pytest --nbval-lax notebooks/ tests/
+	$(IN_ENV) $(BIN)/python -m pytest --nbval-lax --durations=25 notebooks/ tests/
 
 # Before/after in one run: the package at BENCH_BASELINE (default: the commit before issue
 # 12's training step) is timed beside the checkout's (benchmarks/README.md).
