@@ -27,6 +27,7 @@ import torch
 
 import asymlib.core.data as data_module
 from asymlib.core.data import (
+    DATASET_SHAPES,
     DATASETS,
     RAW_FILES,
     DataFileError,
@@ -96,6 +97,7 @@ def test_rows_features_and_dtypes(load, name):
     rows, n_features, task, n_classes = EXPECTED[name]
     ds = load(name)
     assert ds.sizes["raw"] == ds.sizes["used"] == rows
+    assert DATASET_SHAPES[name] == (rows, n_features)  # what the runner orders units by
     assert ds.n_features == n_features == len(ds.feature_names)
     assert len(set(ds.feature_names)) == n_features
     assert (ds.task, ds.n_classes) == (task, n_classes)

@@ -21,7 +21,7 @@ from asymlib.core.project import notebook_succeeded
 from asymlib.execution import params, runner
 from asymlib.execution.cli import main
 from asymlib.execution.params import ParamsError, load_params
-from asymlib.execution.runner import run_profile
+from asymlib.execution.runner import run_profile, unit_priority
 from fingerprint import TABLES, read_reference, reference_mismatches, table_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -389,3 +389,15 @@ def test_scheduler_comes_from_the_file_and_is_checked(tmp_path, capsys, monkeypa
     message = capsys.readouterr().err
     assert f"cannot reach a Dask scheduler at {address}" in message and "dask scheduler" in message
     assert not list((tmp_path / "runs").rglob("*.parquet"))
+
+
+def test_units_are_started_largest_first():
+    """mnist's units before churn's, more experts before fewer, wider before narrower: the
+    longest units must not start last while the other workers idle."""
+    verdict = load_params(REPO / "params" / "verdict.yaml")["deep_ensembles"]
+    by_dataset = {d: unit_priority(d, {"hidden": 64, "repeat": 0}, verdict) for d in verdict["datasets"]}
+    assert sorted(by_dataset, key=by_dataset.get, reverse=True) == ["mnist", "otto", "adult", "california", "churn"]
+    assert unit_priority("churn", {"hidden": 256, "repeat": 0}, verdict) > by_dataset["churn"]
+    mixtures = {"hidden": 64}
+    priority = lambda k: unit_priority("adult", {"gating": "softmax", "kind": "mlp", "experts": k}, mixtures)  # noqa: E731
+    assert priority(32) > priority(8) > priority(2) > 0

@@ -38,6 +38,7 @@ from .project import project_root
 
 __all__ = [
     "DATASETS",
+    "DATASET_SHAPES",
     "RAW_FILES",
     "DataFileError",
     "Dataset",
@@ -50,6 +51,17 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DATASETS = ("california", "churn", "adult", "mnist", "otto")
+
+#: (rows, features) of each whole dataset after preprocessing, known without reading it:
+#: the runner starts the largest work units first (tests/test_data.py checks these figures
+#: against the loaded files).
+DATASET_SHAPES: dict[str, tuple[int, int]] = {
+    "california": (20640, 8),
+    "churn": (10000, 13),
+    "adult": (48842, 108),
+    "mnist": (70000, 784),
+    "otto": (61878, 93),
+}
 
 #: Raw files each dataset needs, relative to the data folder.
 RAW_FILES: dict[str, tuple[str, ...]] = {

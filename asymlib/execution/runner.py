@@ -44,6 +44,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 import yaml
 
+from ..core.data import DATASET_SHAPES
 from ..core.project import notebook_error, notebook_succeeded, project_root
 from ..reports.stitch import build_report, dataset_notebooks, report_path
 from ..reports.tables import (
@@ -294,7 +295,7 @@ def _run_section(
             for dataset in todo:
                 _forget(section, dataset, out_dir)
         jobs = [
-            Job(section.name, dataset, unit, coordinates, priority=_priority(coordinates))
+            Job(section.name, dataset, unit, coordinates, priority=unit_priority(dataset, coordinates, settings))
             for dataset in todo
             for unit, coordinates in section.grid(settings, dataset).items()
             if not store.done(unit)
@@ -320,9 +321,15 @@ def _run_section(
     return run
 
 
-def _priority(coordinates: dict) -> int:
-    """Larger units first (more experts, wider networks), so that no long unit starts last."""
-    return int(coordinates.get("experts", coordinates.get("hidden", 0)))
+def unit_priority(dataset: str, coordinates: dict, settings: dict) -> int:
+    """Larger units first, so that no long unit starts last while the other workers idle:
+    the matrix-multiply work of one epoch of one member (a mixture's experts all count),
+    in millions of multiply-adds, from the dataset's rows and features and the unit's
+    hidden size and experts (epochs to early stopping are not known in advance)."""
+    rows, features = DATASET_SHAPES[dataset]
+    hidden = coordinates.get("hidden", settings.get("hidden", 64))
+    experts = coordinates.get("experts", 1)
+    return int(rows * experts * (features * hidden + 2 * hidden * hidden) / 1e6)
 
 
 def _train_units(
