@@ -139,6 +139,8 @@ def main(argv=None) -> dict:
     sizes = [data.n_features, args.hidden, args.hidden, args.hidden, data.n_outputs]
     with baseline_package(args.baseline) if args.baseline != "none" else _nothing() as package:
         for kind in args.kinds:
+            # the loop runs in this process: warm it up (its first run pays one-time costs)
+            time_loop(data, kind=kind, experts=2, hidden=args.hidden, epochs=1, device=args.device)
             for experts in args.experts:
                 child_argv = [
                     "--dataset", args.dataset, "--kinds", kind, "--experts", str(experts), "--mixtures",

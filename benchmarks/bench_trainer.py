@@ -339,6 +339,9 @@ def main(argv=None) -> dict:
     report = {**machine_report(args, data, peak), "kind": args.kind, "members": args.members, "epochs": epochs}
     print(f"{report['device']}, {report['threads']} threads, float32 matmul peak {peak:.1f} GFLOP/s, "
           f"load average {report['load_average'][0]:.2f}")
+    # The plain loop runs in this process: warm it up first, or the first size's loop pays
+    # for the thread pool, the allocator and kernel selection (it read 2x slower).
+    time_one_by_one(data, hidden=args.hidden[0], members=1, epochs=1, device=args.device, kind=args.kind)
     with baseline_package(args.baseline) if args.baseline != "none" else _nothing() as package:
         for hidden in args.hidden:
             child_argv = ["--dataset", args.dataset, "--hidden", str(hidden), "--members", str(args.members),
