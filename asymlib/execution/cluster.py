@@ -165,7 +165,9 @@ class Cluster:
                 key=f"{job.section}-{job.unit}-{uuid.uuid4().hex}", priority=job.priority,
                 resources=resources or None, pure=False,
             ): job
-            for job in jobs
+            # In order of priority: Dask hands the first tasks to idle workers as they arrive,
+            # before it has seen the larger ones submitted after them.
+            for job in sorted(jobs, key=lambda job: -job.priority)
         }
         bar = tqdm(total=len(futures), desc=description, unit="unit", disable=not progress)
         try:
