@@ -182,7 +182,7 @@ def common_arguments(parser: argparse.ArgumentParser, *, epochs_help: str) -> No
     parser.add_argument("--baseline", default=BASELINE, help="commit to compare with, or 'none'")
     parser.add_argument("--rounds", type=int, default=3, help="child runs per version, alternating (default: 3)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler's time split")
-    parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)  # the baseline's child process
+    parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)  # set in a version's child process
 
 
 def machine_report(args, data, peak: float) -> dict:
