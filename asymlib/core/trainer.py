@@ -187,7 +187,7 @@ def evaluating(model: nn.Module):
 #: Evaluation rows per chunk are capped so that one (members, rows, width) activation stays
 #: within this many bytes: larger ones fall out of the CPU's caches and are fresh memory on
 #: every call (on the CI CPU a (64, 3303, 64) validation forward took 25 % of a hidden-64
-#: epoch, chunked to 8 MiB a third of that). 2 MiB, one core's L2 on the AVX-512 CI CPU,
+#: epoch, chunked to 8 MiB a third of that). 2 MiB, one core's L2 on the Intel Xeon CI CPU,
 #: measured 7 % more churn model-epochs/s than 8 MiB (32 members, hidden 64, half the page
 #: faults) and the same on california and for mixtures (benchmarks/README.md).
 EVAL_CHUNK_BYTES = 2 * 2**20
