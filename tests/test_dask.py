@@ -30,7 +30,7 @@ import yaml
 from asymlib.core.data import RAW_FILES, load_dataset
 from asymlib.core.trainer import TrainConfig
 from asymlib.execution.cli import main
-from asymlib.execution.cluster import resources_for
+from asymlib.execution.cluster import open_cluster, resources_for
 from asymlib.execution.estimate import estimate_profile, unit_seconds, wall_hours
 from asymlib.sections.deep_ensembles import run_deep_ensembles
 from asymlib.sections.mixtures import run_mixtures
@@ -198,6 +198,19 @@ def test_a_killed_client_resumes_from_the_shards_it_wrote(serial, data_env, tmp_
 
 
 # --------------------------------------------------------------------------- devices
+
+
+def test_local_workers_allocate_without_dasks_malloc_trim_threshold(monkeypatch):
+    """Dask's nannies would set MALLOC_TRIM_THRESHOLD_=65536 in every worker (and in this
+    process, whose later children, the notebook kernels, inherit it); ours must not have it
+    (it made mixture units train 12 % slower). OMP_NUM_THREADS stays as Dask sets it."""
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with open_cluster(None, workers=1, resources={}) as cluster:
+        environs = cluster.client.run(lambda: dict(os.environ))
+    (environ,) = environs.values()
+    assert "MALLOC_TRIM_THRESHOLD_" not in environ
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+    assert environ.get("OMP_NUM_THREADS") == "1"
 
 
 def test_gpu_tasks_ask_for_a_whole_gpu_and_cpu_tasks_for_nothing():

@@ -34,6 +34,8 @@ from .tasks import UnitResult, missing_raw_files, train_unit
 
 #: Seconds to wait for an existing scheduler to answer before giving up.
 CONNECT_SECONDS = 30
+#: The Dask setting that would put MALLOC_TRIM_THRESHOLD_ into a LocalCluster's workers.
+_MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
 #: Where a LocalCluster's dashboard listens (another port if that one is taken).
 LOCAL_DASHBOARD = ":8787"
 
@@ -210,9 +212,17 @@ def open_cluster(scheduler: str | None, *, workers: int, resources: dict[str, in
     # warnings (a worker that died, a task run again) still show.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     if scheduler is None:
+        import dask
+
         # memory_limit=0: no per-worker memory cap that would restart a worker training a large
         # unit (the notebooks this replaces had none either); the machine's memory is shared.
-        with warnings.catch_warnings():  # another cluster's dashboard on 8787: the link says which port
+        # No MALLOC_TRIM_THRESHOLD_ in the workers (Dask's nannies set 65536): with it glibc
+        # hands freed memory over 64 KiB back to the OS and faults it in afresh (3x the page
+        # faults), and the quick profile's california mixtures took 12 % longer to train
+        # (benchmarks/README.md).
+        # The workers then allocate as a notebook kernel or a plain process does.
+        with warnings.catch_warnings(), dask.config.set({_MALLOC_TRIM: None}):
+            # another cluster's dashboard on 8787: the link says which port
             warnings.filterwarnings("ignore", message="Port .* is already in use")
             local = LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
