@@ -30,10 +30,11 @@ from torch import nn
 
 from asymlib.core.data import load_dataset
 from asymlib.core.mixtures import MixtureEnsemble
-from asymlib.core.trainer import TrainConfig, fit
+from asymlib.core.trainer import fit
 from bench_trainer import (
-    _nothing, _sync, baseline_package, common_arguments, flops_per_model_epoch, machine_report, matmul_peak_gflops,
-    print_versions, alternate_versions, time_split, train_plainly, version_figures, write_report,
+    _nothing, _sync, baseline_package, check_precision, common_arguments, flops_per_model_epoch, machine_report,
+    matmul_peak_gflops, print_machine, print_versions, alternate_versions, time_split, train_config, train_plainly,
+    version_figures, write_report,
 )
 
 
@@ -44,12 +45,13 @@ def flops_per_mixture_epoch(sizes: list[int], experts: int, n_train: int, n_val:
     return experts * flops_per_model_epoch(sizes, n_train, n_val) + gate
 
 
-def time_batched(data, *, kind: str, experts: int, mixtures: int, hidden: int, epochs: int, device: str) -> float:
+def time_batched(data, *, kind: str, experts: int, mixtures: int, hidden: int, epochs: int, device: str,
+                 precision: str = "float32") -> float:
     model = MixtureEnsemble(
         data.n_features, hidden, data.n_outputs, members=mixtures, experts=experts, kind=kind,
         init_seeds=range(mixtures),
     ).to(device)
-    config = TrainConfig(max_epochs=epochs, patience=epochs + 1)
+    config = train_config(epochs, precision)
     tensors = [t.to(device) for t in (data.X_train, data.y_train, data.X_val, data.y_val)]
     _sync(device)
     start = time.perf_counter()
@@ -59,9 +61,10 @@ def time_batched(data, *, kind: str, experts: int, mixtures: int, hidden: int, e
 
 
 def measure_batched(data, *, kind: str, experts: int, mixtures: int, hidden: int, epochs: int, device: str,
-                    profile: bool) -> dict:
+                    profile: bool, precision: str = "float32") -> dict:
     """Mixture-epochs per second of the batched trainer and the time split of one epoch."""
-    common = {"kind": kind, "experts": experts, "mixtures": mixtures, "hidden": hidden, "device": device}
+    common = {"kind": kind, "experts": experts, "mixtures": mixtures, "hidden": hidden, "device": device,
+              "precision": precision}
     rate = mixtures * epochs / time_batched(data, epochs=epochs, **common)
     return {"rate": rate, "split": time_split(lambda: time_batched(data, epochs=1, **common), device=device)
             if profile else None}
@@ -119,23 +122,23 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    precision_argv = check_precision(parser, args)
     epochs = args.epochs or (20 if args.device.startswith("cuda") else 2)
     data = load_dataset(args.dataset, max_rows=args.max_rows)
     common = {"mixtures": args.mixtures, "hidden": args.hidden, "epochs": epochs, "device": args.device,
-              "profile": not args.no_profile}
+              "profile": not args.no_profile, "precision": args.precision}
     if args.child_out:  # a version's child process: the batched runs only
         for kind in args.kinds:
             time_batched(data, kind=kind, experts=2, mixtures=args.mixtures, hidden=args.hidden, epochs=1,
-                         device=args.device)  # warm-up
+                         device=args.device, precision=args.precision)  # warm-up
         runs = {f"{kind}-{k}": measure_batched(data, kind=kind, experts=k, **common)
                 for kind in args.kinds for k in args.experts}
         Path(args.child_out).write_text(json.dumps(runs))
         return runs
 
-    peak = matmul_peak_gflops(device=args.device)
+    peak = matmul_peak_gflops(device=args.device, precision=args.precision)
     report = {**machine_report(args, data, peak), "hidden": args.hidden, "mixtures": args.mixtures, "epochs": epochs}
-    print(f"{report['device']}, {report['threads']} threads, float32 matmul peak {peak:.1f} GFLOP/s, "
-          f"load average {report['load_average'][0]:.2f}")
+    print_machine(report)
     sizes = [data.n_features, args.hidden, args.hidden, args.hidden, data.n_outputs]
     with baseline_package(args.baseline) if args.baseline != "none" else _nothing() as package:
         for kind in args.kinds:
@@ -146,7 +149,7 @@ def main(argv=None) -> dict:
                     "--dataset", args.dataset, "--kinds", kind, "--experts", str(experts), "--mixtures",
                     str(args.mixtures), "--hidden", str(args.hidden), "--epochs", str(epochs), "--device",
                     args.device, "--threads", str(torch.get_num_threads()),
-                ] + (["--max-rows", str(args.max_rows)] if args.max_rows else [])
+                ] + (["--max-rows", str(args.max_rows)] if args.max_rows else []) + precision_argv
                 after, before = alternate_versions(package, "bench_mixtures.py", child_argv, rounds=args.rounds,
                                                    profile=not args.no_profile)
                 loop = time_loop(data, kind=kind, experts=experts, hidden=args.hidden, epochs=args.loop_epochs,

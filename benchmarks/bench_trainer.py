@@ -50,17 +50,24 @@ BASELINE = "be24596"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def matmul_peak_gflops(*, size: int = 2048, repeats: int = 10, device: str = "cpu") -> float:
-    """Best-of-``repeats`` float32 GFLOP/s of one square matmul: the machine's practical peak."""
+def matmul_peak_gflops(*, size: int | None = None, repeats: int = 10, device: str = "cpu",
+                       precision: str = "float32") -> float:
+    """Best-of-``repeats`` GFLOP/s of one square matmul at the training steps' ``precision``
+    (float32; TF32 or bfloat16 where opted in): the machine's practical peak. ``size``: 2048
+    on a CPU, 8192 on a GPU, which smaller products leave partly idle."""
+    from asymlib.core.steps import precision_context  # not at the top: baseline children lack it
+
+    size = size or (8192 if str(device).startswith("cuda") else 2048)
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     best = float("inf")
-    for _ in range(repeats + 2):
-        _sync(device)
-        start = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
+    with precision_context(precision, torch.device(device)):
+        for _ in range(repeats + 2):
+            _sync(device)
+            start = time.perf_counter()
+            a @ b
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
 
 
@@ -182,7 +189,30 @@ def common_arguments(parser: argparse.ArgumentParser, *, epochs_help: str) -> No
     parser.add_argument("--baseline", default=BASELINE, help="commit to compare with, or 'none'")
     parser.add_argument("--rounds", type=int, default=3, help="child runs per version, alternating (default: 3)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler's time split")
+    # core.steps.PRECISIONS, spelled out: a baseline's child process imports an older package
+    parser.add_argument("--precision", choices=["float32", "tf32", "bf16"], default="float32",
+                        help="the training steps' matmul precision (TrainConfig.precision); the peak is "
+                             "measured at the same precision; needs --baseline none unless float32")
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)  # set in a version's child process
+
+
+def check_precision(parser: argparse.ArgumentParser, args) -> list[str]:
+    """The child processes' ``--precision`` arguments; an error for a baseline, which
+    predates ``TrainConfig.precision``, and for TF32 off a GPU."""
+    if args.precision == "float32":
+        return []
+    if args.precision == "tf32" and not args.device.startswith("cuda"):
+        parser.error("--precision tf32 needs --device cuda (TensorFloat-32 is a GPU's matmul mode)")
+    if args.baseline != "none" and not args.child_out:
+        parser.error(f"--precision {args.precision} needs --baseline none (the baseline trains in float32 only)")
+    return ["--precision", args.precision]
+
+
+def train_config(epochs: int, precision: str) -> TrainConfig:
+    """A fixed number of epochs (no early stopping) at ``precision``."""
+    config = {"max_epochs": epochs, "patience": epochs + 1}
+    # the default is left out: a baseline's TrainConfig has no precision field
+    return TrainConfig(**config, **({} if precision == "float32" else {"precision": precision}))
 
 
 def machine_report(args, data, peak: float) -> dict:
@@ -195,17 +225,24 @@ def machine_report(args, data, peak: float) -> dict:
         "dataset": args.dataset,
         "n_train": len(data.X_train),
         "baseline": args.baseline,
+        "precision": args.precision,
         "matmul_peak_gflops": round(peak, 1),
         "runs": [],
     }
 
 
+def print_machine(report: dict) -> None:
+    print(f"{report['device']}, {report['threads']} threads, {report['precision']} matmul peak "
+          f"{report['matmul_peak_gflops']:.1f} GFLOP/s, load average {report['load_average'][0]:.2f}")
+
+
 # ----------------------------------------------------------------------------- deep ensembles
 
-def time_batched(data, *, hidden: int, members: int, epochs: int, device: str, kind: str = "mlp") -> float:
+def time_batched(data, *, hidden: int, members: int, epochs: int, device: str, kind: str = "mlp",
+                 precision: str = "float32") -> float:
     model = MLPEnsemble(data.n_features, hidden, data.n_outputs, members=members, kind=kind,
                         init_seeds=range(members)).to(device)
-    config = TrainConfig(max_epochs=epochs, patience=epochs + 1)
+    config = train_config(epochs, precision)
     tensors = [t.to(device) for t in (data.X_train, data.y_train, data.X_val, data.y_val)]
     _sync(device)
     start = time.perf_counter()
@@ -215,10 +252,11 @@ def time_batched(data, *, hidden: int, members: int, epochs: int, device: str, k
 
 
 def measure_batched(data, *, hidden: int, members: int, epochs: int, device: str, profile: bool,
-                    kind: str = "mlp") -> dict:
+                    kind: str = "mlp", precision: str = "float32") -> dict:
     """Model-epochs per second of the batched trainer (after a one-epoch warm-up) and the
     time split of one epoch."""
-    run = lambda n: time_batched(data, hidden=hidden, members=members, epochs=n, device=device, kind=kind)  # noqa: E731
+    run = lambda n: time_batched(data, hidden=hidden, members=members, epochs=n, device=device, kind=kind,  # noqa: E731
+                                 precision=precision)
     run(1)  # warm-up: first calls pay for allocator and kernel selection
     rate = members * epochs / run(epochs)
     return {"rate": rate, "split": time_split(lambda: run(1), device=device) if profile else None}
@@ -327,18 +365,19 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    precision_argv = check_precision(parser, args)
     epochs = args.epochs or (20 if args.device.startswith("cuda") else 3)
     data = load_dataset(args.dataset)
     if args.child_out:  # a version's child process: the batched runs only
         runs = {str(h): measure_batched(data, hidden=h, members=args.members, epochs=epochs, device=args.device,
-                                        profile=not args.no_profile, kind=args.kind) for h in args.hidden}
+                                        profile=not args.no_profile, kind=args.kind, precision=args.precision)
+                for h in args.hidden}
         Path(args.child_out).write_text(json.dumps(runs))
         return runs
 
-    peak = matmul_peak_gflops(device=args.device)
+    peak = matmul_peak_gflops(device=args.device, precision=args.precision)
     report = {**machine_report(args, data, peak), "kind": args.kind, "members": args.members, "epochs": epochs}
-    print(f"{report['device']}, {report['threads']} threads, float32 matmul peak {peak:.1f} GFLOP/s, "
-          f"load average {report['load_average'][0]:.2f}")
+    print_machine(report)
     # The plain loop runs in this process: warm it up first, or the first size's loop pays
     # for the thread pool, the allocator and kernel selection (it read 2x slower).
     time_one_by_one(data, hidden=args.hidden[0], members=1, epochs=1, device=args.device, kind=args.kind)
@@ -346,7 +385,7 @@ def main(argv=None) -> dict:
         for hidden in args.hidden:
             child_argv = ["--dataset", args.dataset, "--hidden", str(hidden), "--members", str(args.members),
                           "--kind", args.kind, "--epochs", str(epochs), "--device", args.device,
-                          "--threads", str(torch.get_num_threads())]
+                          "--threads", str(torch.get_num_threads())] + precision_argv
             after, before = alternate_versions(package, "bench_trainer.py", child_argv, rounds=args.rounds,
                                                profile=not args.no_profile)
             loop = time_one_by_one(data, hidden=hidden, members=args.loop_members, epochs=args.loop_epochs,

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 12's GPU checks in one go, for a GPU lent for a few minutes: the CUDA tests, then
+# the benchmarks on the GPU (float32, TF32; ensembles and mixtures). Run from the repository
+# root with the raw data in $ASYMLIB_DATA (default: data/):
+#
+#     bash benchmarks/gpu_check.sh OUTDIR
+#
+# It needs torch with CUDA, pandas, scikit-learn, scipy, pytest and tqdm, not the project
+# installed (PYTHONPATH points at the checkout), so a stock PyTorch image will do. Each step
+# has a time limit, and one that fails does not stop the next; OUTDIR receives a log per
+# step and the benchmarks' JSON.
+set -u -o pipefail
+out=${1:?usage: bash benchmarks/gpu_check.sh OUTDIR}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 ASYMLIB_DATA=${ASYMLIB_DATA:-$PWD/data}
+python=${PYTHON:-python3}
+
+step() {  # step NAME SECONDS COMMAND...: run it with a time limit, its output into OUTDIR/NAME.log
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name: $*"
+    timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
+    echo "== $name: exit status ${PIPESTATUS[0]}"
+}
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+$python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())"
+step test_cuda 240 $python -m pytest tests/test_cuda.py -ra -q -p no:cacheprovider
+step trainer 150 $python benchmarks/bench_trainer.py --device cuda --dataset mnist --hidden 256 --members 64 \
+    --baseline none --rounds 1 --out "$out/trainer.json"
+step trainer_tf32 90 $python benchmarks/bench_trainer.py --device cuda --dataset mnist --hidden 256 --members 64 \
+    --baseline none --rounds 1 --no-profile --precision tf32 --out "$out/trainer_tf32.json"
+step mixtures 120 $python benchmarks/bench_mixtures.py --device cuda --dataset california --experts 16 128 \
+    --baseline none --rounds 1 --out "$out/mixtures.json"
