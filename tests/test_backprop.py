@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from asymlib.core.backprop import Workspace, losses_and_output_grad, member_losses, mlp_loss_and_gradients
-from asymlib.core.mixtures import MixtureEnsemble
 from asymlib.core.models import MLPEnsemble
 from asymlib.core.steps import EpochBatches, EpochRunner
 from asymlib.core.trainer import TrainConfig, fit
-from toydata import toy_data
+from toydata import RECORDABLE_MODELS, toy_data
 
 
 def _autograd_gradients(model, x, y, task):
@@ -66,9 +65,9 @@ def test_epoch_batches_are_each_members_rows_in_its_order(block_bytes):
     assert torch.equal(torch.cat(ys, dim=1), y[order])
 
 
-def _meta_epoch(model, *, task, n=50, members=2, batch_size=8):
+def _meta_epoch(model, *, task, n=50, batch_size=8):
     """One EpochRunner epoch of ``model`` on the meta device (shapes without storage)."""
-    model = model.to("meta")
+    model, members = model.to("meta"), model.members
     X = torch.empty(n, model.in_features, device="meta")
     y = torch.empty(n, device="meta", dtype=torch.float32 if task == "regression" else torch.long)
     # PyTorch's capturable AdamW (the one a GPU uses) runs on CUDA-like devices only
@@ -87,32 +86,23 @@ class _ReadsALoss(MLPEnsemble):
         return losses
 
 
-MODELS = {
-    "mlp": lambda d, out: MLPEnsemble(d, 8, out, members=2, kind="mlp"),
-    "wmlp": lambda d, out: MLPEnsemble(d, 8, out, members=2, kind="wmlp"),
-    "smlp (autograd)": lambda d, out: MLPEnsemble(d, 8, out, members=2, kind="smlp"),
-    "moe": lambda d, out: MixtureEnsemble(d, 8, out, members=2, experts=3, kind="wmlp", balance_weight=0.1),
-    "moie": lambda d, out: MixtureEnsemble(d, 8, out, members=2, experts=3, kind="iwmlp", balance_weight=0.1),
-}
-
-
 @pytest.mark.parametrize("task, n_out", [("regression", 1), ("multiclass", 3)])
-@pytest.mark.parametrize("in_features", [5, 12])  # narrower and wider than the hidden layers
-@pytest.mark.parametrize("name", list(MODELS))
+# 5 and 12 features: narrower and wider than a mixture's hidden layers (its first layer's two paths)
+@pytest.mark.parametrize("in_features", [5, 12])
+@pytest.mark.parametrize("name", list(RECORDABLE_MODELS))  # smlp: through autograd
 def test_an_epoch_is_device_work_only(name, task, n_out, in_features):
     """A CUDA graph records an epoch only if nothing in it waits for a value on the host
     (``.item()``, ``if tensor``, ``.cpu()``, ``nonzero``). No GPU here: on the meta device
     every such read raises, so an epoch that runs there to the end has none. Gumbel-gated
     mixtures draw their noise on the CPU and are not recorded (``steps_capturable``)."""
-    finite = _meta_epoch(MODELS[name](in_features, n_out), task=task)
-    assert finite.shape == (2,) and finite.device.type == "meta"
+    finite = _meta_epoch(RECORDABLE_MODELS[name](in_features, n_out), task=task)
+    assert finite.shape == (3,) and finite.device.type == "meta"
 
 
 def test_a_host_read_in_the_step_fails_on_the_meta_device():
     """The check above can fail: a step that reads a loss on the host raises there."""
     with pytest.raises((RuntimeError, NotImplementedError), match="meta"):
         _meta_epoch(_ReadsALoss(5, 8, 1, members=2), task="regression")
-    assert MixtureEnsemble(5, 8, 1, members=2, experts=3, gating="gumbel").steps_capturable is False
 
 
 def test_precision_is_opt_in_recorded_and_checked():

@@ -14,18 +14,10 @@ from asymlib.core.mixtures import MixtureEnsemble
 from asymlib.core.models import MLPEnsemble
 from asymlib.core.steps import EpochBatches, EpochRunner
 from asymlib.core.trainer import TrainConfig, _adamw, fit
-from toydata import toy_data
+from toydata import RECORDABLE_MODELS, toy_data
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-MODELS = {
-    "mlp": lambda out: MLPEnsemble(5, 16, out, members=3, kind="mlp", init_seeds=[1, 2, 3]),
-    "wmlp": lambda out: MLPEnsemble(5, 16, out, members=3, kind="wmlp", init_seeds=[1, 2, 3], mask_seed=4),
-    "smlp": lambda out: MLPEnsemble(5, 16, out, members=3, kind="smlp", init_seeds=[1, 2, 3], mask_seed=4),
-    "moe": lambda out: MixtureEnsemble(5, 8, out, members=3, experts=4, kind="wmlp", init_seeds=[1, 2, 3],
-                                       balance_weight=0.1),
-    "moie": lambda out: MixtureEnsemble(5, 8, out, members=3, experts=4, kind="iwmlp", init_seeds=[1, 2, 3]),
-}
 TASKS = [("regression", 1), ("multiclass", 3)]
 
 
@@ -33,7 +25,7 @@ def _epochs(model, *, task, use_graph, epochs, sync_check_from=None):
     """Train ``model`` (on the GPU) for ``epochs`` epochs through one EpochRunner; from the
     epoch ``sync_check_from`` on, any host synchronisation raises."""
     X, y, _, _ = (t.cuda() for t in toy_data(task))
-    optimizer = _adamw(list(model.parameters()), TrainConfig(lr=1e-2))
+    optimizer = _adamw(list(model.parameters()), TrainConfig(lr=1e-2))  # fit's: fused, capturable on a GPU
     runner = EpochRunner(model, optimizer, EpochBatches(X, y, members=3, batch_size=64), task=task,
                          use_graph=use_graph)
     generators = [torch.Generator().manual_seed(100 + m) for m in range(3)]
@@ -51,22 +43,23 @@ def _epochs(model, *, task, use_graph, epochs, sync_check_from=None):
 
 
 @pytest.mark.parametrize("task, n_out", TASKS)
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(RECORDABLE_MODELS))
 def test_recorded_epochs_train_as_eager_ones(name, task, n_out):
     """Epoch 1 runs eagerly (the warm-up), epoch 2 is recorded and replayed, epochs 3-5 are
     replays: the same kernels on the same buffers as five eager epochs, so the parameters
     agree to float32 rounding (exactly, unless cuBLAS picks another kernel while recording)."""
-    recorded, recorded_params = _epochs(MODELS[name](n_out).cuda(), task=task, use_graph=None, epochs=5)
+    build = lambda: RECORDABLE_MODELS[name](5, n_out).cuda()  # noqa: E731
+    recorded, recorded_params = _epochs(build(), task=task, use_graph=None, epochs=5)
     assert recorded.graph is not None and recorded.graph.graph is not None
-    _, eager_params = _epochs(MODELS[name](n_out).cuda(), task=task, use_graph=False, epochs=5)
+    _, eager_params = _epochs(build(), task=task, use_graph=False, epochs=5)
     torch.testing.assert_close(recorded_params, eager_params, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(RECORDABLE_MODELS))
 def test_a_replayed_epoch_never_waits_for_the_host(name):
     """CUDA's sync debug mode turns every host synchronisation into an error; epochs 3 and 4
     (replays) run under it."""
-    _epochs(MODELS[name](3).cuda(), task="multiclass", use_graph=None, epochs=4, sync_check_from=2)
+    _epochs(RECORDABLE_MODELS[name](5, 3).cuda(), task="multiclass", use_graph=None, epochs=4, sync_check_from=2)
 
 
 def test_gumbel_gated_mixtures_train_eagerly():
@@ -85,7 +78,7 @@ def test_fit_on_the_gpu_equals_fit_on_the_cpu(name):
     config = TrainConfig(lr=1e-2, batch_size=64, max_epochs=30, patience=3)
     results, params = {}, {}
     for device in ("cpu", "cuda"):
-        model = MODELS[name](1).to(device)
+        model = RECORDABLE_MODELS[name](5, 1).to(device)
         data = [t.to(device) for t in (X, y, Xv, yv)]
         results[device] = fit(model, *data, task="regression", order_seeds=[7, 8, 9], config=config, progress=False)
         params[device] = torch.cat([p.detach().flatten().cpu() for p in model.parameters()])
