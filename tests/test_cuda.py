@@ -7,8 +7,14 @@ epoch of every recordable model runs on the meta device, so it reads nothing on 
 ``benchmarks/gpu_check.sh`` runs this file and the GPU benchmarks in one go.
 """
 
+from pathlib import Path
+
+import pandas as pd
 import pytest
 import torch
+
+from asymlib.core.data import load_dataset
+from asymlib.execution.params import SECTIONS, load_params
 
 from asymlib.core.mixtures import MixtureEnsemble
 from asymlib.core.models import MLPEnsemble
@@ -18,6 +24,7 @@ from toydata import RECORDABLE_MODELS, toy_data
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
+SMOKE = Path(__file__).resolve().parents[1] / "params" / "smoke.yaml"
 TASKS = [("regression", 1), ("multiclass", 3)]
 
 
@@ -100,3 +107,22 @@ def test_opt_in_precisions_train_and_are_recorded(precision):
     assert (history[-1] < history[0]).all()  # it trains...
     single, other = results["float32"].final_val_loss, results[precision].final_val_loss
     assert abs(other - single).max() < 0.25 * single.max()  # ...about as float32 does
+
+
+@pytest.mark.parametrize("section, unit", [
+    ("deep_ensembles", {"hidden": 16, "repeat": 0}),
+    ("mixtures", {"gating": "standard", "kind": "iwmlp", "experts": 4, "balance_weight": 0.0}),
+])
+def test_a_unit_on_the_gpu_gives_the_cpus_tables(section, unit):
+    """A whole work unit (real data, early stopping, scoring) in float32 on the GPU against
+    the CPU: the same epochs per member, every number within float32 rounding."""
+    settings = {**load_params(SMOKE, sections=[section])[section], "max_epochs": 15, "patience": 3}
+    data = load_dataset("churn", max_rows=1500)
+    tables = {device: SECTIONS[section].train(data, {**settings, "device": device}, unit) for device in ("cpu", "cuda")}
+    for name, cpu in tables["cpu"].items():
+        gpu = tables["cuda"][name]
+        timing = [c for c in cpu.columns if "time" in c or "seconds" in c]
+        cpu, gpu = cpu.drop(columns=timing), gpu.drop(columns=timing)
+        if "epochs" in cpu:
+            assert gpu["epochs"].tolist() == cpu["epochs"].tolist()
+        pd.testing.assert_frame_equal(gpu, cpu, check_exact=False, rtol=1e-3, atol=1e-4)

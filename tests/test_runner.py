@@ -18,10 +18,11 @@ import yaml
 
 from asymlib.core.data import DATASETS, RAW_FILES
 from asymlib.core.project import notebook_succeeded
-from asymlib.execution import params, runner
+from asymlib.execution import params, records, runner
 from asymlib.execution.cli import main
 from asymlib.execution.params import ParamsError, load_params
-from asymlib.execution.runner import run_profile, unit_priority
+from asymlib.execution.records import unit_priority
+from asymlib.execution.runner import run_profile
 from fingerprint import TABLES, read_reference, reference_mismatches, table_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -356,15 +357,15 @@ def test_changed_settings_need_force(tmp_path):
     section = params.SECTIONS["deep_ensembles"]
     settings = load_params(SMOKE)["deep_ensembles"]
     check = dict(out_dir=tmp_path, datasets=["adult"], in_tables=["adult"])
-    runner._check_settings(section, settings, **check, force=False)  # no results: nothing to mix
+    records.check_settings(section, settings, **check, force=False)  # no results: nothing to mix
     frame = pd.DataFrame({"x": [1]})
     section.store(tmp_path).save("adult-h8-r0", models=frame, ensembles=frame)
-    runner._save_settings(section, settings, out_dir=tmp_path, datasets=["adult"])
+    records.save_settings(section, settings, out_dir=tmp_path, datasets=["adult"])
     # More repeats only grow the grid; other changes would mix incomparable results.
-    runner._check_settings(section, {**settings, "repeats": 3}, **check, force=False)
+    records.check_settings(section, {**settings, "repeats": 3}, **check, force=False)
     with pytest.raises(ParamsError, match=r"adult results made with other settings \(members: 4 -> 8\)"):
-        runner._check_settings(section, {**settings, "members": 8}, **check, force=False)
-    runner._check_settings(section, {**settings, "members": 8}, **check, force=True)
+        records.check_settings(section, {**settings, "members": 8}, **check, force=False)
+    records.check_settings(section, {**settings, "members": 8}, **check, force=True)
 
 
 def test_scheduler_comes_from_the_file_and_is_checked(tmp_path, capsys, monkeypatch):

@@ -3,6 +3,7 @@
     asymlib fetch --from /path/to/mirror        # raw files into $ASYMLIB_DATA, else <repo>/data
     asymlib run params/quick.yaml --workers 2   # results under runs/quick/
     asymlib run params/paper.yaml --scheduler tcp://10.0.0.5:8786   # on an existing Dask cluster
+    asymlib train params/paper.yaml --device cuda --slots 4   # units only: no Dask, notebooks or reports
     asymlib estimate params/paper.yaml --workers 1 16 128   # CPU-hours and wall time, before running
     asymlib figures runs/quick/deep_ensembles   # Figures 1 and 3 as SVG, into docs/figures/
 
@@ -15,6 +16,7 @@ Exit status (the message says which):
          no Dask scheduler at the given address (or no worker that can run the tasks)
     3    every notebook ran, but some members or mixtures diverged (non-finite loss): they
          are flagged and left out, and the summary names them
+    4    (train) --stop-after left units not started; a re-run trains them
     130  stopped by Ctrl-C (or SIGTERM); finished units are kept, and a re-run resumes
 """
 
@@ -36,6 +38,7 @@ from .estimate import estimate_profile, format_estimate
 from .params import SECTIONS, ParamsError, load_params
 from .cluster import ClusterError
 from .runner import OutputError, run_profile
+from . import serial
 
 _NAMES = ", ".join(DATASETS)
 
@@ -142,6 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-report", action="store_true", help="do not build the sections' report notebooks and HTML")
     run.set_defaults(handler=_run)
+
+    train = commands.add_parser(
+        "train",
+        help="train a profile's units in this machine's processes (no Dask, notebooks or reports)",
+        description="Train every unfinished work unit of the profile in this machine's own processes and write "
+        "its shards where `asymlib run` would, largest units first; `asymlib run` later (on any machine) finds "
+        "them done and only executes the notebooks and reports. Needs torch, pandas, pyarrow, scikit-learn and "
+        "PyYAML only, e.g. on a GPU machine: asymlib train params/paper.yaml --device cuda --slots 4. "
+        "Exit status 4 when --stop-after left units not started (re-run to train them).",
+    )
+    serial.add_arguments(train)
+    train.set_defaults(handler=serial.run_from_args)
 
     estimate = commands.add_parser(
         "estimate",

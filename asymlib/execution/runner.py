@@ -35,16 +35,13 @@ its missing units are trained.
 from __future__ import annotations
 
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import pandas as pd
-import yaml
 
-from ..core.data import DATASET_SHAPES
 from ..core.project import notebook_error, notebook_succeeded, project_root
 from ..reports.stitch import build_report, dataset_notebooks, report_path
 from ..reports.tables import (
@@ -60,6 +57,17 @@ from .notebooks import (
     execute_notebook,
     notebook_parameters,
     stop_running_notebooks,
+)
+from .records import (
+    OutputError,
+    check_settings,
+    check_writable,
+    forget,
+    save_settings,
+    record_settings,
+    unit_priority,
+    write_if_changed,
+    writing,
 )
 from .params import (
     SECTIONS,
@@ -110,148 +118,12 @@ class SectionRun:
         return not self.failed
 
 
-class OutputError(OSError):
-    """The output folder cannot be written (read-only, a file in the way, no space)."""
-
-
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C (or SIGTERM) stopped a run; ``units_kept`` finished units are safe on disk."""
 
     def __init__(self, units_kept: int) -> None:
         super().__init__(units_kept)
         self.units_kept = units_kept
-
-
-def _dataset_units(store, dataset: str) -> list[str]:
-    """Every finished unit of ``dataset`` in the store, of whatever grid made it."""
-    return [unit for unit in store.units() if unit.startswith(f"{dataset}-")]
-
-
-def _datasets_with_results(store) -> set[str]:
-    """The datasets with at least one finished unit (unit names start with the dataset's)."""
-    return {unit.split("-", 1)[0] for unit in store.units()}
-
-
-def _forget(section: Section, dataset: str, out_dir: Path) -> None:
-    """Delete a dataset's shards and executed notebook, so that it is redone from scratch."""
-    store = section.store(out_dir)
-    for unit in _dataset_units(store, dataset):
-        store.delete(unit)
-    (out_dir / f"{dataset}.ipynb").unlink(missing_ok=True)
-
-
-def _compared_settings(section: Section, settings: dict) -> dict:
-    """The settings that make results comparable: all the section's keys but those that only
-    grow or shrink the grid (``section.resume_keys``) and the device."""
-    return {k: settings[k] for k in section.keys if k not in section.resume_keys and k != "device"}
-
-
-def _read_recorded(out_dir: Path) -> dict:
-    """``settings.yaml``: dataset -> the settings its results were made with."""
-    path = out_dir / "settings.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-
-
-def _differences(section: Section, before: dict, now: dict) -> list[str]:
-    """What changed; a key missing from an older record had its default then."""
-    was = {k: before.get(k, section.keys[k].default) for k in now}
-    return [f"{k}: {was[k]!r} -> {v!r}" for k, v in now.items() if was[k] != v]
-
-
-def _check_settings(
-    section: Section, settings: dict, *, out_dir: Path, datasets: list[str], in_tables: list[str], force: bool
-) -> None:
-    """Refuse any run whose combined tables would hold results of different settings.
-
-    Only datasets with finished results count: a record without results (a run that
-    trained nothing) blocks nothing. ``datasets`` are about to run: with ``force`` they
-    are redone, without it their results must have been made with today's settings.
-    The other datasets in the tables (``in_tables``) must match today's settings as well,
-    since they are combined with the new results.
-    """
-    with_results, recorded = _datasets_with_results(section.store(out_dir)), _read_recorded(out_dir)
-    now = _compared_settings(section, settings)
-    for dataset in in_tables:
-        if (force and dataset in datasets) or dataset not in with_results:
-            continue
-        before = recorded.get(dataset)
-        changed = ["no record of the settings they were made with"] if before is None else _differences(section, before, now)
-        if not changed:
-            continue
-        if dataset in datasets:
-            raise ParamsError(
-                f"{out_dir} holds {dataset} results made with other settings ({'; '.join(changed)}); "
-                "re-run with force=True (--force) to redo them, or choose another output folder"
-            )
-        stale = [d for d in in_tables if d not in datasets and d in with_results]
-        raise ParamsError(
-            f"{out_dir}: the combined tables would mix settings: {dataset} results were made with other "
-            f"settings ({'; '.join(changed)}). Redo every dataset of the section with --force "
-            f"(without --datasets), or add {', '.join(stale)} to --datasets with --force, "
-            "or choose another output folder"
-        )
-
-
-def _save_settings(section: Section, settings: dict, *, out_dir: Path, datasets: list[str]) -> None:
-    """Record today's settings for the datasets that now have results, and forget records
-    of datasets that have none; ``settings.yaml`` is written only if that changes it (and
-    removed when no dataset has results)."""
-    with_results, recorded = _datasets_with_results(section.store(out_dir)), _read_recorded(out_dir)
-    updated = {d: values for d, values in recorded.items() if d in with_results}
-    updated.update({d: _compared_settings(section, settings) for d in datasets if d in with_results})
-    if updated == recorded:
-        return
-    path = out_dir / "settings.yaml"
-    _writing(out_dir, lambda: _write_yaml(path, updated) if updated else path.unlink())
-
-
-def _record_settings(section: Section, settings: dict, *, out_dir: Path, dataset: str) -> None:
-    """Record today's settings for ``dataset`` now (before its first shard is written), if
-    ``settings.yaml`` does not hold them yet."""
-    recorded = _read_recorded(out_dir)
-    now = _compared_settings(section, settings)
-    if recorded.get(dataset) != now:
-        _writing(out_dir, lambda: _write_yaml(out_dir / "settings.yaml", {**recorded, dataset: now}))
-
-
-def _write_yaml(path: Path, document: dict) -> None:
-    """Write ``path`` through a temporary file, so that a run killed meanwhile leaves the old
-    file or the new one, never half of it."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(yaml.safe_dump(document, sort_keys=False))
-    partial.replace(path)
-
-
-def _writing(folder: Path, write) -> None:
-    """Run ``write``, which writes under ``folder``; an OSError becomes a one-line
-    OutputError that names the folder."""
-    try:
-        write()
-    except OSError as exc:
-        raise OutputError(f"cannot write to {folder}: {exc.strerror or exc}") from None
-
-
-def check_writable(folder: Path) -> None:
-    """Fail early, naming the folder, if results cannot be written under ``folder``."""
-
-    def probe() -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-
-    _writing(folder, probe)
-
-
-def _write_if_changed(frame: pd.DataFrame, path: Path) -> None:
-    """Write a combined table as Parquet and CSV, unless the Parquet file already holds it,
-    so that re-summarising a finished run writes nothing."""
-    if path.exists():
-        try:
-            if pd.read_parquet(path).equals(frame):
-                return
-        except (OSError, ValueError):
-            pass  # unreadable: write it again
-    _writing(path.parent, lambda: (frame.to_parquet(path, index=False), frame.to_csv(path.with_suffix(".csv"), index=False)))
 
 
 def combine(
@@ -277,7 +149,7 @@ def _run_section(
 ) -> SectionRun:
     run = SectionRun(section.name, out_dir)
     in_tables = list(dict.fromkeys(settings["datasets"] + datasets))
-    _check_settings(section, settings, out_dir=out_dir, datasets=datasets, in_tables=in_tables, force=force)
+    check_settings(section, settings, out_dir=out_dir, datasets=datasets, in_tables=in_tables, force=force)
 
     store = section.store(out_dir)
     todo = []
@@ -293,7 +165,7 @@ def _run_section(
         check_kernel(kernel)
         if force:
             for dataset in todo:
-                _forget(section, dataset, out_dir)
+                forget(section, dataset, out_dir)
         jobs = [
             Job(section.name, dataset, unit, coordinates, priority=unit_priority(dataset, coordinates, settings))
             for dataset in todo
@@ -311,25 +183,14 @@ def _run_section(
                 out_dir=out_dir, workers=workers, progress=progress, kernel=kernel,
             )
         finally:
-            _save_settings(section, settings, out_dir=out_dir, datasets=todo)
+            save_settings(section, settings, out_dir=out_dir, datasets=todo)
 
     run.tables = combine(section, settings, in_tables, out_dir)
     for table, frame in run.tables.items():
         if len(frame):
-            _write_if_changed(frame, out_dir / f"{table}.parquet")
+            write_if_changed(frame, out_dir / f"{table}.parquet")
     run.diverged = diverged_members(run.tables)
     return run
-
-
-def unit_priority(dataset: str, coordinates: dict, settings: dict) -> int:
-    """Larger units first, so that no long unit starts last while the other workers idle:
-    the matrix-multiply work of one epoch of one member (a mixture's experts all count),
-    in millions of multiply-adds, from the dataset's rows and features and the unit's
-    hidden size and experts (epochs to early stopping are not known in advance)."""
-    rows, features = DATASET_SHAPES[dataset]
-    hidden = coordinates.get("hidden", settings.get("hidden", 64))
-    experts = coordinates.get("experts", 1)
-    return int(rows * experts * (features * hidden + 2 * hidden * hidden) / 1e6)
 
 
 def _train_units(
@@ -373,13 +234,13 @@ def _train_units(
                 if dataset not in run.errors:
                     run.errors[dataset] = f"{outcome.error} (unit {job.unit})"
                     run.failed[dataset] = out_dir / f"{dataset}.log"
-                    _writing(out_dir, lambda: run.failed[dataset].write_text(""))
+                    writing(out_dir, lambda: run.failed[dataset].write_text(""))
                     (out_dir / f"{dataset}.ipynb").unlink(missing_ok=True)  # it would show older results
                 with open(run.failed[dataset], "a") as log:
                     log.write(f"unit {job.unit} failed:\n{outcome.traceback}\n")
                 continue
-            _record_settings(section, settings, out_dir=out_dir, dataset=dataset)
-            _writing(out_dir, lambda: store.save(job.unit, **outcome.tables))
+            record_settings(section, settings, out_dir=out_dir, dataset=dataset)
+            writing(out_dir, lambda: store.save(job.unit, **outcome.tables))
             run.trained[dataset] = run.trained.get(dataset, 0) + 1
             run.seconds[dataset] = run.seconds.get(dataset, 0.0) + outcome.seconds
 
