@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks in one go, for a GPU lent for a few minutes: the CUDA tests, then the
-# benchmarks on the GPU (float32, TF32; ensembles and mixtures; units at once). Run from the repository
+# The GPU checks in one go, for a GPU lent for a few minutes (at most 8 minutes): the CUDA
+# tests, then what the first GPU run left unmeasured (benchmarks/README.md, "On a GPU"):
+# where an epoch goes, hidden 256 in float32, MoIE, and units at once. Run from the repository
 # root with the raw data in $ASYMLIB_DATA (default: data/):
 #
 #     bash benchmarks/gpu_check.sh OUTDIR
@@ -26,11 +27,11 @@ step() {  # step NAME SECONDS COMMAND...: run it with a time limit, its output i
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 $python -c "import torch; print('torch', torch.__version__, 'CUDA', torch.version.cuda, torch.cuda.get_device_name())"
-step test_cuda 150 $python -m pytest tests/test_cuda.py -ra -q -p no:cacheprovider
-step trainer 75 $python benchmarks/bench_trainer.py --device cuda --dataset mnist --hidden 64 128 256 --members 64 \
-    --baseline none --rounds 1 --loop-members 2 --loop-epochs 1 --out "$out/trainer.json"
-step trainer_tf32 40 $python benchmarks/bench_trainer.py --device cuda --dataset mnist --hidden 256 --members 64 \
-    --baseline none --rounds 1 --no-profile --precision tf32 --loop-members 2 --loop-epochs 1 --out "$out/trainer_tf32.json"
-step mixtures 60 $python benchmarks/bench_mixtures.py --device cuda --dataset california --experts 16 128 \
-    --baseline none --rounds 1 --out "$out/mixtures.json"
-step slots 90 $python benchmarks/bench_slots.py --device cuda --slots 1 4 --out "$out/slots.json"
+step test_cuda 120 $python -m pytest tests/test_cuda.py -ra -q -p no:cacheprovider
+step epoch 120 $python benchmarks/bench_epoch.py --device cuda --out "$out/epoch.json"
+step trainer 60 $python benchmarks/bench_trainer.py --device cuda --dataset mnist --hidden 256 --members 64 \
+    --baseline none --rounds 1 --no-profile --loop-members 2 --loop-epochs 1 --out "$out/trainer.json"
+step mixtures 60 $python benchmarks/bench_mixtures.py --device cuda --dataset california --kinds imlp \
+    --experts 16 128 --baseline none --rounds 1 --no-profile --out "$out/mixtures.json"
+# the one-slot run's units are units of the paper profile: kept in runs/paper for the estimate
+step slots 120 $python benchmarks/bench_slots.py --device cuda --slots 1 4 --keep runs --out "$out/slots.json"

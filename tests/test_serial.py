@@ -19,6 +19,7 @@ import yaml
 from asymlib.core.data import DataFileError
 from asymlib.execution import serial
 from asymlib.execution.cli import main
+from asymlib.execution.estimate import estimate_from_measured, format_measured_estimate
 from asymlib.execution.params import ParamsError
 from asymlib.execution.runner import run_profile
 
@@ -136,3 +137,32 @@ def test_gpu_paper_script_packs_a_run_and_resumes_from_it(churn_profile, tmp_pat
                            capture_output=True, text=True, timeout=300)
     assert "exit status 0" in again.stdout, again.stdout + again.stderr
     assert "trained 1 unit in" in again.stdout and "(16 were done already)" in again.stdout
+
+
+def test_estimate_learns_from_measured_units(tmp_path):
+    """``asymlib estimate --measured``: units trained by ``asymlib train`` count with their
+    logged seconds (divided by the units sharing the device), the rest of the grid is
+    predicted by the cost model fitted to them."""
+    profile = yaml.safe_load(SMOKE.read_text())
+    for section in ("deep_ensembles", "mixtures"):
+        profile[section].update(datasets=["churn", "california"], threads=1)
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    with pytest.raises(ParamsError, match="at least 3"):
+        estimate_from_measured(path, tmp_path / "two")  # nothing measured yet
+    serial.train_units(path, out_root=tmp_path, datasets=["churn"], slots=2, progress=False)
+
+    estimate = estimate_from_measured(path, tmp_path / "two")
+    units = estimate.units.set_index("unit")
+    assert len(units) == 34 and units["measured"].sum() == 17
+    assert units.loc[[u for u in units.index if u.startswith("churn")], "measured"].all()
+    log = pd.read_csv(tmp_path / "two" / "mixtures" / serial.LOG_NAME).set_index("unit")
+    measured = units.loc[log.index, "seconds"]
+    assert (measured == log["seconds"] / 2).all()  # two slots shared the device
+    predicted = units[~units["measured"]]
+    assert (predicted["seconds"] > 0).all() and set(predicted["mode"]) == {"graph", "eager"}
+    # california has more rows than churn: more steps, more work, so no cheaper a prediction
+    pair = units.loc[["california-gumbel-mlp-e4", "churn-gumbel-mlp-e4"]]
+    assert pair["steps"].iloc[0] > pair["steps"].iloc[1]
+    text = format_measured_estimate(estimate)
+    assert "17 of 34 units measured" in text and "whole grid on one device" in text

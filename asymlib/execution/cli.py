@@ -34,7 +34,7 @@ from ..core.data import DATASETS, DataFileError, MalformedDataError, default_dat
 from ..reports.figures_deep_ensembles import save_figures
 from ..reports.tables import describe_diverged, load_results
 from .notebooks import DEFAULT_KERNEL, KernelError
-from .estimate import estimate_profile, format_estimate
+from .estimate import estimate_from_measured, estimate_profile, format_estimate, format_measured_estimate
 from .params import SECTIONS, ParamsError, load_params
 from .cluster import ClusterError
 from .runner import OutputError, run_profile
@@ -71,6 +71,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
+    if args.measured:
+        print(format_measured_estimate(estimate_from_measured(args.params, args.measured, sections=args.sections)))
+        return 0
     estimate = estimate_profile(
         args.params, sections=args.sections, datasets=args.datasets, runs=args.runs, progress=not args.no_progress
     )
@@ -174,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="NAME", help=f"only these ({_NAMES})")
     estimate.add_argument("--sections", nargs="+", default=None, choices=list(SECTIONS), help="only these sections")
     estimate.add_argument("--runs", default="runs", metavar="DIR", help="finished runs with recorded epochs (default: runs)")
+    estimate.add_argument(
+        "--measured", metavar="DIR",
+        help="instead of timing epochs here: fit a cost model to the units measured in DIR (a profile folder such as "
+        "runs/paper written by `asymlib train --device cuda`) and predict the rest of the grid on that device",
+    )
     estimate.add_argument("--no-progress", action="store_true", help="no progress bar")
     estimate.set_defaults(handler=_estimate)
 

@@ -346,3 +346,177 @@ def format_estimate(estimate: Estimate, *, workers: Sequence[int]) -> str:
     for n in workers:
         lines.append(f"  {n:4d} worker{'s' if n > 1 else ' '}: {_hours(estimate.wall_hours(n))}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- from measured units (a GPU)
+#
+# Timing a few epochs says little on a GPU, where a small unit's time goes to launching
+# kernels, validating and recording CUDA graphs rather than to arithmetic. There the units
+# that a run (`asymlib train --device cuda`) has measured teach the estimate instead:
+#
+#     seconds of a unit = b * epochs + c[mode] * steps + flops / R
+#
+# epochs: epochs its batched models run (each validates, reads back to the host once and,
+# on a GPU, records a new CUDA graph when members stop); steps: training steps the unit's batched models take (epochs of their slowest member x
+# batches per epoch), each a graph replay (deep ensembles, softmax-gated mixtures) or eager
+# kernel launches (Gumbel-gated mixtures, whose noise is drawn per step); flops: the matrix
+# work of every member's epochs; b, c[graph], c[eager] and the rate R are fitted by non-negative
+# least squares (relative errors) to the measured units' seconds, each divided by the units
+# that shared the device with it (``sharing`` in train_log.csv). The units not measured are
+# predicted from their shapes and typical epochs (``typical_epochs``).
+
+
+@dataclass
+class MeasuredEstimate:
+    """A profile's cost from measured units: one row per unit of the grid (section, dataset,
+    unit, mode, epochs, steps, flops, seconds, measured) and the fitted constants (epoch_ms
+    per epoch, c_graph_ms and c_eager_ms per step, rate_tflops)."""
+
+    profile: Path
+    source: Path
+    units: pd.DataFrame
+    constants: dict[str, float]
+
+    def hours(self, measured: bool | None = None) -> float:
+        rows = self.units if measured is None else self.units[self.units["measured"] == measured]
+        return rows["seconds"].sum() / 3600
+
+
+def _split_rows(dataset: str, settings: dict) -> tuple[int, int]:
+    """Training and validation rows of ``dataset`` under the section's split."""
+    from ..core.data import DATASET_SHAPES, SPLITS
+
+    rule = SPLITS[settings["split"]]
+    rest = DATASET_SHAPES[dataset][0] * (1 - rule.test_fraction)
+    val_fraction = settings["val_fraction"] or rule.val_fraction
+    return round(rest * (1 - val_fraction)), round(rest * val_fraction)
+
+
+def _member_epoch_flops(dataset: str, settings: dict, hidden: int, experts: int) -> float:
+    """Matrix-multiply FLOPs of one member's epoch: forward and backward (3x the forward) on
+    the training rows, forward on the validation rows; a mixture's K experts and gate. The
+    output layer (under 1 % of the work) is left out."""
+    from ..core.data import DATASET_SHAPES
+
+    n_train, n_val = _split_rows(dataset, settings)
+    features = DATASET_SHAPES[dataset][1]
+    macs = experts * (features * hidden + 2 * hidden * hidden) + (features * experts if experts > 1 else 0)
+    return 2.0 * macs * (3 * n_train + n_val)
+
+
+def _fits(section: str, settings: dict, dataset: str, unit: str, coordinates: dict, measured: Path | None,
+          runs: Path) -> list[tuple[str, int, float, float]]:
+    """The batched fits of a unit: (mode, members, epochs mean, epochs of the slowest member),
+    from the unit's shards where it was measured, else typical epochs."""
+    table, column = ("models", "type") if section == "deep_ensembles" else ("mixtures", "kind")
+    recorded = None
+    if measured is not None:
+        store = SECTIONS[section].store(measured)
+        if store.done(unit):
+            recorded = store.read([unit], table)
+    if section == "deep_ensembles":
+        shapes = [(shape["kind"], settings["members"]) for shape in _shape_of(section, settings, coordinates)]
+        mode = "graph"
+    else:
+        shapes = [(coordinates["kind"], settings["repeats"])]
+        mode = "eager" if coordinates["gating"] == "gumbel" else "graph"
+    fits = []
+    for kind, members in shapes:
+        if recorded is not None:
+            epochs = recorded[recorded[column] == kind]["epochs"]
+            mean, slowest = float(epochs.mean()), float(epochs.max())
+        else:
+            mean, slowest, _ = typical_epochs(section, settings, dataset, kind, runs=runs)
+        fits.append((mode, members, mean, slowest))
+    return fits
+
+
+def _unit_rows(profile: dict, measured_root: Path, runs: Path) -> pd.DataFrame:
+    """One row per unit of every section: mode, epochs, steps, flops, and the measured seconds of
+    the device per unit where ``train_log.csv`` has them (divided by ``sharing``)."""
+    rows = []
+    for section, settings in profile.items():
+        folder = measured_root / section
+        log = pd.read_csv(folder / "train_log.csv") if (folder / "train_log.csv").exists() else pd.DataFrame()
+        occupancy = {} if log.empty else dict(zip(log["unit"], log["seconds"] / log.get("sharing", log["slots"])))
+        for dataset in settings["datasets"]:
+            batches = -(-_split_rows(dataset, settings)[0] // STEP_ROWS)
+            for unit, coordinates in SECTIONS[section].grid(settings, dataset).items():
+                hidden = coordinates.get("hidden", settings.get("hidden"))
+                flops_per_epoch = _member_epoch_flops(dataset, settings, hidden, coordinates.get("experts", 1))
+                fits = _fits(section, settings, dataset, unit, coordinates, folder if unit in occupancy else None, runs)
+                rows.append({
+                    "section": section, "dataset": dataset, "unit": unit, "mode": fits[0][0],
+                    "epochs": sum(slowest for _, _, _, slowest in fits),
+                    "steps": sum(slowest * batches for _, _, _, slowest in fits),
+                    "flops": sum(members * mean * flops_per_epoch for _, members, mean, _ in fits),
+                    "measured": unit in occupancy, "seconds": occupancy.get(unit, float("nan")),
+                })
+    return pd.DataFrame(rows)
+
+
+#: Rows per training step (``TrainConfig``'s batch size, the paper's).
+STEP_ROWS = TrainConfig().batch_size
+
+
+def estimate_from_measured(params_path: str | os.PathLike, measured: str | os.PathLike, *,
+                           sections: Sequence[str] | None = None) -> MeasuredEstimate:
+    """The profile's cost on the device that trained the units under ``measured`` (a profile
+    folder such as ``runs/paper``, holding ``<section>/train_log.csv`` and shards): measured
+    units count as measured, the rest are predicted by the model above, fitted to them.
+
+    Raises ParamsError when fewer than 3 units, or no unit of a mode the grid needs, were measured.
+    """
+    from scipy.optimize import nnls
+
+    from .params import ParamsError
+
+    params_path, measured = Path(params_path), Path(measured)
+    sections = list(sections or profile_sections(params_path))
+    profile = load_params(params_path, sections=sections)
+    units = _unit_rows(profile, measured, runs=measured.parent)
+    fit = units[units["measured"]]
+    needed = set(units["mode"])
+    if len(fit) < 3 or not needed <= set(fit["mode"]):
+        raise ParamsError(
+            f"{measured}: {len(fit)} measured units of modes {sorted(set(fit['mode']))}; the estimate needs at least 3, "
+            f"of every mode the grid has ({', '.join(sorted(needed))}): train some with `asymlib train --device cuda`"
+        )
+    design = _design(fit) / fit["seconds"].to_numpy()[:, None]
+    theta, _ = nnls(design, np.ones(len(fit)))
+    units["seconds"] = units["seconds"].where(units["measured"], _design(units) @ theta)
+    per_epoch, c_graph, c_eager, inverse_rate = theta
+    constants = {"epoch_ms": 1e3 * per_epoch, "c_graph_ms": 1e3 * c_graph, "c_eager_ms": 1e3 * c_eager,
+                 "rate_tflops": 1e-12 / inverse_rate if inverse_rate > 0 else float("inf"),
+                 "fit_median_error": float(np.median(np.abs(design @ theta - 1)))}
+    return MeasuredEstimate(params_path, measured, units, constants)
+
+
+def _design(units: pd.DataFrame) -> np.ndarray:
+    """The model's terms per unit: epochs, replayed steps, eager steps, FLOPs."""
+    graph = (units["mode"] == "graph").to_numpy()
+    steps = units["steps"].to_numpy(dtype=float)
+    return np.column_stack([units["epochs"].to_numpy(dtype=float), steps * graph, steps * ~graph,
+                            units["flops"].to_numpy(dtype=float)])
+
+
+def format_measured_estimate(estimate: MeasuredEstimate) -> str:
+    units, c = estimate.units, estimate.constants
+    measured = units[units["measured"]]
+    lines = [
+        f"Estimate for {estimate.profile} on the device of {estimate.source} "
+        f"({len(measured)} of {len(units)} units measured there)",
+        f"  fitted: {c['epoch_ms']:.1f} ms per epoch, {c['c_graph_ms']:.3f} ms per replayed step, {c['c_eager_ms']:.3f} ms per eager step, "
+        f"{c['rate_tflops']:.1f} TFLOP/s of matrix work; median error on the measured units {100 * c['fit_median_error']:.0f} %",
+        "",
+        "Hours per section and dataset (measured + predicted):",
+    ]
+    table = units.groupby(["section", "dataset"], sort=False).agg(
+        units=("unit", "size"), measured=("measured", "sum"), hours=("seconds", lambda s: s.sum() / 3600)
+    )
+    for (section, dataset), row in table.iterrows():
+        lines.append(f"  {section:<15} {dataset:<11} {int(row['units']):4d} units ({int(row['measured']):3d} measured)"
+                     f"  {row['hours']:7.3f} h")
+    lines.append(f"  measured units: {_hours(estimate.hours(True))}; the others, predicted: {_hours(estimate.hours(False))}")
+    lines.append(f"  whole grid on one device: {_hours(estimate.hours())}")
+    return "\n".join(lines)

@@ -179,7 +179,9 @@ def _keep(job: SerialJob, outcome: object, settings: dict, out_dir: Path, summar
     record_settings(section, settings, out_dir=out_dir, dataset=job.dataset)
     writing(out_dir, lambda: section.store(out_dir).save(job.unit, **outcome.tables))
     row = pd.DataFrame([{
-        "unit": job.unit, "dataset": job.dataset, "device": settings["device"], "slots": slots,
+        # sharing: processes that shared the device with this unit (this run's slots; another
+        # run beside it is not seen), for ``asymlib estimate --measured``
+        "unit": job.unit, "dataset": job.dataset, "device": settings["device"], "slots": slots, "sharing": slots,
         "seconds": round(outcome.seconds, 3), "worker": outcome.worker,
         "finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
         "gpu": torch.cuda.get_device_name() if settings["device"].startswith("cuda") else "",
