@@ -18,16 +18,22 @@ def _autograd_step(model, x, y, task):
     return losses.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-@pytest.mark.parametrize("kind", ["mlp", "wmlp", "imlp", "iwmlp"])
+KINDS = [("mlp", "paper"), ("wmlp", "paper"), ("imlp", "paper"), ("iwmlp", "paper"),
+         ("imlp", "release"), ("iwmlp", "release")]  # the release's MoE is the paper's
+
+
+@pytest.mark.parametrize("kind, architecture", KINDS)
 @pytest.mark.parametrize("gating", ["standard", "gumbel"])
 @pytest.mark.parametrize("task, n_out", [("regression", 1), ("multiclass", 3)])
 @pytest.mark.parametrize("in_features", [5, 12])  # narrower and wider than the hidden layers
-def test_hand_written_mixture_gradients_equal_autograd(kind, gating, task, n_out, in_features):
+def test_hand_written_mixture_gradients_equal_autograd(kind, architecture, gating, task, n_out, in_features):
     """Same products in other groupings (e.g. the experts' first layer side by side), so
     the gradients agree to float32 rounding, not bit for bit."""
     g = torch.Generator().manual_seed(0)
+    n_fix = [2, 3, 3, 2] if architecture == "paper" else [2, 3, 3, 2, 1]
     model = MixtureEnsemble(in_features, 8, n_out, members=3, experts=4, kind=kind, gating=gating,
-                            init_seeds=[1, 2, 3], noise_seeds=[4, 5, 6], mask_seed=7, n_fix=[2, 3, 3, 2])
+                            init_seeds=[1, 2, 3], noise_seeds=[4, 5, 6], mask_seed=7, n_fix=n_fix,
+                            architecture=architecture)
     model.train()
     twin = copy.deepcopy(model)  # the same Gumbel generators, drawn by the hand-written step
     # a full batch, then a shorter one that reuses the full one's buffers

@@ -23,6 +23,7 @@ def _seeded():
 
 def _expert_as_sequential(model, member, expert):
     """Expert ``expert`` of mixture ``member`` copied into plain nn.Linear layers."""
+    activation = nn.ReLU if model.activation == "relu" else nn.GELU
     modules = []
     for i, layer in enumerate(model.layers):
         linear = nn.Linear(layer.in_features, layer.out_features)
@@ -31,7 +32,7 @@ def _expert_as_sequential(model, member, expert):
             linear.bias.copy_(layer.bias[member, expert])
         modules.append(linear)
         if i < len(model.layers) - 1:
-            modules.append(nn.GELU())
+            modules.append(activation())
     return nn.Sequential(*modules)
 
 
@@ -46,7 +47,7 @@ def _interpolated_by_definition(model, x, alpha):
         bias = torch.einsum("mbk,mko->mbo", alpha, layer.bias)
         h = torch.einsum("mbi,mbio->mbo", h, weight) + bias
         if i < len(model.layers) - 1:
-            h = F.gelu(h)
+            h = F.relu(h) if model.activation == "relu" else F.gelu(h)
     return h
 
 
@@ -163,9 +164,10 @@ def test_stacked_experts_match_experts_run_one_by_one(kind, out_features):
         torch.testing.assert_close(model(x)[m], expected, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("architecture", ["paper", "release"])
 @pytest.mark.parametrize("hidden", [3, 16])  # both orders of summation in ExpertLinear.interpolate
-def test_moie_equals_per_example_interpolated_parameters(hidden):
-    model = MixtureEnsemble(5, hidden, 4, members=2, experts=3, kind="imlp", init_seeds=[5, 6])
+def test_moie_equals_per_example_interpolated_parameters(hidden, architecture):
+    model = MixtureEnsemble(5, hidden, 4, members=2, experts=3, kind="imlp", init_seeds=[5, 6], architecture=architecture)
     x = torch.randn(8, 5)
     alpha = torch.softmax(torch.randn(2, 8, 3), dim=-1)
     out = model.mix(x, alpha)
@@ -193,15 +195,18 @@ def test_moie_with_wmlp_experts_keeps_frozen_entries_exact(gating):
         assert not torch.equal(layer.weight[~mask], old[~mask])  # the rest did train
 
 
-@pytest.mark.parametrize("kind, gating, task", [("wmlp", "gumbel", "multiclass"), ("imlp", "standard", "regression")])
-def test_mixtures_trained_together_equal_each_trained_alone(kind, gating, task):
+@pytest.mark.parametrize("kind, gating, task, architecture", [
+    ("wmlp", "gumbel", "multiclass", "paper"), ("imlp", "standard", "regression", "paper"),
+    ("iwmlp", "gumbel", "regression", "release"),
+])
+def test_mixtures_trained_together_equal_each_trained_alone(kind, gating, task, architecture):
     X, y, Xv, yv = toy_data(task)
     n_out = 1 if task == "regression" else 3
     config = TrainConfig(lr=1e-2, batch_size=64, max_epochs=30, patience=2)
     init, order, noise = [11, 12, 13], [21, 22, 23], [31, 32, 33]
     build = lambda members, i: MixtureEnsemble(  # noqa: E731
         5, 8, n_out, members=members, experts=3, kind=kind, gating=gating,
-        init_seeds=init[i], noise_seeds=noise[i], mask_seed=3,
+        init_seeds=init[i], noise_seeds=noise[i], mask_seed=3, architecture=architecture,
     )
     together = build(3, slice(None))
     result = fit(together, X, y, Xv, yv, task=task, order_seeds=order, config=config, progress=False)
@@ -233,6 +238,31 @@ def test_expert_usage_is_recorded_every_epoch_per_mixture():
     final = model.expert_usage(Xv).numpy()
     for member, epochs in enumerate(result.epochs):
         np.testing.assert_allclose(usage[epochs - 1, member], final[member], rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["imlp", "iwmlp"])
+def test_the_release_moie_is_five_relu_layers_with_two_frozen_entries_each(kind):
+    """The code release's MoIE: d -> h, three h -> h, h -> out, ReLU between them; an iwmlp
+    freezes 2 entries per unit in every layer. Its expert run alone is that network."""
+    model = MixtureEnsemble(6, 16, 3, members=2, experts=3, kind=kind, init_seeds=[1, 2], architecture="release")
+    assert [(l.in_features, l.out_features) for l in model.layers] == [(6, 16), (16, 16), (16, 16), (16, 16), (16, 3)]
+    assert model.activation == "relu" and model.n_fix == (2,) * 5
+    if kind == "iwmlp":
+        assert all((layer.frozen_mask.sum(dim=-2) == 2).all() for layer in model.layers)  # per output unit
+    x = torch.randn(9, 6)
+    outputs = model.expert_outputs(x)
+    for member, expert in [(0, 0), (1, 2)]:
+        torch.testing.assert_close(outputs[member, expert], _expert_as_sequential(model, member, expert)(x))
+
+
+@pytest.mark.parametrize("kind", ["mlp", "wmlp"])
+def test_the_release_moe_is_the_papers(kind):
+    paper, release = (MixtureEnsemble(6, 16, 3, members=2, experts=3, kind=kind, init_seeds=[1, 2], mask_seed=5,
+                                      architecture=a) for a in ("paper", "release"))
+    for p, r in zip(paper.parameters(), release.parameters()):
+        assert torch.equal(p, r)
+    x = torch.randn(9, 6)
+    assert torch.equal(paper(x), release(x))
 
 
 def test_bad_arguments_name_the_choices():

@@ -175,3 +175,42 @@ def test_verdict_table_and_sentence():
 
     one_repeat = pd.DataFrame(rows).query("repeat == 0")
     assert "no verdict" in verdict(one_repeat)[1]
+
+
+def _mixture_rows(differences, *, kinds=("mlp", "wmlp"), metric_name="accuracy", experts=2):
+    """A mixtures table: one cell (churn, standard, ``experts``) whose W-Asymmetric kind beats
+    the plain one by ``differences[r]`` in repeat r."""
+    rows = []
+    for repeat, difference in enumerate(differences):
+        base = 0.8 + 0.01 * repeat
+        for kind, value in ((kinds[0], base), (kinds[1], base + difference)):
+            rows.append({"dataset": "churn", "metric_name": metric_name, "gating": "standard", "kind": kind,
+                         "experts": experts, "repeat": repeat, "metric": value, "balance_weight": 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_mixture_verdict_pairs_repeats_and_corrects():
+    from asymlib.reports.tables import mixture_verdict
+
+    mixtures = pd.concat([
+        _mixture_rows([0.020, 0.021, 0.019, 0.020]),                       # MoE: WMLP clearly better
+        _mixture_rows([0.01, -0.02, 0.015, -0.01], kinds=("imlp", "iwmlp")),  # MoIE: nothing to see
+    ])
+    table, sentence = mixture_verdict(mixtures)
+    moe = table[table["comparison"] == "MoE"].iloc[0]
+    moie = table[table["comparison"] == "MoIE"].iloc[0]
+    assert moe["n"] == 4 and moe["mean"] == pytest.approx(0.02) and moe["significant"]
+    assert not moie["significant"] and moie["ci_low"] < 0 < moie["ci_high"]
+    assert moe["p_holm"] == pytest.approx(min(1.0, 2 * moe["p_value"]))  # the smaller of two p-values, doubled
+    assert "significantly better in 1 and significantly worse in 0" in sentence
+
+
+def test_mixture_verdict_orients_rmse_and_says_when_repeats_decide_nothing():
+    from asymlib.reports.tables import mixture_verdict
+
+    table, _ = mixture_verdict(_mixture_rows([0.02, 0.03, 0.025], metric_name="rmse"))
+    assert table.iloc[0]["mean"] == pytest.approx(-0.025)  # a larger RMSE is worse
+    _, sentence = mixture_verdict(_mixture_rows([0.02]))
+    assert "no verdict" in sentence
+    _, sentence = mixture_verdict(_mixture_rows([0.02, 0.05]))
+    assert "With 2 repeats" in sentence

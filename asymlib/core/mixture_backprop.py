@@ -173,9 +173,24 @@ def _dot(per_expert: Tensor, vector: Tensor, scratch: Tensor) -> Tensor:
     return torch.mul(per_expert, vector.unsqueeze(-2), out=scratch).sum(-1)
 
 
+def _activation_forward(z: Tensor, activation: str, out: Tensor) -> Tensor:
+    """GELU (the paper's) or ReLU (the code release's MoIE) of z, into ``out``."""
+    if activation == "relu":
+        return torch.clamp_min(z, 0.0, out=out)
+    return torch.ops.aten.gelu.out(z, out=out)
+
+
+def _activation_backward(grad: Tensor, z: Tensor, activation: str, out: Tensor) -> Tensor:
+    """The gradient through the activation at pre-activation z (ReLU: where z > 0), into ``out``."""
+    if activation == "relu":
+        return torch.ops.aten.threshold_backward.grad_input(grad, z, 0.0, grad_input=out)
+    return torch.ops.aten.gelu_backward.grad_input(grad, z, grad_input=out)
+
+
 def _moie_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Tensor, targets: Tensor, *, task: str,
-                           ws) -> tuple[Tensor, Tensor]:
-    """Losses (M,) and d(loss)/d(alpha) (M, B, K); writes the experts' gradients."""
+                           ws, activation: str = "gelu") -> tuple[Tensor, Tensor]:
+    """Losses (M,) and d(loss)/d(alpha) (M, B, K); writes the experts' gradients.
+    Any number of layers; ``activation`` between them ("gelu" or "relu")."""
     members, batch, _ = x.shape
     experts = alpha.shape[-1]
     inputs, saved, pre_activations = [x], [], []
@@ -196,16 +211,14 @@ def _moie_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Ten
             saved.append((side_by_side, products))
         pre_activations.append(z)
         if i < len(layers) - 1:
-            inputs.append(torch.ops.aten.gelu.out(z, out=ws(f"moie_h{i + 1}", (members, batch, fan_out))))
+            inputs.append(_activation_forward(z, activation, ws(f"moie_h{i + 1}", (members, batch, fan_out))))
     losses, grad = losses_and_output_grad(pre_activations[-1], targets, task=task)
 
     grad_alpha = torch.zeros_like(alpha)
     for i in reversed(range(len(layers))):
         layer, h, fan_in, fan_out = layers[i], inputs[i], layers[i].in_features, layers[i].out_features
         if i < len(layers) - 1:
-            grad = torch.ops.aten.gelu_backward.grad_input(
-                grad, pre_activations[i], grad_input=ws("moie_grad_pre", (members, batch, fan_out))
-            )
+            grad = _activation_backward(grad, pre_activations[i], activation, ws("moie_grad_pre", (members, batch, fan_out)))
         torch.bmm(alpha.transpose(1, 2), grad, out=grad_buffer(layer.bias))
         grad_alpha.baddbmm_(grad, layer.bias.transpose(1, 2))
         if fan_in <= fan_out:
@@ -245,10 +258,12 @@ def mixture_loss_and_gradients(
     noise: Tensor | None = None,
     tau: float = 1.0,
     balance_weight: float = 0.0,
+    activation: str = "gelu",
 ) -> Tensor:
     """One forward and backward pass of M mixtures on their own batches.
 
-    gate: weights (M, d, K); layers: the experts' 4 layers, weights (M, K, in, out);
+    gate: weights (M, d, K); layers: the experts' layers, weights (M, K, in, out) (MoE: the
+    4 GELU layers; MoIE: any number, with ``activation`` "gelu" or "relu" between them);
     x: (M, B, d); targets: (M, B); noise: (M, B, K) Gumbel samples for a Gumbel gate (then
     ``tau`` applies), None for a softmax gate. Overwrites every parameter's ``.grad``
     (frozen W-Asymmetric entries get 0) and returns the (M,) task losses of the batch (the
@@ -256,7 +271,11 @@ def mixture_loss_and_gradients(
     """
     ws = lambda name, shape: workspace.get(name, shape, x)  # noqa: E731
     alpha = _gate_forward(gate, x, noise, tau)
-    step = _moie_forward_backward if interpolated else _moe_forward_backward
-    losses, grad_alpha = step(layers, x, alpha, targets, task=task, ws=ws)
+    if interpolated:
+        losses, grad_alpha = _moie_forward_backward(layers, x, alpha, targets, task=task, ws=ws, activation=activation)
+    elif activation == "gelu":
+        losses, grad_alpha = _moe_forward_backward(layers, x, alpha, targets, task=task, ws=ws)
+    else:  # no MoE of either architecture has another activation
+        raise ValueError(f"the MoE step is written for GELU experts, got activation {activation!r}")
     _gate_backward(gate, x, alpha, grad_alpha, noise=noise, tau=tau, balance_weight=balance_weight)
     return losses

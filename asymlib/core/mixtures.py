@@ -19,6 +19,11 @@ training loss w * CV(importance)^2, where importance_k is the sum of expert k's 
 over the batch and CV^2 its variance over the experts (population variance) divided by its
 squared mean (Shazeer et al., 2017): 0 when every expert gets the same share.
 
+``architecture="release"`` builds the networks of the paper's code release instead of its
+text's (docs/departures.md, "Mixtures"). Its MoE is the text's (K experts of the 4-layer
+GELU MLP or WMLP); its MoIE has five interpolated layers (d -> h, three h -> h, h -> out)
+with ReLU between them, and 2 frozen entries per unit in every layer of an ``iwmlp``.
+
 Gumbel gates draw one sample per example in training, from a generator per mixture
 (``noise_seeds``) so that training repeats exactly. At inference the gate is the mean of
 ``samples`` Gumbel-softmax draws from a generator seeded afresh on every call
@@ -42,6 +47,8 @@ from .models import default_n_fix
 Gating = Literal["standard", "gumbel"]
 MixtureKind = Literal["mlp", "wmlp", "imlp", "iwmlp"]
 GATINGS: tuple[str, ...] = ("standard", "gumbel")
+#: Whose networks: the paper's text ("paper") or its code release ("release"; module docstring).
+ARCHITECTURES: tuple[str, ...] = ("paper", "release")
 MIXTURE_KINDS: tuple[str, ...] = ("mlp", "wmlp", "imlp", "iwmlp")
 PAPER_EXPERTS: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
 
@@ -78,13 +85,16 @@ class MixtureEnsemble(nn.Module):
         noise_seeds: M seeds of the training Gumbel noise; ``None`` uses the init seeds.
         mask_seed: seed of the W-Asymmetric frozen entries, shared by every expert of every
             mixture (the same entries as an ``MLPEnsemble`` of that mask seed).
-        n_fix: frozen entries per output unit for each of the 4 layers (default: the paper's).
+        n_fix: frozen entries per output unit for each layer (default: the paper's, or the
+            release's 2 in every layer of its MoIE).
         kappa: standard deviation of the frozen values.
         tau: Gumbel-softmax temperature.
         samples: S, Gumbel samples averaged at inference.
         eval_seed: seed of the inference Gumbel noise (the same for every mixture).
         balance_weight: w of the load-balancing loss (module docstring); 0, the paper's,
             adds nothing.
+        architecture: "paper" (the text's networks) or "release" (the code release's MoIE:
+            five interpolated layers with ReLU; module docstring).
     """
 
     def __init__(
@@ -106,10 +116,13 @@ class MixtureEnsemble(nn.Module):
         samples: int = 10,
         eval_seed: int = 0,
         balance_weight: float = 0.0,
+        architecture: str = "paper",
     ) -> None:
         super().__init__()
         if kind not in MIXTURE_KINDS:
             raise ValueError(f"kind must be one of {MIXTURE_KINDS}, got {kind!r}")
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
         if gating not in GATINGS:
             raise ValueError(f"gating must be one of {GATINGS}, got {gating!r}")
         if experts < 1 or samples < 1 or tau <= 0:
@@ -122,8 +135,13 @@ class MixtureEnsemble(nn.Module):
         self.interpolated = kind in ("imlp", "iwmlp")
         self.mask_seed, self.kappa, self.tau, self.samples, self.eval_seed = mask_seed, kappa, tau, samples, eval_seed
 
-        sizes = [in_features, hidden, hidden, hidden, out_features]
-        self.n_fix = tuple(n_fix) if n_fix is not None else default_n_fix(hidden)
+        self.architecture = architecture
+        release_moie = architecture == "release" and self.interpolated
+        sizes = [in_features] + [hidden] * (4 if release_moie else 3) + [out_features]
+        self.activation = "relu" if release_moie else "gelu"
+        if n_fix is None:
+            n_fix = (2,) * (len(sizes) - 1) if release_moie else default_n_fix(hidden)
+        self.n_fix = tuple(n_fix)
         if len(self.n_fix) != len(sizes) - 1:
             raise ValueError(f"n_fix needs one entry per layer ({len(sizes) - 1}), got {self.n_fix}")
         self.gate = LinearEnsemble(in_features, experts, members=members)
@@ -205,8 +223,11 @@ class MixtureEnsemble(nn.Module):
         """
         h = x
         for layer in self.layers[:-1]:
-            h = F.gelu(layer(h))
+            h = self._activate(layer(h))
         return self.layers[-1](h)
+
+    def _activate(self, h: Tensor) -> Tensor:
+        return F.relu(h) if self.activation == "relu" else F.gelu(h)
 
     def mix(self, x: Tensor, alpha: Tensor) -> Tensor:
         """The mixture's output for given gate weights.
@@ -218,7 +239,7 @@ class MixtureEnsemble(nn.Module):
             return torch.einsum("mkbo,mbk->mbo", self.expert_outputs(x), alpha)
         h = x
         for layer in self.layers[:-1]:
-            h = F.gelu(layer.interpolate(h, alpha))
+            h = self._activate(layer.interpolate(h, alpha))
         return self.layers[-1].interpolate(h, alpha)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -269,7 +290,7 @@ class MixtureEnsemble(nn.Module):
         noise = self._training_noise(x.shape[1], x.device) if self.gating == "gumbel" else None
         return mixture_loss_and_gradients(
             self.gate, self.layers, x, targets, task=task, interpolated=self.interpolated, workspace=self._workspace,
-            noise=noise, tau=self.tau, balance_weight=self.balance_weight,
+            noise=noise, tau=self.tau, balance_weight=self.balance_weight, activation=self.activation,
         )
 
     @torch.no_grad()
@@ -295,4 +316,5 @@ class MixtureEnsemble(nn.Module):
         return sum(p[0].numel() for p in self.parameters())
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind}, gating={self.gating}, tau={self.tau}, samples={self.samples}"
+        architecture = "" if self.architecture == "paper" else f", architecture={self.architecture}"
+        return f"kind={self.kind}, gating={self.gating}, tau={self.tau}, samples={self.samples}{architecture}"

@@ -35,7 +35,7 @@ from ..reports.figures_deep_ensembles import save_figures
 from ..reports.tables import describe_diverged, load_results
 from .notebooks import DEFAULT_KERNEL, KernelError
 from .estimate import estimate_from_measured, estimate_profile, format_estimate, format_measured_estimate
-from .params import SECTIONS, ParamsError, load_params
+from .params import SECTIONS, ParamsError, load_params, profile_sections
 from .cluster import ClusterError
 from .runner import OutputError, run_profile
 from . import serial
@@ -80,6 +80,30 @@ def _estimate(args: argparse.Namespace) -> int:
     sections = list(estimate.units["section"].unique())
     workers = args.workers or sorted({s["workers"] for s in load_params(args.params, sections=sections).values()})
     print(format_estimate(estimate, workers=workers))
+    return 0
+
+
+#: Shipped profiles that may fill a point of the paper, smallest first (``asymlib compare``).
+FILLING_PROFILES = ("verdict", "fidelity", "paper")
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from ..core.project import project_path
+    from ..reports.fidelity import fidelity_counts, paper_comparison, profile_points, read_source
+
+    profiles = {}
+    for name in FILLING_PROFILES:
+        path = project_path(f"params/{name}.yaml")
+        if path.exists():
+            profiles[name] = profile_points(load_params(path, sections=profile_sections(path)))
+    missing = [d for d in args.runs if not Path(d).is_dir()]
+    if missing:
+        raise DataFileError(f"no such run folder: {missing[0]} (expected a profile folder such as runs/verdict)")
+    table = paper_comparison([read_source(d) for d in args.runs], profiles=profiles)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(f"{fidelity_counts(table)} -> {out}")
     return 0
 
 
@@ -184,6 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     estimate.add_argument("--no-progress", action="store_true", help="no progress bar")
     estimate.set_defaults(handler=_estimate)
+
+    compare = commands.add_parser(
+        "compare",
+        help="every published point of the paper's Figures 3 and 4 beside finished runs, with a verdict",
+        description="Write one row per published point of the paper's Figures 3 and 4 (640): the paper's value, "
+        "our mean, standard deviation and repeats from the first of the run folders that has the point, the "
+        "difference, and whether it is within repeat noise, outside it, or not run (naming the shipped profile "
+        "that would run it). Only runs made with the paper's stopping rule on full data count.",
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="profile folders such as runs/verdict, preferred first")
+    compare.add_argument("--out", default="results/paper_comparison.csv", metavar="FILE",
+                         help="where the table goes (default: results/paper_comparison.csv)")
+    compare.set_defaults(handler=_compare)
 
     figures = commands.add_parser(
         "figures",

@@ -171,7 +171,7 @@ def time_shape(data: Dataset, section: str, settings: dict, shape: dict) -> tupl
         def build(m: int) -> torch.nn.Module:
             return MixtureEnsemble(
                 data.n_features, settings["hidden"], data.n_outputs, members=m, experts=shape["experts"],
-                kind=shape["kind"], gating=shape["gating"],
+                kind=shape["kind"], gating=shape["gating"], architecture=settings["architecture"],
             )
 
     usage = section == "mixtures"

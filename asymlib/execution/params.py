@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 
 from ..core.data import DATASETS, SPLITS, Dataset
-from ..core.mixtures import GATINGS, MIXTURE_KINDS
+from ..core.mixtures import ARCHITECTURES, GATINGS, MIXTURE_KINDS
 from ..core.models import KINDS, MODEL_TYPES
 from ..core.steps import PRECISIONS
 from ..core.trainer import TrainConfig
@@ -140,6 +140,11 @@ MIXTURE_KEYS: dict[str, Key] = {
         "a non-empty list of non-negative numbers (weights of the load-balancing loss; 0: none, the paper's)",
         required=False, default=[0.0],
     ),
+    "architecture": Key(
+        lambda v: v in ARCHITECTURES,
+        f"one of {', '.join(ARCHITECTURES)} (the paper's text's networks, or its code release's MoIE)",
+        required=False, default="paper",
+    ),
     # the same meaning as in deep_ensembles
     **{
         k: DEEP_ENSEMBLE_KEYS[k]
@@ -219,7 +224,7 @@ def _mixture_grid(section: dict, dataset: str) -> dict[str, dict]:
 def _train_mixture_unit(data: Dataset, section: dict, unit: dict) -> dict[str, pd.DataFrame]:
     return train_mixture_unit(
         data, **unit, hidden=section["hidden"], repeats=section["repeats"], seed=section["seed"],
-        config=train_config(section), device=section["device"], progress=False,
+        architecture=section["architecture"], config=train_config(section), device=section["device"], progress=False,
     )
 
 

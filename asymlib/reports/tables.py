@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..core.data import DATASETS
 from ..core.mixtures import GATINGS, MIXTURE_KINDS
-from ..core.statistics import across_datasets, improvement_statistics
+from ..core.statistics import across_datasets, holm, improvement_statistics, summarize_differences
 from ..sections.deep_ensembles import DEEP_ENSEMBLE_TABLES
 from ..sections.mixtures import MIXTURE_TABLES, add_relative_to_two
 from ..sections.units import ShardStore
@@ -399,3 +399,68 @@ def compare_mixtures_with_paper(mixtures: pd.DataFrame) -> pd.DataFrame:
     keys = ["dataset", "gating", "kind", "experts"]
     table = ours.rename(columns={"metric": "ours"}).merge(paper[keys + ["paper"]], how="left", on=keys)
     return table.round(4)
+
+
+#: The paper's second claim, one comparison per mixture family: (name, W-Asymmetric kind, plain kind).
+MIXTURE_COMPARISONS = (("MoE", "wmlp", "mlp"), ("MoIE", "iwmlp", "imlp"))
+
+
+def mixture_verdict(mixtures: pd.DataFrame, *, confidence: float = 0.95) -> tuple[pd.DataFrame, str]:
+    """The paper's second claim (W-Asymmetric experts do not clearly help mixtures) tested:
+    a table and one sentence.
+
+    Table: per comparison (MoE: WMLP - MLP experts; MoIE: IWMLP - IMLP), dataset, gating and
+    number of experts, the test metric's difference paired over repeats (positive: the
+    W-Asymmetric kind better; RMSE counts lower as better), its t interval, and whether it is
+    significant after Holm's correction over all cells of the table. Repeat r of every kind
+    starts from the same seeds, so the pairs are like for like.
+    """
+    mixtures = paper_mixtures(mixtures)
+    keys = ["dataset", "metric_name", "gating", "experts"]
+    rows = []
+    for comparison, better, baseline in MIXTURE_COMPARISONS:
+        pairs = mixtures[mixtures["kind"].isin([better, baseline])].pivot_table(
+            index=keys + ["repeat"], columns="kind", values="metric", aggfunc="mean"
+        )
+        if better not in pairs or baseline not in pairs:
+            continue
+        pairs = pairs[[baseline, better]].dropna()
+        sign = np.where(pairs.index.get_level_values("metric_name") == "rmse", -1.0, 1.0)
+        difference = pd.Series(sign * (pairs[better] - pairs[baseline]).to_numpy(), index=pairs.index)
+        for key, group in difference.groupby(level=keys, sort=True):
+            rows.append({"comparison": comparison, **dict(zip(keys, key)),
+                         **summarize_differences(group.to_numpy(), confidence=confidence)})
+    columns = ["comparison"] + keys + ["n", "mean", "std", "ci_low", "ci_high", "t", "p_value"]
+    table = pd.DataFrame(rows, columns=columns)
+    table["p_holm"] = holm(table["p_value"].to_numpy())
+    table["significant"] = table["p_holm"] < 1 - confidence
+    table = _in_grid_order(table)
+    table.attrs["title"] = (
+        "W-Asymmetric minus plain experts (MoE: WMLP - MLP, MoIE: IWMLP - IMLP; positive: W-Asymmetric better), "
+        f"paired over repeats, {confidence:.0%} t intervals, significance after Holm's correction over all cells"
+    )
+    return table, _mixture_sentence(table)
+
+
+def _mixture_sentence(table: pd.DataFrame) -> str:
+    if not len(table):
+        return "No mixture of a W-Asymmetric kind was run beside its plain kind, so no verdict on the paper's second claim."
+    tested = table["p_value"].notna()
+    if not tested.any():
+        return ("With a single repeat (or identical differences) in every cell there is no spread to measure, so no "
+                "verdict on the paper's second claim: it needs at least two repeats.")
+    helps = int((table["significant"] & (table["mean"] > 0)).sum())
+    hurts = int((table["significant"] & (table["mean"] < 0)).sum())
+    sentences = [
+        f"Of {len(table)} cells (dataset x gating x experts, MoE and MoIE), W-Asymmetric experts are significantly "
+        f"better in {helps} and significantly worse in {hurts} after Holm's correction; the rest decide nothing "
+        f"(mean difference {table['mean'].mean():+.4f}, positive in {int((table['mean'] > 0).sum())} cells)."
+    ]
+    repeats = int(table["n"].max())
+    if repeats <= 3:
+        sentences.append(
+            f"With {repeats} repeats a cell's t interval has {repeats - 1} degree{'s' if repeats > 2 else ''} of "
+            "freedom and the correction spans every cell, so only large, consistent differences can show: this "
+            "supports the paper's claim only in that it finds no clear help, and could not find a small one."
+        )
+    return " ".join(sentences)

@@ -28,7 +28,7 @@ from torch import Tensor
 from ..core.data import Dataset, load_dataset
 from ..core.diversity import ambiguity, pairwise_disagreement
 from ..core.evaluation import UNCERTAINTY_SCORES, metric_name, score
-from ..core.mixtures import GATINGS, MIXTURE_KINDS, PAPER_EXPERTS, MixtureEnsemble
+from ..core.mixtures import ARCHITECTURES, GATINGS, MIXTURE_KINDS, PAPER_EXPERTS, MixtureEnsemble
 from ..core.trainer import TrainConfig, evaluating, fit, predict
 from ..core.uncertainty import member_uncertainty, residual_variances
 from .units import ShardStore, derive_seed, mask_seed, on_device
@@ -61,6 +61,7 @@ def train_mixtures(
     repeats: int = 5,
     seed: int = 0,
     balance_weight: float = 0.0,
+    architecture: str = "paper",
     config: TrainConfig = TrainConfig(),
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -68,6 +69,8 @@ def train_mixtures(
     """Train the ``repeats`` mixtures of one model as one batched model and score them.
 
     balance_weight: weight of the load-balancing loss (``core.mixtures``; 0: the paper's).
+    architecture: "paper" (the text's networks) or "release" (the code release's MoIE;
+    ``core.mixtures``), written to both tables.
     Returns two tidy tables, both with ``balance_weight``:
       mixtures: one row per repeat (test metric; NLL, Brier score and ECE of the mixture's
       prediction; the disagreement or ambiguity between its experts, each expert run as
@@ -82,6 +85,7 @@ def train_mixtures(
         data.n_features, hidden, data.n_outputs, members=repeats, experts=experts, kind=kind, gating=gating,
         init_seeds=init_seeds, noise_seeds=noise_seeds, mask_seed=mask_seed(seed, 0),
         eval_seed=derive_seed(seed, _MIXTURE_SEED_TAG + 3), balance_weight=balance_weight,
+        architecture=architecture,
     ).to(device)
     to = lambda t: t.to(device)  # noqa: E731
     X_val = to(data.X_val)
@@ -114,7 +118,7 @@ def train_mixtures(
 
     key = {
         "dataset": data.name, "split": data.split, "gating": gating, "kind": kind, "experts": experts,
-        "balance_weight": float(balance_weight),
+        "balance_weight": float(balance_weight), "architecture": architecture,
     }
     mixtures = pd.DataFrame(
         {
@@ -186,6 +190,7 @@ def train_mixture_unit(
     repeats: int = 5,
     seed: int = 0,
     balance_weight: float = 0.0,
+    architecture: str = "paper",
     config: TrainConfig = TrainConfig(),
     device: str | torch.device = "cpu",
     progress: bool = True,
@@ -200,9 +205,12 @@ def train_mixture_unit(
     """
     mixtures, usage = train_mixtures(
         on_device(data, device), gating=gating, kind=kind, experts=experts, hidden=hidden, repeats=repeats,
-        seed=seed, balance_weight=balance_weight, config=config, device=device, progress=progress,
+        seed=seed, balance_weight=balance_weight, architecture=architecture, config=config, device=device,
+        progress=progress,
     )
     settings = {"seed": seed, "repeats": repeats, "hidden": hidden, **config.as_record()}
+    if architecture != "paper":
+        settings["architecture"] = architecture
     return {"usage": usage, "mixtures": mixtures.assign(settings=str(settings))}
 
 
@@ -216,7 +224,9 @@ def add_relative_to_two(mixtures: pd.DataFrame) -> pd.DataFrame:
         return mixtures.assign(relative_to_2=pd.Series(dtype=float))
     if "balance_weight" not in mixtures:  # results from before the load-balancing axis
         mixtures = mixtures.assign(balance_weight=0.0)
-    model = ["dataset", "gating", "kind", "balance_weight"]
+    if "architecture" not in mixtures:  # results from before the release's networks
+        mixtures = mixtures.assign(architecture="paper")
+    model = ["dataset", "gating", "kind", "balance_weight", "architecture"]
     two = mixtures[mixtures["experts"] == 2].groupby(model)["metric"].mean().rename("_two")
     table = mixtures.drop(columns="relative_to_2", errors="ignore").join(two, on=model)
     higher = table["metric_name"] != "rmse"
@@ -241,6 +251,7 @@ def run_mixtures(
     repeats: int = 5,
     seed: int = 0,
     balance_weights: Sequence[float] = (0.0,),
+    architecture: str = "paper",
     config: TrainConfig = TrainConfig(),
     data_dir: str | os.PathLike | None = None,
     max_rows: int | None = None,
@@ -253,11 +264,14 @@ def run_mixtures(
     already in ``out_dir``.
 
     balance_weights: the load-balancing weights to train with (an ablation axis; the paper: 0).
+    architecture: "paper" or "release" (whose networks; ``core.mixtures``). It is a setting of
+        the output folder, as the split is: the unit names do not carry it.
     split, val_fraction, max_rows: how the data are cut (``load_dataset``).
     Returns the dataset's ``mixtures`` table (one row per gating, kind, experts, repeat,
     with ``relative_to_2``) and its ``usage`` table (finished units, old and new).
     """
-    for name, given, valid in (("gatings", gatings, GATINGS), ("kinds", kinds, MIXTURE_KINDS)):
+    for name, given, valid in (("gatings", gatings, GATINGS), ("kinds", kinds, MIXTURE_KINDS),
+                               ("architecture", [architecture], ARCHITECTURES)):
         unknown = [v for v in given if v not in valid]
         if unknown:
             raise ValueError(f"unknown {name} {unknown}; valid: {', '.join(valid)}")
@@ -270,7 +284,8 @@ def run_mixtures(
         for gating, kind, n_experts, weight in todo:
             tables = train_mixture_unit(
                 data, gating=gating, kind=kind, experts=n_experts, hidden=hidden, repeats=repeats,
-                seed=seed, balance_weight=weight, config=config, device=device, progress=progress,
+                seed=seed, balance_weight=weight, architecture=architecture, config=config, device=device,
+                progress=progress,
             )
             store.save(mixture_unit(dataset, gating, kind, n_experts, weight), **tables)
     names = [mixture_unit(dataset, *u) for u in units]

@@ -1,0 +1,183 @@
+"""Every published point of the paper's Figures 3 and 4 beside ours, one row per point.
+
+``paper_comparison(sources)`` takes finished runs (a profile folder each, such as
+``runs/verdict``, in order of preference) and returns all 640 points of
+``reference/paper_figures.csv``: the paper's value, our mean, standard deviation and number
+of repeats, the difference, the split (and for mixtures the architecture) ours used, which
+run it came from, and a verdict:
+
+- ``within noise`` when |ours - paper| <= 2 s sqrt(1/n + 1/5): n our repeats, the paper's
+  point a mean of 5 (its repeats are not published; 5 is what we assume, as the verdict
+  profile does), and s the pooled standard deviation over repeats of our points of the
+  same section, dataset and measure (ensemble, single model, mixture) in that run, since
+  two repeats give a poor spread of their own;
+- ``outside`` otherwise;
+- ``not run`` when no source has the point, with ``would_run`` naming the first profile
+  given that trains it with the paper's stopping rule on full data (``asymlib compare``
+  gives the shipped ones, smallest first).
+
+A point counts only from a run made with the paper's stopping rule on full data (patience
+16, up to 1000 epochs, no row cap): a smaller profile's numbers are not the paper's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from .tables import load_mixture_results, load_results, paper_mixtures, paper_reference, paper_types
+
+#: The paper's repeats per point, as we assume them (module docstring).
+PAPER_REPEATS = 5
+_COLUMNS = ["section", "dataset", "hidden", "gating", "series", "x", "metric", "paper", "ours_mean", "ours_std",
+            "repeats", "difference", "threshold", "split", "architecture", "source", "verdict", "would_run"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One finished run: its name and the per-repeat values of the paper's points it has."""
+
+    name: str
+    points: pd.DataFrame  # section, dataset, hidden, gating, series, x, repeat, value, split, architecture
+
+
+def _paper_rule(settings_file: Path) -> bool:
+    """Whether every dataset of a section folder ran with the paper's stopping rule on full data."""
+    if not settings_file.exists():
+        return False
+    recorded = yaml.safe_load(settings_file.read_text()) or {}
+    return bool(recorded) and all(
+        s.get("patience") == 16 and s.get("max_epochs", 0) >= 1000 and s.get("max_rows") is None for s in recorded.values()
+    )
+
+
+def read_source(profile_dir: str | os.PathLike) -> Source:
+    """The paper's points in a profile folder (``runs/<profile>``): its deep ensembles and
+    mixtures made with the paper's stopping rule on full data (others are left out)."""
+    profile_dir = Path(profile_dir)
+    parts = []
+    if _paper_rule(profile_dir / "deep_ensembles" / "settings.yaml"):
+        ensembles = _committed(profile_dir / "deep_ensembles" / "ensembles.csv")
+        if ensembles is None:
+            ensembles = load_results(profile_dir / "deep_ensembles").ensembles
+        parts.append(_ensemble_points(paper_types(ensembles)))
+    if _paper_rule(profile_dir / "mixtures" / "settings.yaml"):
+        mixtures = _committed(profile_dir / "mixtures" / "mixtures.csv")
+        if mixtures is None:
+            mixtures = load_mixture_results(profile_dir / "mixtures").mixtures
+        parts.append(_mixture_points(paper_mixtures(mixtures)))
+    points = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["section"])
+    return Source(profile_dir.name, points)
+
+
+def _committed(csv: Path) -> pd.DataFrame | None:
+    """A combined table committed as CSV beside a run's settings (``results/<profile>/``,
+    which keeps no shards), or None when the folder has its shards instead."""
+    if csv.exists() and not (csv.parent / "shards").is_dir():
+        return pd.read_csv(csv, keep_default_na=False, na_values=["", "NaN", "nan"])
+    return None
+
+
+def _ensemble_points(ensembles: pd.DataFrame) -> pd.DataFrame:
+    """Figure 3's points per repeat: ``<type>_ensemble`` and ``<type>_single_mean`` at size x."""
+    parts = []
+    for column, suffix in (("ensemble_metric", "ensemble"), ("single_mean", "single_mean")):
+        part = ensembles[["dataset", "hidden", "type", "ensemble_size", "repeat", column, "split"]].rename(
+            columns={"ensemble_size": "x", column: "value"}
+        )
+        parts.append(part.assign(series=part["type"] + "_" + suffix, measure=suffix))
+    points = pd.concat(parts, ignore_index=True).drop(columns="type")
+    return points.assign(section="deep_ensemble", gating="", architecture="")
+
+
+def _mixture_points(mixtures: pd.DataFrame) -> pd.DataFrame:
+    """Figure 4's points per repeat: the test metric of each kind at x experts."""
+    architecture = mixtures["architecture"] if "architecture" in mixtures else "paper"
+    points = mixtures.assign(architecture=architecture)[
+        ["dataset", "hidden", "gating", "kind", "experts", "repeat", "metric", "split", "architecture"]
+    ].rename(columns={"kind": "series", "experts": "x", "metric": "value"})
+    return points.assign(section="moe", measure="mixture")
+
+
+def _summaries(source: Source) -> pd.DataFrame:
+    """Mean, standard deviation and repeats per point, and the pooled standard deviation of
+    the point's section, dataset and measure in this run."""
+    if not len(source.points):
+        return pd.DataFrame()
+    points = source.points.dropna(subset=["value"])  # a diverged member or mixture has no result
+    keys = ["section", "dataset", "hidden", "gating", "series", "x"]
+    table = points.groupby(keys).agg(
+        ours_mean=("value", "mean"), ours_std=("value", "std"), repeats=("value", "size"), measure=("measure", "first"),
+        split=("split", lambda s: "/".join(sorted(set(s)))), architecture=("architecture", "first"),
+    ).reset_index()
+    spread = table[table["repeats"] >= 2].assign(variance=lambda t: t["ours_std"] ** 2)
+    pooled = spread.groupby(["section", "dataset", "measure"])["variance"].mean().pow(0.5).rename("pooled_std")
+    table = table.join(pooled, on=["section", "dataset", "measure"])
+    return table.assign(source=source.name)
+
+
+def paper_comparison(sources: Sequence[Source], *, profiles: dict[str, set[tuple]] | None = None) -> pd.DataFrame:
+    """The 640 points of the paper beside ours (module docstring); ``sources`` in order of
+    preference (a point comes from the first that has it). ``profiles``: profile name ->
+    the points its grid trains (``profile_points``), smallest first, for ``would_run``."""
+    paper = pd.concat([paper_reference("deep_ensemble"), paper_reference("moe")], ignore_index=True)
+    paper = paper.rename(columns={"hidden_dim": "hidden", "value": "paper"}).assign(gating=lambda t: t["gating"].fillna(""))
+    keys = ["section", "dataset", "hidden", "gating", "series", "x"]
+    ours = pd.concat([_summaries(s) for s in sources if len(s.points)], ignore_index=True) if sources else pd.DataFrame()
+    if len(ours):
+        ours = ours.drop_duplicates(subset=keys, keep="first")  # the preferred source's
+        table = paper.merge(ours, how="left", on=keys)
+    else:
+        table = paper.assign(**{c: np.nan for c in ("ours_mean", "ours_std", "repeats", "pooled_std")},
+                             split="", architecture="", source="")
+    table["difference"] = table["ours_mean"] - table["paper"]
+    table["threshold"] = 2 * table["pooled_std"] * np.sqrt(1 / table["repeats"] + 1 / PAPER_REPEATS)
+    run = table["ours_mean"].notna()
+    table["verdict"] = np.where(
+        ~run, "not run", np.where(table["difference"].abs() <= table["threshold"], "within noise", "outside")
+    )
+    table.loc[run & table["threshold"].isna(), "verdict"] = "no spread"  # one repeat and no other point to pool
+    profiles = profiles or {}
+    table["would_run"] = [
+        "" if ran else next((name for name, covered in profiles.items() if point in covered), "")
+        for ran, point in zip(run, table[keys].itertuples(index=False, name=None))
+    ]
+    for column in ("split", "architecture", "source"):
+        table[column] = table[column].fillna("")
+    table["repeats"] = table["repeats"].astype("Int64")
+    return table[_COLUMNS].reset_index(drop=True)
+
+
+def profile_points(settings: dict[str, dict]) -> set[tuple]:
+    """The paper's points (``section, dataset, hidden, gating, series, x``) that a profile's
+    sections train, if they run with the paper's stopping rule on full data."""
+    points = set()
+    paper_rule = lambda s: s["patience"] == 16 and s["max_epochs"] >= 1000 and s["max_rows"] is None  # noqa: E731
+    de = settings.get("deep_ensembles")
+    if de and paper_rule(de):
+        sizes = [k for k in de["ensemble_sizes"] if k <= de["members"]]
+        for dataset in de["datasets"]:
+            for hidden in de["hidden_sizes"]:
+                for kind in set(de["types"]) & {"mlp", "wmlp"}:
+                    for what in ("ensemble", "single_mean"):
+                        points.update(("deep_ensemble", dataset, hidden, "", f"{kind}_{what}", k) for k in sizes)
+    mx = settings.get("mixtures")
+    if mx and paper_rule(mx) and 0.0 in mx["balance_weights"]:
+        for dataset in mx["datasets"]:
+            for gating in mx["gatings"]:
+                for kind in mx["kinds"]:
+                    points.update(("moe", dataset, mx["hidden"], gating, kind, k) for k in mx["experts"])
+    return points
+
+
+def fidelity_counts(table: pd.DataFrame) -> str:
+    """One line: how many of the points are within noise, outside, not run."""
+    counts = table["verdict"].value_counts()
+    parts = [f"{counts.get(v, 0)} {v}" for v in ("within noise", "outside", "not run", "no spread") if counts.get(v, 0)]
+    return f"{len(table)} published points: " + ", ".join(parts)
