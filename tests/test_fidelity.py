@@ -53,7 +53,7 @@ def test_the_noise_rule_by_hand():
 def test_the_committed_verdict_run_fills_hidden_64_up_to_32_members():
     source = read_source(REPO / "results" / "verdict")
     table = paper_comparison([source])
-    filled = table[table["source"] == "verdict"]
+    filled = table[table["source"] == str(REPO / "results" / "verdict")]
     assert len(filled) == 5 * 2 * 2 * 5  # datasets x types x (ensemble, single) x sizes 2..32
     assert (filled["hidden"] == 64).all() and (filled["repeats"] == 5).all() and (filled["split"] == "release").all()
     assert set(filled["verdict"]) <= {"within noise", "outside"}
@@ -70,7 +70,9 @@ def test_runs_without_the_papers_stopping_rule_do_not_count(tmp_path):
 
 def test_cli_writes_the_table(tmp_path, capsys):
     out = tmp_path / "comparison.csv"
-    assert main(["compare", str(REPO / "results" / "verdict"), "--out", str(out)]) == 0
+    figure = tmp_path / "comparison.svg"
+    assert main(["compare", str(REPO / "results" / "verdict"), "--out", str(out), "--figure", str(figure)]) == 0
+    assert figure.read_text().startswith("<svg")
     table = pd.read_csv(out, keep_default_na=False)
     assert len(table) == 640 and "within noise" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "nowhere"), "--out", str(out)]) == 2

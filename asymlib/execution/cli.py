@@ -104,6 +104,12 @@ def _compare(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     print(f"{fidelity_counts(table)} -> {out}")
+    if args.figure:
+        from ..reports.fidelity import comparison_chart
+
+        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
+        comparison_chart(table).save(args.figure)
+        print(f"figure -> {args.figure}")
     return 0
 
 
@@ -220,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="profile folders such as runs/verdict, preferred first")
     compare.add_argument("--out", default="results/paper_comparison.csv", metavar="FILE",
                          help="where the table goes (default: results/paper_comparison.csv)")
+    compare.add_argument("--figure", metavar="FILE.svg",
+                         help="also draw every panel, ours against the paper's, into this SVG (or .png) file")
     compare.set_defaults(handler=_compare)
 
     figures = commands.add_parser(

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from ..core.data import DATASETS
 from .tables import load_mixture_results, load_results, paper_mixtures, paper_reference, paper_types
 
 #: The paper's repeats per point, as we assume them (module docstring).
@@ -73,7 +74,7 @@ def read_source(profile_dir: str | os.PathLike) -> Source:
             mixtures = load_mixture_results(profile_dir / "mixtures").mixtures
         parts.append(_mixture_points(paper_mixtures(mixtures)))
     points = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["section"])
-    return Source(profile_dir.name, points)
+    return Source(str(profile_dir), points)
 
 
 def _committed(csv: Path) -> pd.DataFrame | None:
@@ -181,3 +182,40 @@ def fidelity_counts(table: pd.DataFrame) -> str:
     counts = table["verdict"].value_counts()
     parts = [f"{counts.get(v, 0)} {v}" for v in ("within noise", "outside", "not run", "no spread") if counts.get(v, 0)]
     return f"{len(table)} published points: " + ", ".join(parts)
+
+
+def comparison_chart(table: pd.DataFrame):
+    """Every panel of Figures 3 and 4 in one chart: the paper's points as lines, ours as dots
+    with bars of two standard deviations, a panel per dataset and hidden size (Figure 3) or
+    dataset and gating (Figure 4), x on a log2 axis. ``table``: ``paper_comparison``'s."""
+    import altair as alt
+
+    from .charts import KIND_COLORS, inline_data
+
+    frame = table.assign(
+        panel=np.where(table["section"] == "deep_ensemble", "h" + table["hidden"].astype(str), table["gating"]),
+        family=np.where(table["section"] == "deep_ensemble", "Figure 3", "Figure 4"),
+        kind=table["series"].str.split("_").str[0],
+        what=table["series"].str.split("_", n=1).str[1].fillna("mixture"),
+        low=table["ours_mean"] - 2 * table["ours_std"].fillna(0),
+        high=table["ours_mean"] + 2 * table["ours_std"].fillna(0),
+    )
+    frame = frame[["family", "dataset", "panel", "kind", "what", "series", "x", "paper", "ours_mean", "low", "high",
+                   "verdict"]]
+    colour = alt.Color("kind:N", scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values())))
+    x = alt.X("x:Q", scale=alt.Scale(type="log", base=2), title="ensemble size / experts")
+    base = alt.Chart(inline_data(frame)).encode(x=x, color=colour)
+    paper = base.mark_line(strokeDash=[4, 2], opacity=0.7).encode(
+        y=alt.Y("paper:Q", scale=alt.Scale(zero=False), title="test metric"), detail="series:N"
+    )
+    bars = base.mark_rule().encode(y="low:Q", y2="high:Q", detail="series:N")
+    ours = base.mark_point(filled=True, size=25).encode(
+        y="ours_mean:Q", shape=alt.Shape("verdict:N"), detail="series:N",
+        tooltip=["dataset:N", "panel:N", "series:N", "x:Q", "paper:Q", "ours_mean:Q", "verdict:N"],
+    )
+    panels = ["Figure 3 h64", "Figure 3 h128", "Figure 3 h256", "Figure 4 standard", "Figure 4 gumbel"]
+    return (paper + bars + ours).properties(width=150, height=110).facet(
+        row=alt.Row("dataset:N", sort=list(DATASETS)), column=alt.Column("family_panel:N", title=None, sort=panels),
+    ).transform_calculate(family_panel="datum.family + ' ' + datum.panel").resolve_scale(y="independent").properties(
+        title="The paper's points (dashed lines) and ours (dots, +- 2 sd over repeats)"
+    )
