@@ -76,3 +76,8 @@ def test_cli_writes_the_table(tmp_path, capsys):
     table = pd.read_csv(out, keep_default_na=False)
     assert len(table) == 640 and "within noise" in capsys.readouterr().out
     assert main(["compare", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+
+
+def test_a_source_without_points_leaves_every_point_not_run():
+    table = paper_comparison([Source("empty", pd.DataFrame(columns=["section"]))])
+    assert len(table) == 640 and (table["verdict"] == "not run").all()

@@ -130,7 +130,8 @@ def paper_comparison(sources: Sequence[Source], *, profiles: dict[str, set[tuple
     paper = pd.concat([paper_reference("deep_ensemble"), paper_reference("moe")], ignore_index=True)
     paper = paper.rename(columns={"hidden_dim": "hidden", "value": "paper"}).assign(gating=lambda t: t["gating"].fillna(""))
     keys = ["section", "dataset", "hidden", "gating", "series", "x"]
-    ours = pd.concat([_summaries(s) for s in sources if len(s.points)], ignore_index=True) if sources else pd.DataFrame()
+    parts = [_summaries(s) for s in sources if len(s.points)]
+    ours = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if len(ours):
         ours = ours.drop_duplicates(subset=keys, keep="first")  # the preferred source's
         table = paper.merge(ours, how="left", on=keys)

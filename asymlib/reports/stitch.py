@@ -180,6 +180,26 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
         ("md", "### Ours next to the paper, in numbers (means over repeats)"),
         ("code", "compare_with_paper(ensembles)"),
         ("md", """
+        ### Every published point beside this run
+
+        One row per point of the paper's Figure 3 that this run has (`asymlib compare`'s
+        table, which covers all 640 points over several runs): the paper's value, our mean,
+        standard deviation and repeats, and whether the difference is within repeat noise
+        (|ours - paper| <= 2 s sqrt(1/n + 1/5), s pooled over this run's points of the same
+        dataset and measure). Only a run with the paper's stopping rule on full data counts.
+        """),
+        ("code", """
+        from IPython.display import display
+
+        from asymlib.reports.fidelity import fidelity_counts, paper_comparison, read_source
+
+        points = paper_comparison([read_source(section_dir.parent)])
+        points = points[points["section"] == "deep_ensemble"]
+        print(fidelity_counts(points))
+        with pd.option_context("display.max_rows", 400):
+            display(points[points["verdict"] != "not run"].round(4).reset_index(drop=True))
+        """),
+        ("md", """
         ## MLP against WMLP at one ensemble size
 
         The slider belongs to the chart, so it also works in the HTML copy: bars are our relative
@@ -481,6 +501,26 @@ def _mixtures_summary(section_dir: Path, profile: str, datasets: list[str]) -> l
             display(compared.pivot_table(
                 index=["dataset", "gating", "experts"], columns="kind", values=["ours", "paper"], sort=False
             ))
+        """),
+        ("md", """
+        ### Every published point beside this run
+
+        One row per point of the paper's Figure 4 that this run has (`asymlib compare`'s
+        table, which covers all 640 points over several runs): the paper's value, our mean,
+        standard deviation and repeats, and whether the difference is within repeat noise
+        (|ours - paper| <= 2 s sqrt(1/n + 1/5), s pooled over this run's points of the same
+        dataset and measure). Only a run with the paper's stopping rule on full data counts.
+        """),
+        ("code", """
+        from IPython.display import display
+
+        from asymlib.reports.fidelity import fidelity_counts, paper_comparison, read_source
+
+        points = paper_comparison([read_source(section_dir.parent)])
+        points = points[points["section"] == "moe"]
+        print(fidelity_counts(points))
+        with pd.option_context("display.max_rows", 400):
+            display(points[points["verdict"] != "not run"].round(4).reset_index(drop=True))
         """),
         ("md", """
         ## The kinds of experts at one number of experts
