@@ -83,6 +83,34 @@ def _cells(*parts: tuple[str, str]) -> list:
     return [make[kind](textwrap.dedent(source).strip()) for kind, source in parts]
 
 
+def _published_points(section: str, *, figure: int) -> tuple[tuple[str, str], ...]:
+    """Cells listing the paper's published points of ``figure`` that the report's run has,
+    with the noise verdict (``reports/fidelity.py``); ``section``: the points' section
+    ("deep_ensemble" or "moe")."""
+    return (
+        ("md", f"""
+        ### Every published point beside this run
+
+        One row per point of the paper's Figure {figure} that this run has (`asymlib compare`'s
+        table, which covers all 640 points over several runs): the paper's value, our mean,
+        standard deviation and repeats, and whether the difference is within repeat noise
+        (|ours - paper| <= 2 s sqrt(1/n + 1/5), s pooled over this run's points of the same
+        dataset and measure). Only a run with the paper's stopping rule on full data counts.
+        """),
+        ("code", f"""
+        from IPython.display import display
+
+        from asymlib.reports.fidelity import fidelity_counts, paper_comparison, read_source
+
+        points = paper_comparison([read_source(section_dir.parent)])
+        points = points[points["section"] == "{section}"]
+        print(fidelity_counts(points))
+        with pd.option_context("display.max_rows", 400):
+            display(points[points["verdict"] != "not run"].round(4).reset_index(drop=True))
+        """),
+    )
+
+
 def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]) -> list:
     """The summary cells of the deep-ensemble section: the paper's Figures 1 and 3 next
     to its points, the comparison table, the size sliders and the paired statistics."""
@@ -179,26 +207,7 @@ def _deep_ensembles_summary(section_dir: Path, profile: str, datasets: list[str]
         ("code", "figures.figure3(ensembles)"),
         ("md", "### Ours next to the paper, in numbers (means over repeats)"),
         ("code", "compare_with_paper(ensembles)"),
-        ("md", """
-        ### Every published point beside this run
-
-        One row per point of the paper's Figure 3 that this run has (`asymlib compare`'s
-        table, which covers all 640 points over several runs): the paper's value, our mean,
-        standard deviation and repeats, and whether the difference is within repeat noise
-        (|ours - paper| <= 2 s sqrt(1/n + 1/5), s pooled over this run's points of the same
-        dataset and measure). Only a run with the paper's stopping rule on full data counts.
-        """),
-        ("code", """
-        from IPython.display import display
-
-        from asymlib.reports.fidelity import fidelity_counts, paper_comparison, read_source
-
-        points = paper_comparison([read_source(section_dir.parent)])
-        points = points[points["section"] == "deep_ensemble"]
-        print(fidelity_counts(points))
-        with pd.option_context("display.max_rows", 400):
-            display(points[points["verdict"] != "not run"].round(4).reset_index(drop=True))
-        """),
+        *_published_points("deep_ensemble", figure=3),
         ("md", """
         ## MLP against WMLP at one ensemble size
 
@@ -502,26 +511,7 @@ def _mixtures_summary(section_dir: Path, profile: str, datasets: list[str]) -> l
                 index=["dataset", "gating", "experts"], columns="kind", values=["ours", "paper"], sort=False
             ))
         """),
-        ("md", """
-        ### Every published point beside this run
-
-        One row per point of the paper's Figure 4 that this run has (`asymlib compare`'s
-        table, which covers all 640 points over several runs): the paper's value, our mean,
-        standard deviation and repeats, and whether the difference is within repeat noise
-        (|ours - paper| <= 2 s sqrt(1/n + 1/5), s pooled over this run's points of the same
-        dataset and measure). Only a run with the paper's stopping rule on full data counts.
-        """),
-        ("code", """
-        from IPython.display import display
-
-        from asymlib.reports.fidelity import fidelity_counts, paper_comparison, read_source
-
-        points = paper_comparison([read_source(section_dir.parent)])
-        points = points[points["section"] == "moe"]
-        print(fidelity_counts(points))
-        with pd.option_context("display.max_rows", 400):
-            display(points[points["verdict"] != "not run"].round(4).reset_index(drop=True))
-        """),
+        *_published_points("moe", figure=4),
         ("md", """
         ## The kinds of experts at one number of experts
 
