@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from asymlib.core.data import DataFileError
@@ -94,7 +95,8 @@ def test_a_notebook_run_after_training_trains_nothing(churn_profile, tmp_path, m
     ({"slots": 0}, "slots must be a positive integer"),
     ({"stop_after": -1}, "stop_after must be a positive number"),
     ({"datasets": ["iris"]}, "unknown dataset 'iris'"),
-])
+    ({"device": "gpu0"}, "'gpu0' is not a torch device"),
+] + ([] if torch.cuda.is_available() else [({"device": "cuda"}, "sees no CUDA device")]))
 def test_bad_arguments_name_what_was_expected(churn_profile, tmp_path, kwargs, words):
     with pytest.raises(ParamsError, match=words):
         serial.train_units(churn_profile, out_root=tmp_path, progress=False, **kwargs)

@@ -127,6 +127,7 @@ def train_units(
     for name in sections:
         if device is not None:
             settings[name] = {**settings[name], "device": device}
+        _check_device(settings[name]["device"])
         chosen[name] = check_datasets(datasets, "datasets") if datasets else settings[name]["datasets"]
         in_tables = list(dict.fromkeys(settings[name]["datasets"] + chosen[name]))
         check_settings(SECTIONS[name], settings[name], out_dir=out_dirs[name], datasets=chosen[name],
@@ -189,6 +190,16 @@ def _keep(job: SerialJob, outcome: object, settings: dict, out_dir: Path, summar
     log = out_dir / LOG_NAME
     writing(out_dir, lambda: row.to_csv(log, mode="a", header=not log.exists(), index=False))
     summary.trained.append(job.unit)
+
+
+def _check_device(device: str) -> None:
+    """Fail before training, naming the device, if this machine's torch cannot use it."""
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ParamsError(f"device {device!r} is not a torch device (expected cpu, cuda or cuda:N)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ParamsError(f"device {device!r}: this machine's torch ({torch.__version__}) sees no CUDA device")
 
 
 def _cores() -> int:
