@@ -392,15 +392,16 @@ def _split_rows(dataset: str, settings: dict) -> tuple[int, int]:
     return round(rest * (1 - val_fraction)), round(rest * val_fraction)
 
 
-def _member_epoch_flops(dataset: str, settings: dict, hidden: int, experts: int) -> float:
+def _member_epoch_flops(dataset: str, settings: dict, hidden: int, experts: int, *, square_layers: int = 2) -> float:
     """Matrix-multiply FLOPs of one member's epoch: forward and backward (3x the forward) on
-    the training rows, forward on the validation rows; a mixture's K experts and gate. The
-    output layer (under 1 % of the work) is left out."""
+    the training rows, forward on the validation rows; a mixture's K experts and gate.
+    ``square_layers``: hidden-to-hidden layers (2; 3 in the code release's MoIE). The output
+    layer (under 1 % of the work) is left out."""
     from ..core.data import DATASET_SHAPES
 
     n_train, n_val = _split_rows(dataset, settings)
     features = DATASET_SHAPES[dataset][1]
-    macs = experts * (features * hidden + 2 * hidden * hidden) + (features * experts if experts > 1 else 0)
+    macs = experts * (features * hidden + square_layers * hidden * hidden) + (features * experts if experts > 1 else 0)
     return 2.0 * macs * (3 * n_train + n_val)
 
 
@@ -443,7 +444,9 @@ def _unit_rows(profile: dict, measured_root: Path, runs: Path) -> pd.DataFrame:
             batches = -(-_split_rows(dataset, settings)[0] // STEP_ROWS)
             for unit, coordinates in SECTIONS[section].grid(settings, dataset).items():
                 hidden = coordinates.get("hidden", settings.get("hidden"))
-                flops_per_epoch = _member_epoch_flops(dataset, settings, hidden, coordinates.get("experts", 1))
+                release_moie = settings.get("architecture") == "release" and coordinates.get("kind") in ("imlp", "iwmlp")
+                flops_per_epoch = _member_epoch_flops(dataset, settings, hidden, coordinates.get("experts", 1),
+                                                      square_layers=3 if release_moie else 2)
                 fits = _fits(section, settings, dataset, unit, coordinates, folder if unit in occupancy else None, runs)
                 rows.append({
                     "section": section, "dataset": dataset, "unit": unit, "mode": fits[0][0],
