@@ -37,7 +37,8 @@ from .notebooks import DEFAULT_KERNEL, KernelError
 from .estimate import estimate_from_measured, estimate_profile, format_estimate, format_measured_estimate
 from .params import SECTIONS, ParamsError, load_params, profile_sections
 from .cluster import ClusterError
-from .runner import OutputError, run_profile
+from .records import OutputError
+from .runner import run_profile
 from . import serial
 
 _NAMES = ", ".join(DATASETS)

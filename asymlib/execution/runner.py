@@ -59,7 +59,6 @@ from .notebooks import (
     stop_running_notebooks,
 )
 from .records import (
-    OutputError,
     check_settings,
     check_writable,
     forget,

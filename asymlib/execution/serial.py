@@ -94,6 +94,29 @@ def _pending_jobs(settings: dict[str, dict], datasets: dict[str, list[str]], out
     return sorted(jobs, key=lambda job: -job.priority), done
 
 
+def _checked(params_path: Path, sections: list[str], *, datasets: Sequence[str] | None, device: str | None,
+             out_dirs: dict[str, Path]) -> tuple[dict[str, dict], dict[str, list[str]]]:
+    """The sections' settings (``device`` applied) and chosen datasets, after every check
+    that can fail before training: the profile, the device, stored results of other
+    settings (``records.check_settings``), the output folders and the raw files."""
+    settings = load_params(params_path, sections=sections)
+    chosen = {}
+    for name in sections:
+        if device is not None:
+            settings[name] = {**settings[name], "device": device}
+        _check_device(settings[name]["device"])
+        chosen[name] = check_datasets(datasets, "datasets") if datasets else settings[name]["datasets"]
+        in_tables = list(dict.fromkeys(settings[name]["datasets"] + chosen[name]))
+        check_settings(SECTIONS[name], settings[name], out_dir=out_dirs[name], datasets=chosen[name],
+                       in_tables=in_tables, force=False)
+        check_writable(out_dirs[name])
+    missing = missing_raw_files(sorted({d for names in chosen.values() for d in names}))
+    if missing:
+        raise DataFileError(f"raw files missing: {'; '.join(missing)}; put them in place with `asymlib fetch`",
+                            path=os.path.dirname(missing[0]))
+    return settings, chosen
+
+
 def train_units(
     params_path: str | os.PathLike,
     *,
@@ -109,8 +132,9 @@ def train_units(
 
     device: overrides the sections' ``device`` (results of any device may be combined, as in
         ``asymlib run``). slots: units at once, each in its own process. stop_after: seconds
-        after which no unit starts. Raises ParamsError (bad profile, or stored results of other
-        settings) or OutputError (an output folder that cannot be written) before training.
+        after which no unit starts. Raises ParamsError (bad profile or device, or stored
+        results of other settings), OutputError (an output folder that cannot be written) or
+        DataFileError (raw files missing) before training.
     """
     from tqdm.auto import tqdm
 
@@ -120,26 +144,11 @@ def train_units(
         raise ParamsError(f"stop_after must be a positive number of seconds, got {stop_after!r}")
     params_path = Path(params_path)
     sections = list(sections or profile_sections(params_path))
-    settings = load_params(params_path, sections=sections)
     profile_dir = Path(out_root).resolve() / params_path.stem
     out_dirs = {name: profile_dir / name for name in sections}
-    chosen = {}
-    for name in sections:
-        if device is not None:
-            settings[name] = {**settings[name], "device": device}
-        _check_device(settings[name]["device"])
-        chosen[name] = check_datasets(datasets, "datasets") if datasets else settings[name]["datasets"]
-        in_tables = list(dict.fromkeys(settings[name]["datasets"] + chosen[name]))
-        check_settings(SECTIONS[name], settings[name], out_dir=out_dirs[name], datasets=chosen[name],
-                       in_tables=in_tables, force=False)
-        check_writable(out_dirs[name])
-
-    missing = missing_raw_files(sorted({d for names in chosen.values() for d in names}))
-    if missing:
-        raise DataFileError(f"raw files missing: {'; '.join(missing)}; put them in place with `asymlib fetch`",
-                            path=os.path.dirname(missing[0]))
-    jobs, summary = _pending_jobs(settings, chosen, out_dirs)
-    summary = TrainSummary(already_done=summary)
+    settings, chosen = _checked(params_path, sections, datasets=datasets, device=device, out_dirs=out_dirs)
+    jobs, already_done = _pending_jobs(settings, chosen, out_dirs)
+    summary = TrainSummary(already_done=already_done)
     started = time.perf_counter()
     deadline = time.time() + (stop_after if stop_after is not None else float("inf"))
     threads = {name: s["threads"] or max(1, _cores() // slots) for name, s in settings.items()}
