@@ -341,3 +341,16 @@ def test_load_balancing_evens_out_expert_usage():
     assert spread[1.0] < 0.5 * spread[0.0], spread
     with pytest.raises(ValueError, match="balance_weight"):
         MixtureEnsemble(3, 4, 1, members=1, experts=2, balance_weight=-1)
+
+
+def test_a_folder_of_one_architecture_refuses_the_other(tmp_path):
+    """Unit names do not carry the architecture, so a folder's finished units of one must not
+    pass for the other's (real data: churn, a few rows)."""
+    from asymlib.sections.mixtures import run_mixtures
+
+    common = dict(out_dir=tmp_path, gatings=["standard"], kinds=["imlp"], experts=[2], repeats=1, max_rows=300,
+                  config=TrainConfig(max_epochs=1, patience=1), progress=False)
+    mixtures, _ = run_mixtures("churn", architecture="release", **common)
+    assert list(mixtures["architecture"]) == ["release"]
+    with pytest.raises(ValueError, match="architecture release, not 'paper'"):
+        run_mixtures("churn", architecture="paper", **common)

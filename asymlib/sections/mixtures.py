@@ -289,4 +289,11 @@ def run_mixtures(
             )
             store.save(mixture_unit(dataset, gating, kind, n_experts, weight), **tables)
     names = [mixture_unit(dataset, *u) for u in units]
-    return add_relative_to_two(store.read(names, "mixtures")), store.read(names, "usage")
+    mixtures = add_relative_to_two(store.read(names, "mixtures"))
+    stored = set(mixtures["architecture"]) if len(mixtures) else set()
+    if stored - {architecture}:  # units of the other networks, found done under the same names
+        raise ValueError(
+            f"{out_dir} holds {dataset} mixtures of architecture {', '.join(sorted(stored - {architecture}))}, "
+            f"not {architecture!r}: give each architecture an output folder of its own"
+        )
+    return mixtures, store.read(names, "usage")
