@@ -31,7 +31,7 @@ echo "== $profile on $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/
 timeout -s INT -k 10 "$seconds" $python -m asymlib.execution.serial "$profile" --device "${DEVICE:-cuda}" \
     --slots "$slots" --stop-after "$(( seconds - margin ))" --no-progress 2>&1 | tee "$out/paper.log"
 echo "== exit status ${PIPESTATUS[0]} (0: every unit done, 4: units left for the next call, 124/130: stopped)"
-tar czf "$out/paper_runs.tar.gz" --exclude='*.partial' "$runs" 2>/dev/null
+tar czf "$out/paper_runs.tar.gz" --exclude='*.partial' --exclude='*.partial.*' "$runs" 2>/dev/null
 $python - "$runs" <<'PY' | tee -a "$out/paper.log"
 import pandas as pd, pathlib, sys
 logs = [pd.read_csv(p).assign(section=p.parent.name) for p in pathlib.Path(sys.argv[1]).glob("*/train_log.csv")]

@@ -37,7 +37,7 @@ from .notebooks import DEFAULT_KERNEL, KernelError
 from .estimate import estimate_from_measured, estimate_profile, format_estimate, format_measured_estimate
 from .params import SECTIONS, ParamsError, load_params, profile_sections
 from .cluster import ClusterError
-from .records import OutputError
+from .records import OutputError, replace_atomically, writing
 from .runner import run_profile
 from . import serial
 
@@ -102,15 +102,17 @@ def _compare(args: argparse.Namespace) -> int:
         raise DataFileError(f"no such run folder: {missing[0]} (expected a profile folder such as runs/verdict)")
     table = paper_comparison([read_source(d) for d in args.runs], profiles=profiles)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
+    writing(out.parent, lambda: out.parent.mkdir(parents=True, exist_ok=True))
+    writing(out.parent, lambda: replace_atomically(out, lambda partial: table.to_csv(partial, index=False)))
     print(f"{fidelity_counts(table)} -> {out}")
     if args.figure:
         from ..reports.fidelity import comparison_chart
 
-        Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
-        comparison_chart(table).save(args.figure)
-        print(f"figure -> {args.figure}")
+        figure = Path(args.figure)
+        chart = comparison_chart(table)
+        writing(figure.parent, lambda: figure.parent.mkdir(parents=True, exist_ok=True))
+        writing(figure.parent, lambda: replace_atomically(figure, lambda partial: chart.save(str(partial))))
+        print(f"figure -> {figure}")
     return 0
 
 

@@ -115,11 +115,24 @@ def record_settings(section: Section, settings: dict, *, out_dir: Path, dataset:
 
 
 def write_yaml(path: Path, document: dict) -> None:
-    """Write ``path`` through a temporary file, so that a run killed meanwhile leaves the old
-    file or the new one, never half of it."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(yaml.safe_dump(document, sort_keys=False))
+    """Write ``path`` atomically (``replace_atomically``)."""
+    replace_atomically(path, lambda partial: partial.write_text(yaml.safe_dump(document, sort_keys=False)))
+
+
+def replace_atomically(path: Path, write) -> None:
+    """``write(partial)`` a file beside ``path``, then rename it into place: a reader (or a
+    run killed meanwhile) sees the old file or the new one, never half of it. The partial
+    name keeps the suffix (``<stem>.partial<suffix>``), for writers that go by it."""
+    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+    write(partial)
     partial.replace(path)
+
+
+def append_row(row: pd.DataFrame, path: Path) -> None:
+    """Add ``row`` to the CSV log at ``path`` (created with its header), atomically."""
+    old = pd.read_csv(path) if path.exists() else None
+    frame = row if old is None else pd.concat([old, row], ignore_index=True)
+    replace_atomically(path, lambda partial: frame.to_csv(partial, index=False))
 
 
 def writing(folder: Path, write) -> None:

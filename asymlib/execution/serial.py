@@ -38,7 +38,7 @@ import torch
 
 from ..core.data import DATASETS, DataFileError
 from .params import SECTIONS, ParamsError, check_datasets, load_params, positive_int, profile_sections
-from .records import OutputError, check_settings, check_writable, record_settings, unit_priority, writing
+from .records import OutputError, append_row, check_settings, check_writable, record_settings, unit_priority, writing
 from .tasks import UnitResult, missing_raw_files, train_unit
 
 LOG_NAME = "train_log.csv"
@@ -196,8 +196,7 @@ def _keep(job: SerialJob, outcome: object, settings: dict, out_dir: Path, summar
         "finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
         "gpu": torch.cuda.get_device_name() if settings["device"].startswith("cuda") else "",
     }])
-    log = out_dir / LOG_NAME
-    writing(out_dir, lambda: row.to_csv(log, mode="a", header=not log.exists(), index=False))
+    writing(out_dir, lambda: append_row(row, out_dir / LOG_NAME))
     summary.trained.append(job.unit)
 
 
