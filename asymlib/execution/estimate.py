@@ -366,6 +366,10 @@ def format_estimate(estimate: Estimate, *, workers: Sequence[int]) -> str:
 # predicted from their shapes and typical epochs (``typical_epochs``).
 
 
+#: Rows per training step (``TrainConfig``'s batch size, the paper's).
+STEP_ROWS = TrainConfig().batch_size
+
+
 @dataclass
 class MeasuredEstimate:
     """A profile's cost from measured units: one row per unit of the grid (section, dataset,
@@ -456,10 +460,6 @@ def _unit_rows(profile: dict, measured_root: Path, runs: Path) -> pd.DataFrame:
                     "measured": unit in occupancy, "seconds": occupancy.get(unit, float("nan")),
                 })
     return pd.DataFrame(rows)
-
-
-#: Rows per training step (``TrainConfig``'s batch size, the paper's).
-STEP_ROWS = TrainConfig().batch_size
 
 
 def estimate_from_measured(params_path: str | os.PathLike, measured: str | os.PathLike, *,

@@ -38,6 +38,7 @@ import torch
 
 from ..core.data import DATASETS, DataFileError
 from .params import SECTIONS, ParamsError, check_datasets, load_params, positive_int, profile_sections
+from .cluster import available_cores  # no Dask at import: the module imports it where it uses it
 from .records import OutputError, append_row, check_settings, check_writable, record_settings, unit_priority, writing
 from .tasks import UnitResult, missing_raw_files, train_unit
 
@@ -151,7 +152,7 @@ def train_units(
     summary = TrainSummary(already_done=already_done)
     started = time.perf_counter()
     deadline = time.time() + (stop_after if stop_after is not None else float("inf"))
-    threads = {name: s["threads"] or max(1, _cores() // slots) for name, s in settings.items()}
+    threads = {name: s["threads"] or max(1, available_cores() // slots) for name, s in settings.items()}
     calls = [(job, settings[job.section], threads[job.section], deadline) for job in jobs]
     bar = tqdm(total=len(jobs), desc="units", unit="unit", disable=not progress)
     pool = multiprocessing.get_context("spawn").Pool(slots) if slots > 1 and len(jobs) > 1 else None
@@ -208,13 +209,6 @@ def _check_device(device: str) -> None:
         raise ParamsError(f"device {device!r} is not a torch device (expected cpu, cuda or cuda:N)") from None
     if kind == "cuda" and not torch.cuda.is_available():
         raise ParamsError(f"device {device!r}: this machine's torch ({torch.__version__}) sees no CUDA device")
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def format_train_summary(summary: TrainSummary, *, out: Path) -> str:

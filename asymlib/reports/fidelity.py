@@ -48,14 +48,18 @@ class Source:
     points: pd.DataFrame  # section, dataset, hidden, gating, series, x, repeat, value, split, architecture
 
 
+def follows_paper_rule(settings: dict) -> bool:
+    """Whether a section's settings are the paper's stopping rule on full data: patience 16,
+    up to 1000 epochs (or more), no row cap."""
+    return settings.get("patience") == 16 and settings.get("max_epochs", 0) >= 1000 and settings.get("max_rows") is None
+
+
 def _paper_rule(settings_file: Path) -> bool:
-    """Whether every dataset of a section folder ran with the paper's stopping rule on full data."""
+    """Whether every dataset of a section folder (its ``settings.yaml``) followed the paper's rule."""
     if not settings_file.exists():
         return False
     recorded = yaml.safe_load(settings_file.read_text()) or {}
-    return bool(recorded) and all(
-        s.get("patience") == 16 and s.get("max_epochs", 0) >= 1000 and s.get("max_rows") is None for s in recorded.values()
-    )
+    return bool(recorded) and all(follows_paper_rule(s) for s in recorded.values())
 
 
 def read_source(profile_dir: str | os.PathLike) -> Source:
@@ -160,9 +164,8 @@ def profile_points(settings: dict[str, dict]) -> set[tuple]:
     """The paper's points (``section, dataset, hidden, gating, series, x``) that a profile's
     sections train, if they run with the paper's stopping rule on full data."""
     points = set()
-    paper_rule = lambda s: s["patience"] == 16 and s["max_epochs"] >= 1000 and s["max_rows"] is None  # noqa: E731
     de = settings.get("deep_ensembles")
-    if de and paper_rule(de):
+    if de and follows_paper_rule(de):
         sizes = [k for k in de["ensemble_sizes"] if k <= de["members"]]
         for dataset in de["datasets"]:
             for hidden in de["hidden_sizes"]:
@@ -170,7 +173,7 @@ def profile_points(settings: dict[str, dict]) -> set[tuple]:
                     for what in ("ensemble", "single_mean"):
                         points.update(("deep_ensemble", dataset, hidden, "", f"{kind}_{what}", k) for k in sizes)
     mx = settings.get("mixtures")
-    if mx and paper_rule(mx) and 0.0 in mx["balance_weights"]:
+    if mx and follows_paper_rule(mx) and 0.0 in mx["balance_weights"]:
         for dataset in mx["datasets"]:
             for gating in mx["gatings"]:
                 for kind in mx["kinds"]:
