@@ -5,7 +5,8 @@
     asymlib run params/paper.yaml --scheduler tcp://10.0.0.5:8786   # on an existing Dask cluster
     asymlib train params/paper.yaml --device cuda --slots 4   # units only: no Dask, notebooks or reports
     asymlib estimate params/paper.yaml --workers 1 16 128   # CPU-hours and wall time, before running
-    asymlib figures runs/quick/deep_ensembles   # Figures 1 and 3 as SVG, into docs/figures/
+    asymlib figures runs/quick/deep_ensembles   # Figures 1 and 3 as SVG, into runs/quick/figures/
+    asymlib figures runs/quick/mixtures         # Figures 2 and 4, likewise
 
 Exit status (the message says which):
     0    success
@@ -22,29 +23,64 @@ Exit status (the message says which):
 
 from __future__ import annotations
 
+# Only the standard library at import: `asymlib --help` and `asymlib <command> --help` start
+# in a fraction of a second. Each command imports what it uses (torch, pandas, altair, Dask,
+# papermill) when it runs; tests/test_cli.py checks that --help imports none of them.
 import argparse
 import logging
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from ..core.data import DATASETS, DataFileError, MalformedDataError, default_data_dir, fetch_datasets
-from ..reports.figures_deep_ensembles import save_figures
-from ..reports.tables import describe_diverged, load_results
-from .notebooks import DEFAULT_KERNEL, KernelError
-from .estimate import estimate_from_measured, estimate_profile, format_estimate, format_measured_estimate
-from .params import SECTIONS, ParamsError, load_params, profile_sections
-from .cluster import ClusterError
-from .records import OutputError, replace_atomically, writing
-from .runner import run_profile
-from . import serial
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: core.data.DATASETS, params.SECTIONS and notebooks.DEFAULT_KERNEL, written out so that the
+#: parser needs none of those modules (each imports torch); tests/test_cli.py keeps them equal.
+DATASETS = ("california", "churn", "adult", "mnist", "otto")
+SECTIONS = ("deep_ensembles", "mixtures")
+DEFAULT_KERNEL = "python3"
 
 _NAMES = ", ".join(DATASETS)
 
+#: The exceptions that mean bad input (exit status 2), by the module that defines them. Each
+#: is looked up only if its module has been imported: one never imported raised nothing.
+BAD_INPUT_ERRORS = {
+    "asymlib.core.data": ("DataFileError", "MalformedDataError"),
+    "asymlib.execution.params": ("ParamsError",),
+    "asymlib.execution.notebooks": ("KernelError",),
+    "asymlib.execution.records": ("OutputError",),
+    "asymlib.execution.cluster": ("ClusterError",),
+}
+
+
+class CommandError(Exception):
+    """Bad input that the command line itself finds, such as a folder of the wrong kind
+    (exit status 2, one line)."""
+
+
+def _bad_input_errors() -> tuple[type[BaseException], ...]:
+    loaded = [(sys.modules[module], names) for module, names in BAD_INPUT_ERRORS.items() if module in sys.modules]
+    return (CommandError, *(getattr(module, name) for module, names in loaded for name in names))
+
+
+def package_version() -> str:
+    """The installed distribution's version, else the package's ``__version__``."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("asymlib")
+    except PackageNotFoundError:
+        from .. import __version__
+
+        return __version__
+
 
 def _fetch(args: argparse.Namespace) -> int:
+    from ..core.data import default_data_dir, fetch_datasets
+
     paths = fetch_datasets(
         args.dest, source=args.source, names=args.datasets or DATASETS, overwrite=args.overwrite
     )
@@ -54,6 +90,9 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..reports.tables import describe_diverged
+    from .runner import run_profile
+
     runs = run_profile(
         args.params, out_root=args.out, sections=args.sections, datasets=args.datasets,
         workers=args.workers, force=args.force, progress=not args.no_progress, kernel=args.kernel,
@@ -72,6 +111,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
+    from .estimate import estimate_from_measured, estimate_profile, format_estimate, format_measured_estimate
+    from .params import load_params
+
     if args.measured:
         print(format_measured_estimate(estimate_from_measured(args.params, args.measured, sections=args.sections)))
         return 0
@@ -89,8 +131,11 @@ FILLING_PROFILES = ("verdict", "fidelity", "paper")
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from ..core.data import DataFileError
     from ..core.project import project_path
     from ..reports.fidelity import fidelity_counts, paper_comparison, profile_points, read_source
+    from .params import load_params, profile_sections
+    from .records import replace_atomically, writing
 
     profiles = {}
     for name in FILLING_PROFILES:
@@ -116,14 +161,124 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _figures(args: argparse.Namespace) -> int:
+#: The table each section's figures are drawn from (``asymlib figures``).
+FIGURE_TABLES = {"deep_ensembles": "ensembles", "mixtures": "mixtures"}
+_EXPECTED = (
+    "expected a section folder such as runs/verdict/deep_ensembles (Figures 1 and 3) or "
+    "runs/verdict/mixtures (Figures 2 and 4), or the profile folder above them"
+)
+
+
+def _holds(folder: Path, section: str) -> bool:
+    """Whether ``folder`` holds results of ``section``: its combined table (Parquet or CSV) or shards of it."""
+    table = FIGURE_TABLES[section]
+    combined = any((folder / f"{table}.{extension}").is_file() for extension in ("parquet", "csv"))
+    return combined or any((folder / "shards").glob(f"*-{table}.parquet"))
+
+
+def figure_sections(folder: str | Path) -> tuple[dict[str, Path], Path]:
+    """The section folders whose figures ``folder`` gives (section -> folder) and the run
+    folder they belong to, where the figures go by default (its ``figures/``).
+
+    A section folder (``runs/<profile>/deep_ensembles`` or ``.../mixtures``, or a copy of its
+    combined tables such as ``results/verdict/deep_ensembles``) gives its own section, and its
+    run folder is the one above it; a profile folder gives each of its sections with results.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CommandError(f"no such folder: {folder}; {_EXPECTED}")
+    own = {section: folder for section in FIGURE_TABLES if _holds(folder, section)}
+    if own:
+        return own, folder.resolve().parent
+    below = {section: folder / section for section in FIGURE_TABLES if _holds(folder / section, section)}
+    if below:
+        return below, folder
+    raise CommandError(
+        f"{folder} holds no deep-ensemble or mixture results (no ensembles or mixtures table or shards); {_EXPECTED}"
+    )
+
+
+def _figure_table(folder: Path, section: str) -> pd.DataFrame:
+    """The table ``section``'s figures are drawn from, with the paper's settings only (as in
+    the section's report: an ablation's other models are left out)."""
+    import pandas as pd
+
+    from ..reports.tables import load_mixture_results, load_results, paper_mixtures, paper_types
+    from ..sections.mixtures import add_relative_to_two
+
+    if (folder / "shards").is_dir():
+        table = load_results(folder).ensembles if section == "deep_ensembles" else load_mixture_results(folder).mixtures
+    else:  # a copy of the combined tables only, such as results/verdict/deep_ensembles
+        parquet = folder / f"{FIGURE_TABLES[section]}.parquet"
+        table = pd.read_parquet(parquet) if parquet.is_file() else pd.read_csv(parquet.with_suffix(".csv"))
+        if section == "mixtures":
+            table = add_relative_to_two(table)
+    table = paper_types(table) if section == "deep_ensembles" else paper_mixtures(table)
+    if not len(table):
+        raise CommandError(f"{folder} holds no {section.replace('_', '-')} results with the paper's settings")
+    return table
+
+
+def _shown(path: Path) -> Path:
+    """``path`` relative to the working folder if it lies inside it."""
     try:
-        ensembles = load_results(args.section_dir).ensembles
-    except FileNotFoundError as exc:
-        raise DataFileError(f"{exc}; expected a deep-ensemble section folder such as runs/verdict/deep_ensembles") from None
-    for path in save_figures(ensembles, args.out, formats=args.formats):
-        print(path)
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from ..reports import figures_deep_ensembles, figures_mixtures
+    from .records import writing
+
+    sections, run_folder = figure_sections(args.section_dir)
+    out = Path(args.out) if args.out is not None else run_folder / "figures"
+    save = {"deep_ensembles": figures_deep_ensembles.save_figures, "mixtures": figures_mixtures.save_figures}
+    for section, folder in sections.items():
+        table, paths = _figure_table(folder, section), []
+        writing(out, lambda: paths.extend(save[section](table, out, formats=args.formats)))
+        for path in paths:
+            print(_shown(path))
     return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from . import serial
+
+    return serial.run_from_args(args)
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    from . import serial
+
+    serial.add_arguments(parser)
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    """A subcommand's parser that may add its arguments only when it is used (``add_arguments``:
+    when it parses or prints its help), so that building the whole parser imports nothing
+    heavy: ``asymlib train``'s arguments come from ``serial``, which imports torch."""
+
+    def __init__(self, *args, add_arguments: Callable[[argparse.ArgumentParser], None] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._add_arguments = add_arguments
+
+    def _complete(self) -> None:
+        add, self._add_arguments = self._add_arguments, None
+        if add is not None:
+            add(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._complete()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self) -> str:
+        self._complete()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self._complete()
+        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +287,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Deep ensembles and mixtures of MLPs and W-Asymmetric MLPs "
         "(a reproduction of Chernov & Novitskij, 2025).",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_SubcommandParser
+    )
 
     fetch = commands.add_parser(
         "fetch",
@@ -184,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser(
         "train",
+        add_arguments=_train_arguments,
         help="train a profile's units in this machine's processes (no Dask, notebooks or reports)",
         description="Train every unfinished work unit of the profile in this machine's own processes and write "
         "its shards where `asymlib run` would, largest units first; `asymlib run` later (on any machine) finds "
@@ -191,8 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         "PyYAML only, e.g. on a GPU machine: asymlib train params/paper.yaml --device cuda --slots 4. "
         "Exit status 4 when --stop-after left units not started (re-run to train them).",
     )
-    serial.add_arguments(train)
-    train.set_defaults(handler=serial.run_from_args)
+    train.set_defaults(handler=_train)
 
     estimate = commands.add_parser(
         "estimate",
@@ -235,12 +393,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     figures = commands.add_parser(
         "figures",
-        help="save the paper's Figures 1 and 3 of a finished run as image files",
-        description="Draw Figures 1 and 3 (ours beside the paper's points) from a deep-ensemble "
-        "section folder and save them as SVG (or PNG) files, without a browser.",
+        help="save the paper's figures of a finished run as image files",
+        description="Draw the paper's figures (ours beside the paper's points) from a section folder and save "
+        "them as SVG (or PNG) files, without a browser: Figures 1 and 3 (figure1.svg, figure3.svg) from a "
+        "deep-ensemble folder, Figures 2 and 4 (figure2.svg, figure4.svg) from a mixture folder; from a "
+        "profile folder, those of each of its sections. Only the paper's settings are drawn (as in the "
+        "section's report). The files go into the run folder's figures/ (runs/<profile>/figures/ for "
+        "runs/<profile>/<section>) unless --out says otherwise.",
     )
-    figures.add_argument("section_dir", metavar="SECTION_DIR", help="e.g. runs/verdict/deep_ensembles")
-    figures.add_argument("--out", default="docs/figures", metavar="DIR", help="where the files go (default: docs/figures)")
+    figures.add_argument(
+        "section_dir", metavar="SECTION_DIR",
+        help="e.g. runs/verdict/deep_ensembles, runs/verdict/mixtures, or the profile folder runs/verdict",
+    )
+    figures.add_argument(
+        "--out", default=None, metavar="DIR",
+        help="where the files go (default: figures/ in the folder above SECTION_DIR, e.g. runs/verdict/figures; "
+        "for a profile folder, its figures/)",
+    )
     figures.add_argument("--formats", nargs="+", default=["svg"], choices=["svg", "png"], help="file types (default: svg)")
     figures.set_defaults(handler=_figures)
     return parser
@@ -254,7 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         return args.handler(args)
-    except (ParamsError, DataFileError, MalformedDataError, KernelError, OutputError, ClusterError) as exc:
+    except Exception as exc:
+        if not isinstance(exc, _bad_input_errors()):
+            raise
         print(f"asymlib {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:

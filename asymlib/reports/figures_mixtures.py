@@ -11,6 +11,7 @@ paper's Figure 4 points (``paper_figures.csv``, section "moe"):
 - ``experts_slider_chart``: the four kinds per dataset at a number of experts chosen with
   a slider in the chart.
 - ``mixture_explorer``: the same as ipywidgets (experts slider, gating selector).
+- ``save_figures``: Figures 2 and 4 as image files (``asymlib figures``).
 
 Series are told apart by ``source``: "ours" or "paper"; mixture kinds by colour
 (``charts.KIND_COLORS``).
@@ -18,6 +19,8 @@ Series are told apart by ``source``: "ours" or "paper"; mixture kinds by colour
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Sequence
 
 import altair as alt
@@ -470,3 +473,20 @@ def mixture_explorer(mixtures: pd.DataFrame, *, experts: int | None = None, gati
     (the numbers in ``mixtures``) and a gating selector; starts at the largest number of
     experts and the first gating (standard) unless told otherwise. See ``MixtureExplorer``."""
     return MixtureExplorer(mixtures, experts=experts, gating=gating)
+
+
+# --------------------------------------------------------------------------- image files
+
+
+def save_figures(mixtures: pd.DataFrame, folder: str | os.PathLike, *, formats: Sequence[str] = ("svg",)) -> list[Path]:
+    """Figures 2 and 4 as image files (``figure2.svg``, ``figure4.svg``, ...), drawn by
+    ``vl-convert-python`` without a browser; returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, chart in (("figure2", figure2(mixtures)), ("figure4", figure4(mixtures))):
+        for extension in formats:
+            path = folder / f"{name}.{extension}"
+            chart.save(str(path))
+            paths.append(path)
+    return paths
