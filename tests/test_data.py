@@ -25,7 +25,6 @@ import pandas as pd
 import pytest
 import torch
 
-import asymlib.core.data as data_module
 from asymlib.core.data import (
     DATASET_SHAPES,
     DATASETS,
@@ -37,6 +36,7 @@ from asymlib.core.data import (
     fetch_datasets,
     load_dataset,
 )
+from asymlib.core.datasets import DATASET_RECORDS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -832,16 +832,18 @@ def _california_archive(data_dir: Path, monkeypatch) -> bytes:
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(data_dir / "cal_housing.data", arcname="CaliforniaHousing/cal_housing.data")
     archive = buffer.getvalue()
-    url, _, member = data_module._CAL_HOUSING_ARCHIVE
-    monkeypatch.setattr(
-        data_module, "_CAL_HOUSING_ARCHIVE", (url, hashlib.sha256(archive).hexdigest(), member)
+    record = DATASET_RECORDS["california"]
+    (download,) = record.downloads
+    download = dataclasses.replace(download, sha256=hashlib.sha256(archive).hexdigest())
+    monkeypatch.setitem(
+        DATASET_RECORDS, "california", dataclasses.replace(record, downloads=(download,))
     )
     return archive
 
 
 def test_fetch_california_extracts_data_file_from_archive(tmp_path, data_dir, monkeypatch):
     archive = _california_archive(data_dir, monkeypatch)
-    url = data_module._CAL_HOUSING_ARCHIVE[0]
+    url = DATASET_RECORDS["california"].downloads[0].url
     requested = _serve(monkeypatch, archive)
     assert fetch_datasets(tmp_path, names="california") == [tmp_path / "cal_housing.data"]
     assert requested == [url]
@@ -881,8 +883,7 @@ def test_fetch_offline_tries_every_file_and_lists_all_missing(tmp_path, monkeypa
     lines = str(info.value).splitlines()
     assert "9 of the 9 raw files to fetch are missing" in lines[0]
     assert "asymlib fetch --from" in lines[0]
-    urls = {rel: url for rel, (url, _) in data_module._DOWNLOADS.items()}
-    urls["cal_housing.data"] = data_module._CAL_HOUSING_ARCHIVE[0]
+    urls = {d.file: d.url for record in DATASET_RECORDS.values() for d in record.downloads}
     for name in DATASETS:
         for rel in RAW_FILES[name]:
             (line,) = [line for line in lines if f"{dest / rel} ({name})" in line]
@@ -900,7 +901,7 @@ def test_fetch_offline_tries_every_file_and_lists_all_missing(tmp_path, monkeypa
 
 def test_fetch_keeps_the_files_it_could_download(tmp_path, data_dir, monkeypatch):
     archive = _california_archive(data_dir, monkeypatch)
-    url = data_module._CAL_HOUSING_ARCHIVE[0]
+    url = DATASET_RECORDS["california"].downloads[0].url
 
     def only_figshare(requested, timeout=None):
         if requested == url:

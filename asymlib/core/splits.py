@@ -1,0 +1,161 @@
+"""Split and scaling: which rows go to train / validation / test, and how columns are scaled.
+
+``SPLITS`` holds the two rules (the paper's text and the authors' code release);
+``subsample`` draws the ``max_rows`` subset, ``split_rows`` cuts it into the three
+parts, ``fit_scaling`` fits the standardisation (on the training rows, or where the
+release did, on all rows) and ``apply_scaling`` applies it to one part. All of it is
+numpy on row numbers of the pooled raw table (docs/protocol.md, "Split and scaling").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from .dataset_record import Table
+
+__all__ = [
+    "SPLITS",
+    "Scaling",
+    "SplitRule",
+    "apply_scaling",
+    "fit_scaling",
+    "split_rows",
+    "subsample",
+]
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """How a split cuts the rows: the test share, then the validation share of the rest,
+    each with its ``random_state``; and which rows and columns the scaler is fitted on."""
+
+    test_fraction: float
+    val_fraction: float
+    test_seed: int | None  # None: the caller's split_seed
+    val_seed: int | None
+    scaler_on_all_rows: tuple[str, ...] = ()  # datasets whose scaler sees every row and column
+
+
+#: The paper's text: 64 / 16 / 20, one seed for both cuts, the scaler fitted on the
+#: training rows' real-valued columns. The code release: 0.2 test, then 0.1 of the rest
+#: (72 / 8 / 20), seeds 42 and 43, and for churn, adult and mnist a scaler fitted on all
+#: rows and all columns, one-hot included (a leak of val/test statistics that ``release``
+#: reproduces on purpose, for a like-for-like comparison with the published figures).
+SPLITS: dict[str, SplitRule] = {
+    "paper": SplitRule(0.2, 0.2, None, None),
+    "release": SplitRule(0.2, 0.1, 42, 43, scaler_on_all_rows=("churn", "adult", "mnist")),
+}
+
+
+def subsample(
+    n_rows: int, strata: np.ndarray | None, max_rows: int | None, seed: int, name: str
+) -> np.ndarray:
+    """Sorted row numbers of the rows used: all ``n_rows``, or ``max_rows`` of them drawn
+    with ``random_state=seed`` (stratified by ``strata``, the class labels, if given)."""
+    rows = np.arange(n_rows)
+    if max_rows is None or max_rows >= n_rows:
+        return rows
+    try:
+        rows, _ = train_test_split(
+            rows, train_size=int(max_rows), random_state=seed, stratify=strata
+        )
+    except ValueError as exc:
+        raise ValueError(f"max_rows={max_rows} is too small to subsample {name} ({exc})") from exc
+    return np.sort(rows)
+
+
+def _cut(
+    rows: np.ndarray, y: np.ndarray | None, fraction: float, seed: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """sklearn's train_test_split of row numbers, with a readable error on tiny data."""
+    try:
+        return train_test_split(
+            rows, test_size=fraction, random_state=seed,
+            stratify=None if y is None else y[rows],
+        )  # fmt: skip
+    except ValueError as exc:
+        raise ValueError(
+            f"cannot split {len(rows)} rows for {what} ({exc}); "
+            "use a larger max_rows or other fractions"
+        ) from exc
+
+
+def split_rows(
+    rows: np.ndarray,
+    strata: np.ndarray | None,
+    rule: SplitRule,
+    test_fraction: float,
+    val_fraction: float,
+    split_seed: int,
+    name: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) row numbers: ``test_fraction`` of ``rows`` for test, then
+    ``val_fraction`` of the rest for validation, with the rule's seeds (``split_seed``
+    where the rule has none), stratified by ``strata`` if given."""
+    test_seed = split_seed if rule.test_seed is None else rule.test_seed
+    val_seed = split_seed if rule.val_seed is None else rule.val_seed
+    rest, test = _cut(rows, strata, test_fraction, test_seed, f"{name} test")
+    train, val = _cut(rest, strata, val_fraction, val_seed, f"{name} validation")
+    return train, val, test
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """What ``apply_scaling`` does to a part: X = (raw - mean) / scale, after each
+    missing cell of column j got ``fill[j]``.
+
+    mean, scale: (d,) float64 (0 and 1 for columns left unscaled); real_valued: (d,)
+    bool, the columns the scaler standardises.
+    """
+
+    mean: np.ndarray
+    scale: np.ndarray
+    real_valued: np.ndarray
+    fill: dict[int, float]
+
+
+def fit_scaling(
+    table: Table, X_train: np.ndarray, rows: np.ndarray, *, on_all_rows: bool, standardize: bool
+) -> Scaling:
+    """Fit the scaling on the training part ``X_train`` (rows of ``table.X``): a
+    StandardScaler over the real-valued columns if ``standardize``, else none.
+
+    With ``on_all_rows`` (the release's handling, reproduced only under its split)
+    every used row (``rows``) and every column, one-hot included, shapes the scaler.
+    Missing real values (blank cells, only churn's reader allows them) get the
+    training mean of their column, which is 0 after standardisation; never a
+    statistic of val/test rows.
+    """
+    d = table.X.shape[1]
+    mean, scale = np.zeros(d), np.ones(d)
+    real_valued = table.real_valued.copy()
+    if on_all_rows:
+        real_valued[:] = True
+    if standardize and real_valued.any():
+        # Statistics from the training rows only (but see on_all_rows): val/test must
+        # not leak into them. StandardScaler leaves constant columns (blank mnist
+        # pixels) with scale 1 and ignores missing (NaN) cells when fitting.
+        fit_rows = table.X[np.sort(rows)] if on_all_rows else X_train
+        fit_on = fit_rows if real_valued.all() else fit_rows[:, real_valued]
+        scaler = StandardScaler().fit(fit_on)
+        mean[real_valued], scale[real_valued] = scaler.mean_, scaler.scale_
+    gaps = np.flatnonzero(np.isnan(table.X).any(axis=0))
+    fill = {j: (mean[j] if standardize else np.nanmean(X_train[:, j])) for j in gaps}
+    return Scaling(mean, scale, real_valued, fill)
+
+
+def apply_scaling(X: np.ndarray, scaling: Scaling) -> np.ndarray:
+    """Fill the missing cells of ``X`` and scale it, in place; returns ``X``.
+
+    ``X`` must be a fresh copy (fancy indexing gives one). Unscaled columns see
+    (x - 0) / 1, which keeps one-hot entries exactly 0/1.
+    """
+    for j, value in scaling.fill.items():
+        X[np.isnan(X[:, j]), j] = value
+    X -= scaling.mean.astype(X.dtype)
+    X /= scaling.scale.astype(X.dtype)
+    return X
