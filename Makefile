@@ -17,7 +17,7 @@ DATA_STAMP := $(DATA_DIR)/.asymlib-fetched
 # The virtual environment's programs (papermill, jupyter) come first on PATH.
 IN_ENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: setup browser run test bench lab
+.PHONY: setup browser run lint check test bench lab
 
 setup: $(ENV_STAMP) $(DATA_STAMP)
 
@@ -45,9 +45,21 @@ browser:
 run: setup
 	$(IN_ENV) $(BIN)/asymlib run params/$(PROFILE).yaml
 
-# --durations: every CI log lists the slowest tests (the suite should stay well under 20
-# minutes on 2 cores).
-test: setup
+# ruff's lint and format check (settings in pyproject.toml); `ruff format asymlib tests
+# benchmarks` fixes the format.
+LINTED := asymlib tests benchmarks
+lint: setup
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+# Everyday: lint and the unit tests, leaving out those that run profiles, notebooks, a Dask
+# cluster, worker processes or a browser (tests/conftest.py, END_TO_END).
+check: lint
+	$(IN_ENV) $(BIN)/python -m pytest -q -m "not end_to_end" tests/
+
+# Everything, as CI runs it. --durations: every CI log lists the slowest tests (the suite
+# should stay well under 20 minutes on 2 cores).
+test: lint
 	$(IN_ENV) $(BIN)/python -m pytest --nbval-lax --durations=25 notebooks/ tests/
 
 # Before/after in one run: the package at BENCH_BASELINE (default: the commit before issue

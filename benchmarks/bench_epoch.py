@@ -46,8 +46,17 @@ def _build(kind: str, size: int, data) -> torch.nn.Module:
     if kind == "mlp":
         return MLPEnsemble(data.n_features, size, data.n_outputs, members=64, init_seeds=range(64))
     gating = "gumbel" if kind == "gumbel" else "standard"
-    return MixtureEnsemble(data.n_features, 64, data.n_outputs, members=5, experts=size, init_seeds=range(5),
-                           kind="imlp" if kind == "moie" else "mlp", gating=gating, noise_seeds=range(5))
+    return MixtureEnsemble(
+        data.n_features,
+        64,
+        data.n_outputs,
+        members=5,
+        experts=size,
+        init_seeds=range(5),
+        kind="imlp" if kind == "moie" else "mlp",
+        gating=gating,
+        noise_seeds=range(5),
+    )
 
 
 def _timed(work, device: torch.device) -> float:
@@ -101,11 +110,15 @@ def measure(name: str, *, device: torch.device, repeats: int) -> dict:
     steps = -(-len(X) // 256)
     replay = statistics.median(epochs) if runner.graph is not None else None
     row = {
-        "case": name, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-        "steps_per_epoch": steps, "eager_ms": 1e3 * eager,
-        "record_ms": record and 1e3 * record, "replay_ms": replay and 1e3 * replay,
+        "case": name,
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "steps_per_epoch": steps,
+        "eager_ms": 1e3 * eager,
+        "record_ms": record and 1e3 * record,
+        "replay_ms": replay and 1e3 * replay,
         "kernels_in_replay": replay_kernels and replay_kernels / replay,
-        "validation_ms": 1e3 * validation, "host_orders_ms": 1e3 * host,
+        "validation_ms": 1e3 * validation,
+        "host_orders_ms": 1e3 * host,
         "epoch_ms": 1e3 * statistics.median(epochs),
         "regrouping_ms": record and 1e3 * (eager + record - 2 * replay),
     }

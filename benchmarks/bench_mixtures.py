@@ -26,16 +26,29 @@ import time
 from pathlib import Path
 
 import torch
+from bench_trainer import (
+    _nothing,
+    _sync,
+    alternate_versions,
+    baseline_package,
+    check_precision,
+    common_arguments,
+    flops_per_model_epoch,
+    machine_report,
+    matmul_peak_gflops,
+    print_machine,
+    print_versions,
+    time_split,
+    train_config,
+    train_plainly,
+    version_figures,
+    write_report,
+)
 from torch import nn
 
 from asymlib.core.data import load_dataset
 from asymlib.core.mixtures import MixtureEnsemble
 from asymlib.core.trainer import fit
-from bench_trainer import (
-    _nothing, _sync, baseline_package, check_precision, common_arguments, flops_per_model_epoch, machine_report,
-    matmul_peak_gflops, print_machine, print_versions, alternate_versions, time_split, train_config, train_plainly,
-    version_figures, write_report,
-)
 
 
 def flops_per_mixture_epoch(sizes: list[int], experts: int, n_train: int, n_val: int) -> float:
@@ -45,10 +58,16 @@ def flops_per_mixture_epoch(sizes: list[int], experts: int, n_train: int, n_val:
     return experts * flops_per_model_epoch(sizes, n_train, n_val) + gate
 
 
-def time_batched(data, *, kind: str, experts: int, mixtures: int, hidden: int, epochs: int, device: str,
-                 precision: str = "float32") -> float:
+def time_batched(
+    data, *, kind: str, experts: int, mixtures: int, hidden: int, epochs: int, device: str, precision: str = "float32"
+) -> float:
     model = MixtureEnsemble(
-        data.n_features, hidden, data.n_outputs, members=mixtures, experts=experts, kind=kind,
+        data.n_features,
+        hidden,
+        data.n_outputs,
+        members=mixtures,
+        experts=experts,
+        kind=kind,
         init_seeds=range(mixtures),
     ).to(device)
     config = train_config(epochs, precision)
@@ -60,14 +79,32 @@ def time_batched(data, *, kind: str, experts: int, mixtures: int, hidden: int, e
     return time.perf_counter() - start
 
 
-def measure_batched(data, *, kind: str, experts: int, mixtures: int, hidden: int, epochs: int, device: str,
-                    profile: bool, precision: str = "float32") -> dict:
+def measure_batched(
+    data,
+    *,
+    kind: str,
+    experts: int,
+    mixtures: int,
+    hidden: int,
+    epochs: int,
+    device: str,
+    profile: bool,
+    precision: str = "float32",
+) -> dict:
     """Mixture-epochs per second of the batched trainer and the time split of one epoch."""
-    common = {"kind": kind, "experts": experts, "mixtures": mixtures, "hidden": hidden, "device": device,
-              "precision": precision}
+    common = {
+        "kind": kind,
+        "experts": experts,
+        "mixtures": mixtures,
+        "hidden": hidden,
+        "device": device,
+        "precision": precision,
+    }
     rate = mixtures * epochs / time_batched(data, epochs=epochs, **common)
-    return {"rate": rate, "split": time_split(lambda: time_batched(data, epochs=1, **common), device=device)
-            if profile else None}
+    return {
+        "rate": rate,
+        "split": time_split(lambda: time_batched(data, epochs=1, **common), device=device) if profile else None,
+    }
 
 
 class LoopMixture(nn.Module):
@@ -79,8 +116,13 @@ class LoopMixture(nn.Module):
         self.gate = nn.Linear(in_features, experts)
         self.experts = nn.ModuleList(
             nn.Sequential(
-                nn.Linear(in_features, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, out_features),
+                nn.Linear(in_features, hidden),
+                nn.GELU(),
+                nn.Linear(hidden, hidden),
+                nn.GELU(),
+                nn.Linear(hidden, hidden),
+                nn.GELU(),
+                nn.Linear(hidden, out_features),
             )
             for _ in range(experts)
         )
@@ -125,14 +167,31 @@ def main(argv=None) -> dict:
     precision_argv = check_precision(parser, args)
     epochs = args.epochs or (20 if args.device.startswith("cuda") else 2)
     data = load_dataset(args.dataset, max_rows=args.max_rows)
-    common = {"mixtures": args.mixtures, "hidden": args.hidden, "epochs": epochs, "device": args.device,
-              "profile": not args.no_profile, "precision": args.precision}
+    common = {
+        "mixtures": args.mixtures,
+        "hidden": args.hidden,
+        "epochs": epochs,
+        "device": args.device,
+        "profile": not args.no_profile,
+        "precision": args.precision,
+    }
     if args.child_out:  # a version's child process: the batched runs only
         for kind in args.kinds:
-            time_batched(data, kind=kind, experts=2, mixtures=args.mixtures, hidden=args.hidden, epochs=1,
-                         device=args.device, precision=args.precision)  # warm-up
-        runs = {f"{kind}-{k}": measure_batched(data, kind=kind, experts=k, **common)
-                for kind in args.kinds for k in args.experts}
+            time_batched(
+                data,
+                kind=kind,
+                experts=2,
+                mixtures=args.mixtures,
+                hidden=args.hidden,
+                epochs=1,
+                device=args.device,
+                precision=args.precision,
+            )  # warm-up
+        runs = {
+            f"{kind}-{k}": measure_batched(data, kind=kind, experts=k, **common)
+            for kind in args.kinds
+            for k in args.experts
+        }
         Path(args.child_out).write_text(json.dumps(runs))
         return runs
 
@@ -145,15 +204,34 @@ def main(argv=None) -> dict:
             # the loop runs in this process: warm it up (its first run pays one-time costs)
             time_loop(data, kind=kind, experts=2, hidden=args.hidden, epochs=1, device=args.device)
             for experts in args.experts:
-                child_argv = [
-                    "--dataset", args.dataset, "--kinds", kind, "--experts", str(experts), "--mixtures",
-                    str(args.mixtures), "--hidden", str(args.hidden), "--epochs", str(epochs), "--device",
-                    args.device, "--threads", str(torch.get_num_threads()),
-                ] + (["--max-rows", str(args.max_rows)] if args.max_rows else []) + precision_argv
-                after, before = alternate_versions(package, "bench_mixtures.py", child_argv, rounds=args.rounds,
-                                                   profile=not args.no_profile)
-                loop = time_loop(data, kind=kind, experts=experts, hidden=args.hidden, epochs=args.loop_epochs,
-                                 device=args.device)
+                child_argv = (
+                    [
+                        "--dataset",
+                        args.dataset,
+                        "--kinds",
+                        kind,
+                        "--experts",
+                        str(experts),
+                        "--mixtures",
+                        str(args.mixtures),
+                        "--hidden",
+                        str(args.hidden),
+                        "--epochs",
+                        str(epochs),
+                        "--device",
+                        args.device,
+                        "--threads",
+                        str(torch.get_num_threads()),
+                    ]
+                    + (["--max-rows", str(args.max_rows)] if args.max_rows else [])
+                    + precision_argv
+                )
+                after, before = alternate_versions(
+                    package, "bench_mixtures.py", child_argv, rounds=args.rounds, profile=not args.no_profile
+                )
+                loop = time_loop(
+                    data, kind=kind, experts=experts, hidden=args.hidden, epochs=args.loop_epochs, device=args.device
+                )
                 loop_rate = args.loop_epochs / loop
                 flops = flops_per_mixture_epoch(sizes, experts, len(data.X_train), len(data.X_val))
                 figures = {"flops": flops, "peak": peak, "unit": "mixture_epochs"}

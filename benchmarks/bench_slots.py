@@ -86,14 +86,22 @@ def main() -> None:
         params.write_text(yaml.safe_dump(grid()))
         for slots in args.slots:
             started = time.perf_counter()
-            summary = train_units(params, out_root=Path(tmp) / f"s{slots}", device=args.device, slots=slots,
-                                  progress=False)
+            summary = train_units(
+                params, out_root=Path(tmp) / f"s{slots}", device=args.device, slots=slots, progress=False
+            )
             wall = time.perf_counter() - started
             tables = _tables(Path(tmp) / f"s{slots}" / "paper")
             reference = reference or tables
             same = tables.keys() == reference.keys() and all(tables[k].equals(reference[k]) for k in tables)
-            rows.append({"slots": slots, "wall_s": round(wall, 2), "units": len(summary.trained),
-                         "failed": len(summary.failed), "same_tables_as_first": same})
+            rows.append(
+                {
+                    "slots": slots,
+                    "wall_s": round(wall, 2),
+                    "units": len(summary.trained),
+                    "failed": len(summary.failed),
+                    "same_tables_as_first": same,
+                }
+            )
             print(rows[-1], flush=True)
         if args.keep and 1 in args.slots:
             print(f"kept {keep(Path(tmp) / 's1' / 'paper', params, Path(args.keep))} units in {args.keep}/paper")

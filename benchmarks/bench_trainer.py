@@ -50,8 +50,9 @@ BASELINE = "be24596"
 REPO = Path(__file__).resolve().parents[1]
 
 
-def matmul_peak_gflops(*, size: int | None = None, repeats: int = 10, device: str = "cpu",
-                       precision: str = "float32") -> float:
+def matmul_peak_gflops(
+    *, size: int | None = None, repeats: int = 10, device: str = "cpu", precision: str = "float32"
+) -> float:
     """Best-of-``repeats`` GFLOP/s of one square matmul at the training steps' ``precision``
     (float32; TF32 or bfloat16 where opted in): the machine's practical peak. ``size``: 2048
     on a CPU, 8192 on a GPU, which smaller products leave partly idle."""
@@ -92,8 +93,18 @@ def flops_per_model_epoch(sizes: list[int], n_train: int, n_val: int, *, kind: s
 
 #: ATen operators by kind of work, for ``time_split``; any other operator is elementwise
 #: work (activations, their gradients, bias sums, losses, copies).
-MATMUL_OPS = {"aten::bmm", "aten::baddbmm", "aten::mm", "aten::addmm", "aten::matmul", "aten::addbmm", "aten::mv",
-              "aten::dot", "aten::einsum", "aten::linear"}
+MATMUL_OPS = {
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::mm",
+    "aten::addmm",
+    "aten::matmul",
+    "aten::addbmm",
+    "aten::mv",
+    "aten::dot",
+    "aten::einsum",
+    "aten::linear",
+}
 OPTIMIZER_OPS = {"aten::_fused_adamw_", "aten::_fused_adam_"}
 DATA_OPS = {"aten::index", "aten::index_select", "aten::randperm", "aten::take", "aten::_index_put_impl_"}
 
@@ -121,8 +132,15 @@ def time_split(work, *, device: str) -> dict:
         if not event.key.startswith("aten::"):
             continue
         spent = event.self_device_time_total if device.startswith("cuda") else event.self_cpu_time_total
-        kind = ("matmul" if event.key in MATMUL_OPS else "optimizer" if event.key in OPTIMIZER_OPS
-                else "data" if event.key in DATA_OPS else "elementwise")
+        kind = (
+            "matmul"
+            if event.key in MATMUL_OPS
+            else "optimizer"
+            if event.key in OPTIMIZER_OPS
+            else "data"
+            if event.key in DATA_OPS
+            else "elementwise"
+        )
         shares[kind] += spent
     total = wall_us if not device.startswith("cuda") else max(wall_us, sum(shares.values()))
     split = {kind: round(spent / total, 3) for kind, spent in shares.items()}
@@ -137,6 +155,7 @@ def format_split(split: dict | None) -> str:
 
 
 # ----------------------------------------------------------------------------- before/after
+
 
 @contextmanager
 def baseline_package(rev: str):
@@ -153,13 +172,15 @@ def run_in_child(package: Path, script: str, argv: list[str]) -> dict:
     ``--child-out``: {run key: {"rate": ..., "split": ...}}."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         env = {**os.environ, "PYTHONPATH": str(package), "ASYMLIB_DATA": str(default_data_dir().resolve())}
-        subprocess.run([sys.executable, str(Path(__file__).parent / script), *argv, "--child-out", out.name],
-                       env=env, check=True)
+        subprocess.run(
+            [sys.executable, str(Path(__file__).parent / script), *argv, "--child-out", out.name], env=env, check=True
+        )
         return json.loads(Path(out.name).read_text())
 
 
-def alternate_versions(baseline: Path | None, script: str, argv: list[str], *, rounds: int,
-                       profile: bool) -> tuple[dict, dict | None]:
+def alternate_versions(
+    baseline: Path | None, script: str, argv: list[str], *, rounds: int, profile: bool
+) -> tuple[dict, dict | None]:
     """The current package and the baseline's (None: none), each timed in its own child
     processes, alternating after, before, after, ... ``rounds`` times. Returns (after,
     before): per run key the fastest round's rate, every round's rate, and the time split
@@ -175,8 +196,11 @@ def alternate_versions(baseline: Path | None, script: str, argv: list[str], *, r
 
 def _fastest(rounds: list[dict]) -> dict:
     return {
-        key: {"rate": max(r[key]["rate"] for r in rounds), "rates": [round(r[key]["rate"], 3) for r in rounds],
-              "split": rounds[0][key]["split"]}
+        key: {
+            "rate": max(r[key]["rate"] for r in rounds),
+            "rates": [round(r[key]["rate"], 3) for r in rounds],
+            "split": rounds[0][key]["split"],
+        }
         for key in rounds[0]
     }
 
@@ -190,9 +214,13 @@ def common_arguments(parser: argparse.ArgumentParser, *, epochs_help: str) -> No
     parser.add_argument("--rounds", type=int, default=3, help="child runs per version, alternating (default: 3)")
     parser.add_argument("--no-profile", action="store_true", help="skip the profiler's time split")
     # core.steps.PRECISIONS, spelled out: a baseline's child process imports an older package
-    parser.add_argument("--precision", choices=["float32", "tf32", "bf16"], default="float32",
-                        help="the training steps' matmul precision (TrainConfig.precision); the peak is "
-                             "measured at the same precision; needs --baseline none unless float32")
+    parser.add_argument(
+        "--precision",
+        choices=["float32", "tf32", "bf16"],
+        default="float32",
+        help="the training steps' matmul precision (TrainConfig.precision); the peak is "
+        "measured at the same precision; needs --baseline none unless float32",
+    )
     parser.add_argument("--child-out", default=None, help=argparse.SUPPRESS)  # set in a version's child process
 
 
@@ -232,16 +260,21 @@ def machine_report(args, data, peak: float) -> dict:
 
 
 def print_machine(report: dict) -> None:
-    print(f"{report['device']}, {report['threads']} threads, {report['precision']} matmul peak "
-          f"{report['matmul_peak_gflops']:.1f} GFLOP/s, load average {report['load_average'][0]:.2f}")
+    print(
+        f"{report['device']}, {report['threads']} threads, {report['precision']} matmul peak "
+        f"{report['matmul_peak_gflops']:.1f} GFLOP/s, load average {report['load_average'][0]:.2f}"
+    )
 
 
 # ----------------------------------------------------------------------------- deep ensembles
 
-def time_batched(data, *, hidden: int, members: int, epochs: int, device: str, kind: str = "mlp",
-                 precision: str = "float32") -> float:
-    model = MLPEnsemble(data.n_features, hidden, data.n_outputs, members=members, kind=kind,
-                        init_seeds=range(members)).to(device)
+
+def time_batched(
+    data, *, hidden: int, members: int, epochs: int, device: str, kind: str = "mlp", precision: str = "float32"
+) -> float:
+    model = MLPEnsemble(
+        data.n_features, hidden, data.n_outputs, members=members, kind=kind, init_seeds=range(members)
+    ).to(device)
     config = train_config(epochs, precision)
     tensors = [t.to(device) for t in (data.X_train, data.y_train, data.X_val, data.y_val)]
     _sync(device)
@@ -251,12 +284,25 @@ def time_batched(data, *, hidden: int, members: int, epochs: int, device: str, k
     return time.perf_counter() - start
 
 
-def measure_batched(data, *, hidden: int, members: int, epochs: int, device: str, profile: bool,
-                    kind: str = "mlp", precision: str = "float32") -> dict:
+def measure_batched(
+    data,
+    *,
+    hidden: int,
+    members: int,
+    epochs: int,
+    device: str,
+    profile: bool,
+    kind: str = "mlp",
+    precision: str = "float32",
+) -> dict:
     """Model-epochs per second of the batched trainer (after a one-epoch warm-up) and the
     time split of one epoch."""
-    run = lambda n: time_batched(data, hidden=hidden, members=members, epochs=n, device=device, kind=kind,  # noqa: E731
-                                 precision=precision)
+
+    def run(n):
+        return time_batched(
+            data, hidden=hidden, members=members, epochs=n, device=device, kind=kind, precision=precision
+        )
+
     run(1)  # warm-up: first calls pay for allocator and kernel selection
     rate = members * epochs / run(epochs)
     return {"rate": rate, "split": time_split(lambda: run(1), device=device) if profile else None}
@@ -304,8 +350,13 @@ def time_one_by_one(data, *, hidden: int, members: int, epochs: int, device: str
         h = hidden
         act = (lambda: SigmaActivation(h)) if kind == "smlp" else nn.GELU
         net = nn.Sequential(
-            nn.Linear(data.n_features, h), act(), nn.Linear(h, h), act(),
-            nn.Linear(h, h), act(), nn.Linear(h, data.n_outputs),
+            nn.Linear(data.n_features, h),
+            act(),
+            nn.Linear(h, h),
+            act(),
+            nn.Linear(h, h),
+            act(),
+            nn.Linear(h, data.n_outputs),
         ).to(device)
         train_plainly(net, data, epochs=epochs, device=device)
     _sync(device)
@@ -329,8 +380,12 @@ def version_figures(measured: dict | None, loop_rate: float, *, flops: float, pe
     if measured is None:
         return None
     figures = speed_figures(measured["rate"], loop_rate, flops=flops, peak=peak)
-    return {f"batched_{unit}_per_s": round(measured["rate"], 3), "rounds": measured.get("rates"), **figures,
-            "time_split": measured["split"]}
+    return {
+        f"batched_{unit}_per_s": round(measured["rate"], 3),
+        "rounds": measured.get("rates"),
+        **figures,
+        "time_split": measured["split"],
+    }
 
 
 def print_versions(label: str, run: dict, unit: str) -> None:
@@ -358,7 +413,9 @@ def main(argv=None) -> dict:
     common_arguments(parser, epochs_help="epochs of the batched run")
     parser.add_argument("--hidden", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--members", type=int, default=64)
-    parser.add_argument("--kind", choices=["mlp", "smlp"], default="mlp", help="the members' kind (smlp: sigma-Asymmetric)")
+    parser.add_argument(
+        "--kind", choices=["mlp", "smlp"], default="mlp", help="the members' kind (smlp: sigma-Asymmetric)"
+    )
     parser.add_argument("--loop-members", type=int, default=4, help="members timed in the plain loop")
     parser.add_argument("--loop-epochs", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/trainer.json")
@@ -369,9 +426,19 @@ def main(argv=None) -> dict:
     epochs = args.epochs or (20 if args.device.startswith("cuda") else 3)
     data = load_dataset(args.dataset)
     if args.child_out:  # a version's child process: the batched runs only
-        runs = {str(h): measure_batched(data, hidden=h, members=args.members, epochs=epochs, device=args.device,
-                                        profile=not args.no_profile, kind=args.kind, precision=args.precision)
-                for h in args.hidden}
+        runs = {
+            str(h): measure_batched(
+                data,
+                hidden=h,
+                members=args.members,
+                epochs=epochs,
+                device=args.device,
+                profile=not args.no_profile,
+                kind=args.kind,
+                precision=args.precision,
+            )
+            for h in args.hidden
+        }
         Path(args.child_out).write_text(json.dumps(runs))
         return runs
 
@@ -383,13 +450,33 @@ def main(argv=None) -> dict:
     time_one_by_one(data, hidden=args.hidden[0], members=1, epochs=1, device=args.device, kind=args.kind)
     with baseline_package(args.baseline) if args.baseline != "none" else _nothing() as package:
         for hidden in args.hidden:
-            child_argv = ["--dataset", args.dataset, "--hidden", str(hidden), "--members", str(args.members),
-                          "--kind", args.kind, "--epochs", str(epochs), "--device", args.device,
-                          "--threads", str(torch.get_num_threads())] + precision_argv
-            after, before = alternate_versions(package, "bench_trainer.py", child_argv, rounds=args.rounds,
-                                               profile=not args.no_profile)
-            loop = time_one_by_one(data, hidden=hidden, members=args.loop_members, epochs=args.loop_epochs,
-                                   device=args.device, kind=args.kind)
+            child_argv = [
+                "--dataset",
+                args.dataset,
+                "--hidden",
+                str(hidden),
+                "--members",
+                str(args.members),
+                "--kind",
+                args.kind,
+                "--epochs",
+                str(epochs),
+                "--device",
+                args.device,
+                "--threads",
+                str(torch.get_num_threads()),
+            ] + precision_argv
+            after, before = alternate_versions(
+                package, "bench_trainer.py", child_argv, rounds=args.rounds, profile=not args.no_profile
+            )
+            loop = time_one_by_one(
+                data,
+                hidden=hidden,
+                members=args.loop_members,
+                epochs=args.loop_epochs,
+                device=args.device,
+                kind=args.kind,
+            )
             loop_rate = args.loop_members * args.loop_epochs / loop
             sizes = [data.n_features, hidden, hidden, hidden, data.n_outputs]
             flops = flops_per_model_epoch(sizes, len(data.X_train), len(data.X_val), kind=args.kind)

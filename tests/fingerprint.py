@@ -68,8 +68,9 @@ def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(keys, kind="mergesort").reset_index(drop=True)
 
 
-def reference_mismatches(frame: pd.DataFrame, reference: pd.DataFrame, *, rtol: float = RTOL,
-                         atol: float = ATOL) -> list[str]:
+def reference_mismatches(
+    frame: pd.DataFrame, reference: pd.DataFrame, *, rtol: float = RTOL, atol: float = ATOL
+) -> list[str]:
     """What differs between a table and its reference, one line per column; [] if nothing.
 
     Key columns (not floats) must be equal; float columns equal within rtol / atol, NaN
@@ -89,11 +90,15 @@ def reference_mismatches(frame: pd.DataFrame, reference: pd.DataFrame, *, rtol: 
             close = np.isclose(got.to_numpy(float), want.to_numpy(float), rtol=rtol, atol=atol, equal_nan=True)
             if not close.all():
                 worst = int(np.argmin(close))
-                problems.append(f"{column}: {int((~close).sum())} of {len(close)} values differ, "
-                                f"e.g. row {worst}: {got.iloc[worst]!r} vs {want.iloc[worst]!r}")
+                problems.append(
+                    f"{column}: {int((~close).sum())} of {len(close)} values differ, "
+                    f"e.g. row {worst}: {got.iloc[worst]!r} vs {want.iloc[worst]!r}"
+                )
         elif not got.equals(want):
-            problems.append(f"{column}: {int((got != want).sum())} values differ, e.g. {got[got != want].iloc[0]!r} "
-                            f"vs {want[got != want].iloc[0]!r}")
+            problems.append(
+                f"{column}: {int((got != want).sum())} values differ, e.g. {got[got != want].iloc[0]!r} "
+                f"vs {want[got != want].iloc[0]!r}"
+            )
     return problems
 
 

@@ -27,8 +27,14 @@ CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/ch
 
 #: Chromium's flags for a machine with no display and a closed network (as root, no sandbox).
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
 ]
 
 
@@ -56,9 +62,18 @@ class JupyterLabServer:
             "OMP_NUM_THREADS": "1",
         }
         command = [
-            sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
-            f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
-            "--ServerApp.port_retries=0", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={self.port}",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+            "--ServerApp.port_retries=0",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
             # window.jupyterapp: the page can run the same commands as JupyterLab's menus.
             "--LabApp.expose_app_in_browser=True",
         ]
@@ -77,7 +92,9 @@ class JupyterLabServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"jupyter lab exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"jupyter lab exited with {self.process.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{self.base}/api/status?token={self.token}", timeout=2) as reply:
                     if reply.status == 200:
@@ -153,7 +170,9 @@ class LabPage:
     def open(self, notebook: str, *, timeout: float = 90) -> None:
         """Open ``notebook`` (relative to the server's root) and wait for its kernel."""
         self.page.goto(self.server.url(notebook))
-        self.page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget", timeout=timeout * 1000)
+        self.page.wait_for_function(
+            "() => window.jupyterapp && window.jupyterapp.shell.currentWidget", timeout=timeout * 1000
+        )
         self.page.wait_for_function(
             f"() => {{ const s = ({_NOTEBOOK_STATE})(); return s && s.kernel === 'idle'; }}", timeout=timeout * 1000
         )
@@ -164,21 +183,21 @@ class LabPage:
         self.page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
         self.page.wait_for_function(
             f"() => {{ const s = ({_NOTEBOOK_STATE})(); return s && s.pending === 0 && s.kernel === 'idle'; }}",
-            timeout=timeout * 1000, polling=500,
+            timeout=timeout * 1000,
+            polling=500,
         )
         # The kernel can be idle between two queued cells: idle twice, a second apart.
         time.sleep(1)
         self.page.wait_for_function(
             f"() => {{ const s = ({_NOTEBOOK_STATE})(); return s && s.pending === 0 && s.kernel === 'idle'; }}",
-            timeout=timeout * 1000, polling=500,
+            timeout=timeout * 1000,
+            polling=500,
         )
         return self.page.evaluate(_NOTEBOOK_STATE)
 
     def save(self) -> None:
         self.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:save')")
-        self.page.wait_for_function(
-            "() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000
-        )
+        self.page.wait_for_function("() => !window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
 
     def charts(self, *, expected: int, timeout: float = 60) -> list[dict]:
         """The chart outputs once ``expected`` of them are on the page and each has drawn

@@ -63,7 +63,7 @@ def find_circles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(module)
         for target in sorted(graph[module]):
             if state.get(target) == "open":
-                circles.append(stack[stack.index(target):] + [target])
+                circles.append(stack[stack.index(target) :] + [target])
             elif target not in state:
                 visit(target)
         stack.pop()

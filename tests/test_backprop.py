@@ -3,12 +3,12 @@ epoch's work as device work only, and the precision setting."""
 
 import pytest
 import torch
+from toydata import RECORDABLE_MODELS, toy_data
 
 from asymlib.core.backprop import Workspace, losses_and_output_grad, member_losses, mlp_loss_and_gradients
 from asymlib.core.models import MLPEnsemble
 from asymlib.core.steps import EpochBatches, EpochRunner
 from asymlib.core.trainer import TrainConfig, fit
-from toydata import RECORDABLE_MODELS, toy_data
 
 
 def _autograd_gradients(model, x, y, task):
@@ -30,7 +30,11 @@ def test_hand_written_gradients_equal_autograd(kind, task, n_out):
     # a full batch, then a shorter one that reuses the full one's buffers
     for batch in (32, 7):
         x = torch.randn(3, batch, 5, generator=g)
-        y = torch.randn(3, batch, generator=g) if task == "regression" else torch.randint(0, n_out, (3, batch), generator=g)
+        y = (
+            torch.randn(3, batch, generator=g)
+            if task == "regression"
+            else torch.randint(0, n_out, (3, batch), generator=g)
+        )
         expected_losses, expected = _autograd_gradients(model, x, y, task)
         model.zero_grad(set_to_none=True)
         losses = mlp_loss_and_gradients(model.layers, x, y, task=task, workspace=workspace)
@@ -122,5 +126,14 @@ def test_precision_is_opt_in_recorded_and_checked():
     assert not torch.equal(w32, w16)  # bfloat16 matmuls did run...
     assert abs(half.final_val_loss - single.final_val_loss).max() < 0.1 * single.final_val_loss.max()  # ...and train
     with pytest.raises(ValueError, match="tf32.*CUDA"):
-        fit(MLPEnsemble(5, 4, 1, members=1), X, y, Xv, yv, task="regression", order_seeds=[0],
-            config=TrainConfig(max_epochs=1, precision="tf32"), progress=False)
+        fit(
+            MLPEnsemble(5, 4, 1, members=1),
+            X,
+            y,
+            Xv,
+            yv,
+            task="regression",
+            order_seeds=[0],
+            config=TrainConfig(max_epochs=1, precision="tf32"),
+            progress=False,
+        )

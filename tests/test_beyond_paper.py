@@ -7,8 +7,8 @@ switched on is shared by the module; it takes about a minute on 2 cores.
 
 from __future__ import annotations
 
-import numpy as np
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -20,14 +20,35 @@ from asymlib.reports.tables import load_mixture_results, load_results
 
 PROFILE = {
     "deep_ensembles": {
-        "datasets": ["california", "churn"], "types": ["mlp", "wmlp", "smlp"], "n_fix": [1, 8], "kappa": [0.5, 1.0],
-        "hidden_sizes": [8], "members": 3, "ensemble_sizes": [2, 3], "repeats": 2, "seed": 0, "max_epochs": 3,
-        "patience": 2, "max_rows": 1200, "workers": 2, "threads": None,
+        "datasets": ["california", "churn"],
+        "types": ["mlp", "wmlp", "smlp"],
+        "n_fix": [1, 8],
+        "kappa": [0.5, 1.0],
+        "hidden_sizes": [8],
+        "members": 3,
+        "ensemble_sizes": [2, 3],
+        "repeats": 2,
+        "seed": 0,
+        "max_epochs": 3,
+        "patience": 2,
+        "max_rows": 1200,
+        "workers": 2,
+        "threads": None,
     },
     "mixtures": {
-        "datasets": ["churn"], "gatings": ["standard"], "kinds": ["mlp", "imlp"], "experts": [2, 4],
-        "balance_weights": [0.0, 0.1], "hidden": 8, "repeats": 2, "seed": 0, "max_epochs": 3, "patience": 2,
-        "max_rows": 1200, "workers": 2, "threads": None,
+        "datasets": ["churn"],
+        "gatings": ["standard"],
+        "kinds": ["mlp", "imlp"],
+        "experts": [2, 4],
+        "balance_weights": [0.0, 0.1],
+        "hidden": 8,
+        "repeats": 2,
+        "seed": 0,
+        "max_epochs": 3,
+        "patience": 2,
+        "max_rows": 1200,
+        "workers": 2,
+        "threads": None,
     },
 }
 VARIANTS = {"wmlp n_fix=1 kappa=0.5", "wmlp n_fix=1 kappa=1", "wmlp n_fix=8 kappa=0.5", "wmlp n_fix=8 kappa=1"}
@@ -84,8 +105,12 @@ def test_ablation_table_pairs_every_variant_with_the_mlps(run):
     table = beyond_paper.ablation_table(ensembles)
     assert len(table) == 2 * 4 * 2  # datasets x variants x measures
     assert set(zip(table["n_fix"], table["kappa"])) == {(1, 0.5), (1, 1.0), (8, 0.5), (8, 1.0)}
-    row = table[(table["dataset"] == "churn") & (table["n_fix"] == 8) & (table["kappa"] == 0.5)
-                & (table["measure"] == "ensemble_metric")].iloc[0]
+    row = table[
+        (table["dataset"] == "churn")
+        & (table["n_fix"] == 8)
+        & (table["kappa"] == 0.5)
+        & (table["measure"] == "ensemble_metric")
+    ].iloc[0]
     largest = ensembles[(ensembles["ensemble_size"] == 3) & (ensembles["dataset"] == "churn")]
     means = largest.groupby("type")["ensemble_metric"].mean()
     assert row["variant_minus_mlp"] == pytest.approx(means["wmlp n_fix=8 kappa=0.5"] - means["mlp"])
@@ -105,12 +130,24 @@ def test_mixtures_carry_their_balance_weight_and_scores(run):
     assert len(table) == 2 * 2 and table["effective_experts_with"].between(1, 4).all()
 
 
-@pytest.mark.parametrize("section, headings", [
-    ("deep_ensembles", ["## Beyond accuracy: uncertainty and diversity",
-                        "## A third way to break symmetry: sigma-Asymmetric MLPs",
-                        "## Ablation: how many weights to freeze", "## Ablation: how large the frozen values"]),
-    ("mixtures", ["## Beyond accuracy: uncertainty and the experts' diversity", "## Ablation: a load-balancing loss"]),
-])
+@pytest.mark.parametrize(
+    "section, headings",
+    [
+        (
+            "deep_ensembles",
+            [
+                "## Beyond accuracy: uncertainty and diversity",
+                "## A third way to break symmetry: sigma-Asymmetric MLPs",
+                "## Ablation: how many weights to freeze",
+                "## Ablation: how large the frozen values",
+            ],
+        ),
+        (
+            "mixtures",
+            ["## Beyond accuracy: uncertainty and the experts' diversity", "## Ablation: a load-balancing loss"],
+        ),
+    ],
+)
 def test_reports_have_a_section_per_question_and_run_clean(run, section, headings):
     html = build_report(run[section], section=section)
     report = nbformat.read(html.with_suffix(".ipynb"), as_version=4)
@@ -120,18 +157,34 @@ def test_reports_have_a_section_per_question_and_run_clean(run, section, heading
     errors = [o for c in report.cells for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, errors[0]["evalue"] if errors else ""
     page = html.read_text()
-    for title in ("Uncertainty of ensembles", "Diversity of the members", "against n_fix", "against kappa") \
-            if section == "deep_ensembles" else ("Diversity of a mixture's experts", "weight of the load-balancing loss"):
+    for title in (
+        ("Uncertainty of ensembles", "Diversity of the members", "against n_fix", "against kappa")
+        if section == "deep_ensembles"
+        else ("Diversity of a mixture's experts", "weight of the load-balancing loss")
+    ):
         assert title in page, title
     # The paper's figures keep to the paper's settings: no ablation variant reaches them.
-    figure3 = next(c for c in report.cells if c.source == "figures.figure3(ensembles)") if section == "deep_ensembles" else None
+    figure3 = (
+        next(c for c in report.cells if c.source == "figures.figure3(ensembles)")
+        if section == "deep_ensembles"
+        else None
+    )
     if figure3 is not None:
         assert "n_fix=" not in figure3.outputs[0]["data"]["text/html"]
 
 
 def test_old_results_without_the_new_columns_get_a_clear_error():
-    old = pd.DataFrame({"dataset": ["otto"], "metric_name": ["accuracy"], "hidden": [64], "type": ["mlp"],
-                        "ensemble_size": [2], "repeat": [0], "relative_improvement": [1.0]})
+    old = pd.DataFrame(
+        {
+            "dataset": ["otto"],
+            "metric_name": ["accuracy"],
+            "hidden": [64],
+            "type": ["mlp"],
+            "ensemble_size": [2],
+            "repeat": [0],
+            "relative_improvement": [1.0],
+        }
+    )
     with pytest.raises(ValueError, match="--force"):
         beyond_paper.uncertainty_table(old)
     assert not beyond_paper.has_ablations(old)
@@ -156,8 +209,12 @@ def test_every_shipped_profile_loads_and_the_ablations_profile_varies_each_axis(
 def test_profile_keys_are_checked_with_a_message_naming_key_and_expectation(tmp_path):
     from asymlib.execution.params import ParamsError, load_params
 
-    for key, value, expected in (("types", ["mlp", "cnn"], "out of mlp, wmlp, smlp"), ("n_fix", [0], "positive integers"),
-                                 ("kappa", [-1.0], "positive numbers"), ("n_fix", [64], "more than the smallest hidden size")):
+    for key, value, expected in (
+        ("types", ["mlp", "cnn"], "out of mlp, wmlp, smlp"),
+        ("n_fix", [0], "positive integers"),
+        ("kappa", [-1.0], "positive numbers"),
+        ("n_fix", [64], "more than the smallest hidden size"),
+    ):
         profile = {"deep_ensembles": {**PROFILE["deep_ensembles"], key: value}}
         path = tmp_path / "bad.yaml"
         path.write_text(yaml.safe_dump(profile))

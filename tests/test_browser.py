@@ -14,7 +14,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from test_stitch import BuiltReport, built_report
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
@@ -70,12 +69,23 @@ def report(request, tmp_path_factory) -> BuiltReport:
 
 def _chromium(html: Path, profile: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
         f"--user-data-dir={profile}",
         # No name resolves: a script fetched from a CDN would fail, and its chart with it.
         "--host-resolver-rules=MAP * ~NOTFOUND",
-        "--virtual-time-budget=10000", "--enable-logging=stderr", "--v=0", *extra, html.resolve().as_uri(),
+        "--virtual-time-budget=10000",
+        "--enable-logging=stderr",
+        "--v=0",
+        *extra,
+        html.resolve().as_uri(),
     ]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
@@ -88,8 +98,8 @@ def test_every_chart_renders_offline_and_a_screenshot_is_saved(report, tmp_path)
     dumped = _chromium(report.html, tmp_path / "profile", "--dump-dom")
     assert dumped.returncode == 0, dumped.stderr[-2000:]
     uncaught = [line for line in dumped.stderr.splitlines() if "Uncaught" in line]
-    assert not uncaught, (
-        "the page raised (vega fetched from a CDN? pip install vl-convert-python):\n" + "\n".join(uncaught[:5])
+    assert not uncaught, "the page raised (vega fetched from a CDN? pip install vl-convert-python):\n" + "\n".join(
+        uncaught[:5]
     )
     assert "Error loading script" not in dumped.stderr and "Javascript Error" not in dumped.stderr
 

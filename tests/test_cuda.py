@@ -12,15 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from toydata import RECORDABLE_MODELS, toy_data
 
 from asymlib.core.data import load_dataset
-from asymlib.execution.params import SECTIONS, load_params
-
 from asymlib.core.mixtures import MixtureEnsemble
 from asymlib.core.models import MLPEnsemble
 from asymlib.core.steps import EpochBatches, EpochRunner
 from asymlib.core.trainer import TrainConfig, _adamw, fit
-from toydata import RECORDABLE_MODELS, toy_data
+from asymlib.execution.params import SECTIONS, load_params
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -33,8 +32,7 @@ def _epochs(model, *, task, use_graph, epochs, sync_check_from=None):
     epoch ``sync_check_from`` on, any host synchronisation raises."""
     X, y, _, _ = (t.cuda() for t in toy_data(task))
     optimizer = _adamw(list(model.parameters()), TrainConfig(lr=1e-2))  # fit's: fused, capturable on a GPU
-    runner = EpochRunner(model, optimizer, EpochBatches(X, y, members=3, batch_size=64), task=task,
-                         use_graph=use_graph)
+    runner = EpochRunner(model, optimizer, EpochBatches(X, y, members=3, batch_size=64), task=task, use_graph=use_graph)
     generators = [torch.Generator().manual_seed(100 + m) for m in range(3)]
     for epoch in range(epochs):
         order = torch.stack([torch.randperm(len(X), generator=g) for g in generators]).cuda()
@@ -109,10 +107,13 @@ def test_opt_in_precisions_train_and_are_recorded(precision):
     assert abs(other - single).max() < 0.25 * single.max()  # ...about as float32 does
 
 
-@pytest.mark.parametrize("section, unit", [
-    ("deep_ensembles", {"hidden": 16, "repeat": 0}),
-    ("mixtures", {"gating": "standard", "kind": "iwmlp", "experts": 4, "balance_weight": 0.0}),
-])
+@pytest.mark.parametrize(
+    "section, unit",
+    [
+        ("deep_ensembles", {"hidden": 16, "repeat": 0}),
+        ("mixtures", {"gating": "standard", "kind": "iwmlp", "experts": 4, "balance_weight": 0.0}),
+    ],
+)
 def test_a_unit_on_the_gpu_gives_the_cpus_tables(section, unit):
     """A whole work unit (real data, early stopping, scoring) in float32 on the GPU against
     the CPU: the same epochs per member, every number within float32 rounding."""

@@ -19,13 +19,13 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
+from fingerprint import table_fingerprint
 
 from asymlib.core.data import RAW_FILES, load_dataset
 from asymlib.core.trainer import TrainConfig
@@ -35,7 +35,6 @@ from asymlib.execution.estimate import estimate_profile, unit_seconds, wall_hour
 from asymlib.sections.deep_ensembles import run_deep_ensembles
 from asymlib.sections.mixtures import run_mixtures
 from asymlib.sections.units import on_device
-from fingerprint import table_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
@@ -44,10 +43,20 @@ TABLES = {"deep_ensembles": ("models", "ensembles"), "mixtures": ("mixtures", "u
 
 #: Smoke narrowed to churn, with epochs enough for a unit to last a second or two.
 PROFILE = {
-    "deep_ensembles": {**SMOKE["deep_ensembles"], "datasets": ["churn"], "repeats": 2, "max_epochs": 60, "patience": 60},
+    "deep_ensembles": {
+        **SMOKE["deep_ensembles"],
+        "datasets": ["churn"],
+        "repeats": 2,
+        "max_epochs": 60,
+        "patience": 60,
+    },
     "mixtures": {
-        **SMOKE["mixtures"], "datasets": ["churn"], "gatings": ["standard"], "kinds": ["mlp", "wmlp"],
-        "max_epochs": 30, "patience": 30,
+        **SMOKE["mixtures"],
+        "datasets": ["churn"],
+        "gatings": ["standard"],
+        "kinds": ["mlp", "wmlp"],
+        "max_epochs": 30,
+        "patience": 30,
     },
 }
 
@@ -80,18 +89,33 @@ def serial(tmp_path_factory) -> dict[str, dict[str, str]]:
     process (one torch thread, tests/conftest.py) by the functions the notebooks call."""
     folder, data = tmp_path_factory.mktemp("serial"), _data_dir()
     common = lambda s: dict(  # noqa: E731
-        seed=s["seed"], config=TrainConfig(max_epochs=s["max_epochs"], patience=s["patience"]), data_dir=data,
-        max_rows=s["max_rows"], val_fraction=s["val_fraction"], progress=False,
+        seed=s["seed"],
+        config=TrainConfig(max_epochs=s["max_epochs"], patience=s["patience"]),
+        data_dir=data,
+        max_rows=s["max_rows"],
+        val_fraction=s["val_fraction"],
+        progress=False,
     )
     de = PROFILE["deep_ensembles"]
     models, ensembles = run_deep_ensembles(
-        "churn", out_dir=folder / "de", hidden_sizes=de["hidden_sizes"], members=de["members"],
-        ensemble_sizes=de["ensemble_sizes"], repeats=de["repeats"], **common(de),
+        "churn",
+        out_dir=folder / "de",
+        hidden_sizes=de["hidden_sizes"],
+        members=de["members"],
+        ensemble_sizes=de["ensemble_sizes"],
+        repeats=de["repeats"],
+        **common(de),
     )
     mx = PROFILE["mixtures"]
     mixtures, usage = run_mixtures(
-        "churn", out_dir=folder / "mx", gatings=mx["gatings"], kinds=mx["kinds"], experts=mx["experts"],
-        hidden=mx["hidden"], repeats=mx["repeats"], **common(mx),
+        "churn",
+        out_dir=folder / "mx",
+        gatings=mx["gatings"],
+        kinds=mx["kinds"],
+        experts=mx["experts"],
+        hidden=mx["hidden"],
+        repeats=mx["repeats"],
+        **common(mx),
     )
     frames = {"models": models, "ensembles": ensembles, "mixtures": mixtures, "usage": usage}
     return {section: {t: table_fingerprint(frames[t]) for t in tables} for section, tables in TABLES.items()}
@@ -118,10 +142,14 @@ def _cluster_by_hand(folder: Path, *, workers: int = 2):
     start = lambda *args: subprocess.Popen(  # noqa: E731
         [str(DASK), *args], stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder, start_new_session=True
     )
-    processes = [start("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--dashboard-address", ":0")]
+    processes = [
+        start("scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--dashboard-address", ":0")
+    ]
     client = None
     try:
-        processes += [start("worker", address, "--nthreads", "1", "--no-nanny", "--name", f"w{i}") for i in range(workers)]
+        processes += [
+            start("worker", address, "--nthreads", "1", "--no-nanny", "--name", f"w{i}") for i in range(workers)
+        ]
         client = Client(address, timeout=60)
         client.wait_for_workers(workers, timeout=120)
         pids = client.run(os.getpid)
@@ -144,7 +172,18 @@ def test_a_cluster_started_by_hand_gives_the_serial_tables(serial, data_env, tmp
     # the mixtures here, the deep ensembles in the next test: both sections go through a cluster by hand
     profile = _profile(tmp_path, sections=["mixtures"])
     with _cluster_by_hand(tmp_path) as (address, workers, _):
-        status = main(["run", str(profile), "--scheduler", address, "--out", str(tmp_path / "runs"), "--no-progress", "--no-report"])
+        status = main(
+            [
+                "run",
+                str(profile),
+                "--scheduler",
+                address,
+                "--out",
+                str(tmp_path / "runs"),
+                "--no-progress",
+                "--no-report",
+            ]
+        )
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert f"on the Dask cluster at {address} (2 workers now)" in printed and "dashboard: http://127.0.0.1:" in printed
@@ -155,9 +194,23 @@ def test_a_worker_killed_mid_task_is_replaced_and_the_tables_are_the_same(serial
     profile = _profile(tmp_path, sections=["deep_ensembles"])
     with _cluster_by_hand(tmp_path) as (address, workers, client):
         runner = subprocess.Popen(
-            [sys.executable, "-m", "asymlib", "run", str(profile), "--scheduler", address, "--out", str(tmp_path / "runs"),
-             "--no-progress", "--no-report"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+            [
+                sys.executable,
+                "-m",
+                "asymlib",
+                "run",
+                str(profile),
+                "--scheduler",
+                address,
+                "--out",
+                str(tmp_path / "runs"),
+                "--no-progress",
+                "--no-report",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
         )
         deadline, killed = time.monotonic() + 120, None
         while killed is None and time.monotonic() < deadline and runner.poll() is None:
@@ -178,9 +231,23 @@ def test_a_killed_client_resumes_from_the_shards_it_wrote(serial, data_env, tmp_
     profile = _profile(tmp_path, sections=["mixtures"])
     section = tmp_path / "runs" / "churn" / "mixtures"
     runner = subprocess.Popen(
-        [sys.executable, "-m", "asymlib", "run", str(profile), "--out", str(tmp_path / "runs"), "--workers", "1",
-         "--no-progress", "--no-report"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "asymlib",
+            "run",
+            str(profile),
+            "--out",
+            str(tmp_path / "runs"),
+            "--workers",
+            "1",
+            "--no-progress",
+            "--no-report",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 180
     while len(list(section.glob("shards/*-mixtures.parquet"))) < 1 and time.monotonic() < deadline:
@@ -224,7 +291,9 @@ def test_a_units_data_move_to_its_device_in_one_copy(data_env):
     # The "meta" device (shapes without storage) stands in for a GPU: the same code path.
     moved = on_device(data, "meta")
     parts = ("X_train", "y_train", "X_val", "y_val", "X_test", "y_test")
-    assert all(getattr(moved, p).device.type == "meta" and getattr(moved, p).shape == getattr(data, p).shape for p in parts)
+    assert all(
+        getattr(moved, p).device.type == "meta" and getattr(moved, p).shape == getattr(data, p).shape for p in parts
+    )
     assert all(getattr(data, p).device.type == "cpu" for p in parts) and moved.feature_names == data.feature_names
     assert on_device(moved, "meta") is moved
 
@@ -233,8 +302,24 @@ def test_a_units_data_move_to_its_device_in_one_copy(data_env):
 
 
 def test_estimate_of_the_smoke_profile(data_env, capsys):
-    assert main(["estimate", str(REPO / "params" / "smoke.yaml"), "--workers", "1", "4", "--no-progress",
-                 "--datasets", "churn", "mnist", "--sections", "deep_ensembles"]) == 0
+    assert (
+        main(
+            [
+                "estimate",
+                str(REPO / "params" / "smoke.yaml"),
+                "--workers",
+                "1",
+                "4",
+                "--no-progress",
+                "--datasets",
+                "churn",
+                "mnist",
+                "--sections",
+                "deep_ensembles",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "CPU-hours per section and dataset" in printed and "   4 workers:" in printed
 

@@ -60,9 +60,7 @@ def data_dir() -> Path:
     for candidate in (REPO / "data", REPO.parent / "shared" / "data"):
         if candidate.is_dir():
             return candidate
-    pytest.fail(
-        "raw data not found: set ASYMLIB_DATA or run `asymlib fetch --from <mirror>`"
-    )
+    pytest.fail("raw data not found: set ASYMLIB_DATA or run `asymlib fetch --from <mirror>`")
 
 
 @pytest.fixture(scope="module")
@@ -203,9 +201,7 @@ def _california_features(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """sklearn's fetch_california_housing derivation, written out independently."""
     raw = np.loadtxt(path, delimiter=",")
     lon, lat, age, rooms, beds, pop, households, income, value = raw.T
-    X = np.column_stack(
-        [income, age, rooms / households, beds / households, pop, pop / households, lat, lon]
-    )
+    X = np.column_stack([income, age, rooms / households, beds / households, pop, pop / households, lat, lon])
     return X, value / 100000.0
 
 
@@ -308,9 +304,7 @@ def test_adult_one_hot_counts_match_raw_files(load, data_dir):
         assert f"{column}=MissingValue" in ds.feature_names
     assert not any("?" in f or f.endswith(".") or f.startswith("income") for f in ds.feature_names)
 
-    rows = _parse_adult_by_hand(data_dir / "adult.data") + _parse_adult_by_hand(
-        data_dir / "adult.test"
-    )
+    rows = _parse_adult_by_hand(data_dir / "adult.data") + _parse_adult_by_hand(data_dir / "adult.test")
     assert len(rows) == 48842
     raw = load("adult", standardize=False)
     X = torch.cat([raw.X_train, raw.X_val, raw.X_test]).double()
@@ -498,9 +492,7 @@ def _write_bad(case: str, data_dir: Path, tmp_path: Path) -> tuple[str, Path]:
         return "california", bad
     if case == "churn_without_exited":
         bad = _link_others("churn", data_dir, tmp_path, "Churn_Modelling.csv")
-        pd.read_csv(data_dir / "Churn_Modelling.csv").drop(columns="Exited").to_csv(
-            bad, index=False
-        )
+        pd.read_csv(data_dir / "Churn_Modelling.csv").drop(columns="Exited").to_csv(bad, index=False)
         return "churn", bad
     if case == "churn_bad_label":
         bad = _link_others("churn", data_dir, tmp_path, "Churn_Modelling.csv")
@@ -612,9 +604,7 @@ def _text_lines(path: Path) -> list[str]:
     return (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode().splitlines()
 
 
-def _write_with_cell(
-    data_dir: Path, tmp_path: Path, name: str, rel: str, column: str, row: int, text: str
-) -> Path:
+def _write_with_cell(data_dir: Path, tmp_path: Path, name: str, rel: str, column: str, row: int, text: str) -> Path:
     """A copy of the head of the real file ``rel`` in tmp_path with one cell set to
     ``text`` (data row ``row``, from 1); the dataset's other files are linked."""
     bad = _link_others(name, data_dir, tmp_path, rel)
@@ -672,9 +662,7 @@ def test_california_ratios_name_raw_columns_and_row(data_dir, tmp_path):
 
     tiny = tmp_path / "tiny"
     tiny.mkdir()
-    bad = _write_with_cell(
-        data_dir, tiny, "california", "cal_housing.data", "households", 12, "1e-40"
-    )
+    bad = _write_with_cell(data_dir, tiny, "california", "cal_housing.data", "households", 12, "1e-40")
     with pytest.raises(MalformedDataError) as info:
         load_dataset("california", data_dir=tiny)
     message = str(info.value)
@@ -750,8 +738,16 @@ def test_bad_fraction_is_rejected(parameter, value, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"max_rows": 0}, {"max_rows": -3}, {"max_rows": 2.5}, {"max_rows": True},
-               {"split_seed": -1}, {"split_seed": 1.5}, {"split_seed": None}]  # fmt: skip
+    "kwargs",
+    [
+        {"max_rows": 0},
+        {"max_rows": -3},
+        {"max_rows": 2.5},
+        {"max_rows": True},
+        {"split_seed": -1},
+        {"split_seed": 1.5},
+        {"split_seed": None},
+    ],  # fmt: skip
 )
 def test_bad_max_rows_or_seed_is_rejected(kwargs, tmp_path):
     with pytest.raises(ValueError, match=next(iter(kwargs))):
@@ -835,9 +831,7 @@ def _california_archive(data_dir: Path, monkeypatch) -> bytes:
     record = DATASET_RECORDS["california"]
     (download,) = record.downloads
     download = dataclasses.replace(download, sha256=hashlib.sha256(archive).hexdigest())
-    monkeypatch.setitem(
-        DATASET_RECORDS, "california", dataclasses.replace(record, downloads=(download,))
-    )
+    monkeypatch.setitem(DATASET_RECORDS, "california", dataclasses.replace(record, downloads=(download,)))
     return archive
 
 

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from asymlib.core.data import load_dataset
-from asymlib.sections.units import ShardStore
-from asymlib.sections.deep_ensembles import member_seeds, run_deep_ensembles, train_deep_ensemble
 from asymlib.core.trainer import TrainConfig
+from asymlib.sections.deep_ensembles import member_seeds, run_deep_ensembles, train_deep_ensemble
+from asymlib.sections.units import ShardStore
 
 CONFIG = TrainConfig(max_epochs=3, patience=2)
 
@@ -24,8 +24,12 @@ def test_seeds_differ_per_member_and_repeat_and_are_stable():
 
 
 def test_a_unit_repeats_exactly_and_gives_tidy_tables(churn):
-    first = train_deep_ensemble(churn, hidden=8, kind="wmlp", members=4, ensemble_sizes=[2, 4], config=CONFIG, progress=False)
-    again = train_deep_ensemble(churn, hidden=8, kind="wmlp", members=4, ensemble_sizes=[2, 4], config=CONFIG, progress=False)
+    first = train_deep_ensemble(
+        churn, hidden=8, kind="wmlp", members=4, ensemble_sizes=[2, 4], config=CONFIG, progress=False
+    )
+    again = train_deep_ensemble(
+        churn, hidden=8, kind="wmlp", members=4, ensemble_sizes=[2, 4], config=CONFIG, progress=False
+    )
     models, ensembles = first
     pd.testing.assert_frame_equal(models.drop(columns="train_time"), again[0].drop(columns="train_time"))
     assert len(models) == 4 and list(ensembles["ensemble_size"]) == [2, 4]
@@ -34,15 +38,27 @@ def test_a_unit_repeats_exactly_and_gives_tidy_tables(churn):
 
 
 def test_mlp_and_wmlp_share_member_seeds(churn):
-    mlp, _ = train_deep_ensemble(churn, hidden=8, kind="mlp", members=3, ensemble_sizes=[2], config=CONFIG, progress=False)
-    wmlp, _ = train_deep_ensemble(churn, hidden=8, kind="wmlp", members=3, ensemble_sizes=[2], config=CONFIG, progress=False)
+    mlp, _ = train_deep_ensemble(
+        churn, hidden=8, kind="mlp", members=3, ensemble_sizes=[2], config=CONFIG, progress=False
+    )
+    wmlp, _ = train_deep_ensemble(
+        churn, hidden=8, kind="wmlp", members=3, ensemble_sizes=[2], config=CONFIG, progress=False
+    )
     assert mlp["init_seed"].tolist() == wmlp["init_seed"].tolist()
     assert mlp["order_seed"].tolist() == wmlp["order_seed"].tolist()
 
 
 def test_finished_units_are_not_trained_again(tmp_path, monkeypatch):
-    settings = dict(out_dir=tmp_path, hidden_sizes=[8], members=2, ensemble_sizes=[2], repeats=2,
-                    config=CONFIG, max_rows=600, progress=False)
+    settings = dict(
+        out_dir=tmp_path,
+        hidden_sizes=[8],
+        members=2,
+        ensemble_sizes=[2],
+        repeats=2,
+        config=CONFIG,
+        max_rows=600,
+        progress=False,
+    )
     models, ensembles = run_deep_ensembles("churn", **settings)
     assert len(models) == 2 * 2 * 2 and len(ensembles) == 2 * 2
     assert ShardStore(tmp_path, tables=("models", "ensembles")).units() == ["churn-h8-r0", "churn-h8-r1"]

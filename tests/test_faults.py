@@ -157,7 +157,9 @@ def _california_with_a_huge_target(tmp_path: Path) -> Path:
 def test_diverged_members_are_flagged_left_out_and_named(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ASYMLIB_DATA", str(_california_with_a_huge_target(tmp_path)))
     profile = _profile(
-        tmp_path, "diverging", datasets=["california"],
+        tmp_path,
+        "diverging",
+        datasets=["california"],
         mixtures={"datasets": ["california"], "gatings": ["standard"], "kinds": ["mlp"], "experts": [2]},
     )
     out = tmp_path / "runs"
@@ -224,7 +226,9 @@ def _read_only(folder: Path):
     permissions, so as root the folder becomes a read-only bind mount of itself (the
     mount namespace of a container allows it); anyone else gets the write bits removed."""
     if os.geteuid() == 0:
-        mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True, text=True)
+        mounted = subprocess.run(
+            ["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True, text=True
+        )
         if mounted.returncode != 0:
             pytest.fail(f"cannot make a read-only folder as root here (mount: {mounted.stderr.strip()})")
         try:
@@ -250,8 +254,10 @@ def test_output_folders_that_cannot_be_written(finished, data_env, tmp_path, cap
     with _read_only(folder):
         assert _run(profile, "--out", folder / "empty") == 2
         message = capsys.readouterr().err.strip().splitlines()
-        assert message == [f"asymlib run: cannot write to {folder / 'empty' / 'pair' / 'deep_ensembles'}: "
-                           f"{'Read-only file system' if os.geteuid() == 0 else 'Permission denied'}"]
+        assert message == [
+            f"asymlib run: cannot write to {folder / 'empty' / 'pair' / 'deep_ensembles'}: "
+            f"{'Read-only file system' if os.geteuid() == 0 else 'Permission denied'}"
+        ]
 
         assert _run(profile, "--out", folder / "runs") == 0  # re-summarising writes nothing
         assert "skipped (already complete): churn, california" in capsys.readouterr().out
@@ -314,7 +320,11 @@ def _start_runner(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
     profile = _profile(tmp_path, "stoppable", datasets=["mnist", "otto"], max_epochs=1000, patience=1000, max_rows=5000)
     runner = subprocess.Popen(
         [sys.executable, "-m", "asymlib", "run", str(profile), "--out", str(tmp_path / "runs"), "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
         env={**os.environ, "ASYMLIB_DATA": str(_data_dir())},
     )
     deadline = time.monotonic() + 120
@@ -367,7 +377,10 @@ def test_a_notebook_stops_with_the_runner(tmp_path, data_env):
     profile = _profile(tmp_path, "notebooks", datasets=["churn"])
     runner = subprocess.Popen(
         [sys.executable, "-m", "asymlib", "run", str(profile), "--out", str(tmp_path / "runs"), "--no-progress"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

@@ -7,10 +7,10 @@ import json
 import pandas as pd
 import pytest
 
+from asymlib.core.statistics import improvement_statistics
 from asymlib.reports import figures_deep_ensembles as figures
 from asymlib.reports import figures_mixtures
 from asymlib.reports.tables import PAPER_FIGURES
-from asymlib.core.statistics import improvement_statistics
 
 SIZES = (2, 4)
 
@@ -24,11 +24,20 @@ def _ensembles() -> pd.DataFrame:
                 for k in SIZES:
                     metric = single + step * (extra + k / 2) + 0.001 * repeat
                     gain = 100 * abs(metric - single) / single
-                    rows.append({
-                        "dataset": dataset, "metric_name": metric_name, "hidden": 64, "repeat": repeat, "type": kind,
-                        "ensemble_size": k, "ensemble_metric": metric, "interpolated_metric": single,
-                        "single_mean": single, "relative_improvement": gain,
-                    })
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "metric_name": metric_name,
+                            "hidden": 64,
+                            "repeat": repeat,
+                            "type": kind,
+                            "ensemble_size": k,
+                            "ensemble_metric": metric,
+                            "interpolated_metric": single,
+                            "single_mean": single,
+                            "relative_improvement": gain,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -59,8 +68,12 @@ def test_figure1_has_ours_and_both_paper_series():
 
     printed = {(r["hidden"], r["type"]): r["relative_improvement"] for r in by_source["paper (Figure 1)"]}
     assert printed == {
-        (64, "mlp"): 1.21, (64, "wmlp"): 2.12, (128, "mlp"): 1.38, (128, "wmlp"): 2.33,
-        (256, "mlp"): 1.59, (256, "wmlp"): 2.98,
+        (64, "mlp"): 1.21,
+        (64, "wmlp"): 2.12,
+        (128, "mlp"): 1.38,
+        (128, "wmlp"): 2.33,
+        (256, "mlp"): 1.59,
+        (256, "wmlp"): 2.98,
     }
     assert {r["ensemble_size"] for r in by_source["paper (Figure 1)"]} == {64}
 
@@ -92,19 +105,29 @@ def test_figure3_has_our_bands_and_the_papers_points():
     paper = [r for r in rows if r["source"] == "paper"]
     assert {r["dataset"] for r in rows} == {"california", "adult"}
     point = next(
-        r for r in paper
-        if r["series"] == "paper: ensemble" and r["dataset"] == "california" and r["hidden"] == 64
-        and r["type"] == "wmlp" and r["ensemble_size"] == 64
+        r
+        for r in paper
+        if r["series"] == "paper: ensemble"
+        and r["dataset"] == "california"
+        and r["hidden"] == 64
+        and r["type"] == "wmlp"
+        and r["ensemble_size"] == 64
     )
     assert point["value"] == pytest.approx(0.51322)  # the CSV's point
     singles = [r for r in paper if r["series"] == "paper: mean single model"]
     assert len(singles) == 2 * 3 * 2  # one per dataset, hidden size and type
 
     ours = next(
-        r for r in rows
-        if r["series"] == "ours: ensemble" and r["dataset"] == "adult" and r["type"] == "mlp" and r["ensemble_size"] == 4
+        r
+        for r in rows
+        if r["series"] == "ours: ensemble"
+        and r["dataset"] == "adult"
+        and r["type"] == "mlp"
+        and r["ensemble_size"] == 4
     )
-    values = ensembles[(ensembles["dataset"] == "adult") & (ensembles["type"] == "mlp") & (ensembles["ensemble_size"] == 4)]["ensemble_metric"]
+    values = ensembles[
+        (ensembles["dataset"] == "adult") & (ensembles["type"] == "mlp") & (ensembles["ensemble_size"] == 4)
+    ]["ensemble_metric"]
     assert ours["value"] == pytest.approx(values.mean())
     assert ours["low"] == pytest.approx(values.mean() - values.std())
     assert ours["high"] == pytest.approx(values.mean() + values.std())
@@ -130,7 +153,9 @@ def test_slider_chart_binds_the_ensemble_size():
     # The paper's points only at our hidden and ensemble sizes, so every position compares like with like.
     paper = [r for r in rows if r["source"] == "paper"]
     assert {(r["hidden"], r["ensemble_size"]) for r in paper} == {(64, 2), (64, 4)}
-    california = next(r for r in paper if r["dataset"] == "california" and r["type"] == "mlp" and r["ensemble_size"] == 4)
+    california = next(
+        r for r in paper if r["dataset"] == "california" and r["type"] == "mlp" and r["ensemble_size"] == 4
+    )
     assert california["relative_improvement"] == pytest.approx(_paper_gain("california", 64, "mlp", 4))
 
 
@@ -171,7 +196,9 @@ def test_improvement_chart_carries_the_intervals():
 def test_charts_stay_small():
     ensembles = _ensembles()
     charts = [
-        figures.figure1(ensembles), figures.figure3(ensembles), figures.size_slider_chart(ensembles),
+        figures.figure1(ensembles),
+        figures.figure3(ensembles),
+        figures.size_slider_chart(ensembles),
         figures.improvement_chart(improvement_statistics(ensembles)),
     ]
     for chart in charts:
@@ -194,18 +221,28 @@ def _mixtures() -> pd.DataFrame:
                 for experts in EXPERTS:
                     for repeat in range(2):
                         metric = base + step * (kind_index + gating_index + experts / 2) + 0.004 * repeat
-                        rows.append({
-                            "dataset": dataset, "gating": gating, "kind": kind, "experts": experts, "repeat": repeat,
-                            "metric_name": metric_name, "metric": metric,
-                        })
+                        rows.append(
+                            {
+                                "dataset": dataset,
+                                "gating": gating,
+                                "kind": kind,
+                                "experts": experts,
+                                "repeat": repeat,
+                                "metric_name": metric_name,
+                                "metric": metric,
+                            }
+                        )
     return pd.DataFrame(rows)
 
 
 def _paper_moe(dataset: str, gating: str, kind: str, experts: int) -> float:
     reference = pd.read_csv(PAPER_FIGURES)
     row = reference[
-        (reference["section"] == "moe") & (reference["dataset"] == dataset) & (reference["gating"] == gating)
-        & (reference["series"] == kind) & (reference["x"] == experts)
+        (reference["section"] == "moe")
+        & (reference["dataset"] == dataset)
+        & (reference["gating"] == gating)
+        & (reference["series"] == kind)
+        & (reference["x"] == experts)
     ]
     return row["value"].item()
 
@@ -245,7 +282,9 @@ def test_figure2_averages_gains_over_repeats_then_datasets():
     # The paper's Figure 4 turned into the same measure, over our datasets, at all its sizes.
     paper = {(r["gating"], r["kind"], r["experts"]): r for r in by_source["paper"]}
     assert {r["experts"] for r in by_source["paper"]} == {2, 4, 8, 16, 32, 64, 128}
-    expected = (_paper_gain_over_2("california", "gumbel", "iwmlp", 128) + _paper_gain_over_2("adult", "gumbel", "iwmlp", 128)) / 2
+    expected = (
+        _paper_gain_over_2("california", "gumbel", "iwmlp", 128) + _paper_gain_over_2("adult", "gumbel", "iwmlp", 128)
+    ) / 2
     assert paper[("gumbel", "iwmlp", 128)]["relative_to_2"] == pytest.approx(expected)
     assert paper[("gumbel", "iwmlp", 128)]["datasets"] == 2
 
@@ -254,7 +293,9 @@ def test_figure2_table_puts_ours_beside_the_paper_at_our_sizes():
     table = figures_mixtures.figure2_table(_mixtures())
     assert list(table.columns) == ["ours_2", "paper_2", "ours_4", "paper_4"]
     assert list(table.index)[:2] == [("standard", "mlp"), ("standard", "wmlp")] and len(table) == 8
-    expected = (_paper_gain_over_2("california", "standard", "wmlp", 4) + _paper_gain_over_2("adult", "standard", "wmlp", 4)) / 2
+    expected = (
+        _paper_gain_over_2("california", "standard", "wmlp", 4) + _paper_gain_over_2("adult", "standard", "wmlp", 4)
+    ) / 2
     assert table.loc[("standard", "wmlp"), "paper_4"] == pytest.approx(expected)
 
 
@@ -270,7 +311,8 @@ def test_figure4_has_our_bands_and_the_papers_points():
     assert paper[("california", "standard", "mlp", 8)]["value"] == pytest.approx(0.52717)  # the CSV's point
 
     ours = next(
-        r for r in by_source["ours"]
+        r
+        for r in by_source["ours"]
         if (r["dataset"], r["gating"], r["kind"], r["experts"]) == ("adult", "standard", "imlp", 4)
     )
     values = pd.Series([0.80 + 0.01 * 4, 0.80 + 0.01 * 4 + 0.004])
@@ -290,7 +332,9 @@ def test_experts_slider_binds_the_number_of_experts():
     # The paper's points only at our gatings and numbers of experts.
     paper = [r for r in _values(chart) if r["source"] == "paper"]
     assert {r["experts"] for r in paper} == {2, 4} and len(paper) == 2 * 2 * 4 * 2
-    point = next(r for r in paper if (r["dataset"], r["gating"], r["kind"], r["experts"]) == ("california", "gumbel", "wmlp", 4))
+    point = next(
+        r for r in paper if (r["dataset"], r["gating"], r["kind"], r["experts"]) == ("california", "gumbel", "wmlp", 4)
+    )
     assert point["metric"] == pytest.approx(_paper_moe("california", "gumbel", "wmlp", 4))
 
 
@@ -321,7 +365,11 @@ def test_mixture_explorer_updates_its_view_and_keeps_a_static_copy():
 
 def test_mixture_charts_stay_small():
     mixtures = _mixtures()
-    for chart in [figures_mixtures.figure2(mixtures), figures_mixtures.figure4(mixtures), figures_mixtures.experts_slider_chart(mixtures)]:
+    for chart in [
+        figures_mixtures.figure2(mixtures),
+        figures_mixtures.figure4(mixtures),
+        figures_mixtures.experts_slider_chart(mixtures),
+    ]:
         assert len(_values(chart)) < 500
         assert len(json.dumps(chart.to_dict())) < 200_000
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from labdriver import CHROMIUM, CHROMIUM_ARGS, JupyterLabServer, LabPage, saved_errors
 from test_stitch import BuiltReport, built_report
 
@@ -105,7 +104,8 @@ def _chart_outputs(path: Path) -> int:
     notebook = nbformat.read(path, as_version=4)
     return sum(
         str(output.get("data", {}).get("text/html", "")).count('<div id="altair-viz-')
-        for cell in notebook.cells for output in cell.get("outputs", [])
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
     )
 
 
@@ -145,8 +145,11 @@ def _dataset_outputs(path: Path) -> dict[str, list]:
     """The outputs of every code cell under the report's "The datasets' notebooks" heading."""
     notebook = nbformat.read(path, as_version=4)
     start = next(i for i, c in enumerate(notebook.cells) if c.source.startswith("# The datasets' notebooks"))
-    return {cell.id: [dict(o.get("data", {})) or o.get("text") for o in cell.outputs]
-            for cell in notebook.cells[start:] if cell.cell_type == "code"}
+    return {
+        cell.id: [dict(o.get("data", {})) or o.get("text") for o in cell.outputs]
+        for cell in notebook.cells[start:]
+        if cell.cell_type == "code"
+    }
 
 
 def test_run_all_on_a_report_draws_every_chart_and_keeps_every_result(page, lab_root, report, tmp_path):

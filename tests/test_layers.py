@@ -120,6 +120,7 @@ def test_sigma_gates_are_frozen_shared_and_drawn_from_integers_alone():
     assert torch.equal(again.gate2, gates[2])
     # Never the W-Asymmetric draws of the same shape and seed.
     from asymlib.core.layers import wasym_entries
+
     assert not torch.equal(sigma_gate(8, seed=(7, 1)), wasym_entries(8, 8, n_fix=8, seed=(7, 1)).values)
     # The network's activation is z * sigmoid(z C), not GELU.
     z = torch.randn(3, 4, 8)

@@ -18,8 +18,14 @@ def _autograd_step(model, x, y, task):
     return losses.detach(), [p.grad.clone() for p in model.parameters()]
 
 
-KINDS = [("mlp", "paper"), ("wmlp", "paper"), ("imlp", "paper"), ("iwmlp", "paper"),
-         ("imlp", "release"), ("iwmlp", "release")]  # the release's MoE is the paper's
+KINDS = [
+    ("mlp", "paper"),
+    ("wmlp", "paper"),
+    ("imlp", "paper"),
+    ("iwmlp", "paper"),
+    ("imlp", "release"),
+    ("iwmlp", "release"),
+]  # the release's MoE is the paper's
 
 
 @pytest.mark.parametrize("kind, architecture", KINDS)
@@ -31,15 +37,30 @@ def test_hand_written_mixture_gradients_equal_autograd(kind, architecture, gatin
     the gradients agree to float32 rounding, not bit for bit."""
     g = torch.Generator().manual_seed(0)
     n_fix = [2, 3, 3, 2] if architecture == "paper" else [2, 3, 3, 2, 1]
-    model = MixtureEnsemble(in_features, 8, n_out, members=3, experts=4, kind=kind, gating=gating,
-                            init_seeds=[1, 2, 3], noise_seeds=[4, 5, 6], mask_seed=7, n_fix=n_fix,
-                            architecture=architecture)
+    model = MixtureEnsemble(
+        in_features,
+        8,
+        n_out,
+        members=3,
+        experts=4,
+        kind=kind,
+        gating=gating,
+        init_seeds=[1, 2, 3],
+        noise_seeds=[4, 5, 6],
+        mask_seed=7,
+        n_fix=n_fix,
+        architecture=architecture,
+    )
     model.train()
     twin = copy.deepcopy(model)  # the same Gumbel generators, drawn by the hand-written step
     # a full batch, then a shorter one that reuses the full one's buffers
     for batch in (32, 7):
         x = torch.randn(3, batch, in_features, generator=g)
-        y = torch.randn(3, batch, generator=g) if task == "regression" else torch.randint(0, n_out, (3, batch), generator=g)
+        y = (
+            torch.randn(3, batch, generator=g)
+            if task == "regression"
+            else torch.randint(0, n_out, (3, batch), generator=g)
+        )
         expected_losses, expected = _autograd_step(model, x, y, task)
         twin.zero_grad(set_to_none=True)
         losses = twin.loss_and_gradients(x, y, task=task)

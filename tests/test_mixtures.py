@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from toydata import toy_data
 
 from asymlib.core.mixtures import GATINGS, MIXTURE_KINDS, MixtureEnsemble, gumbel_noise
 from asymlib.core.models import MLPEnsemble
 from asymlib.core.trainer import TrainConfig, fit
-from toydata import toy_data
 
 
 @pytest.fixture(autouse=True)
@@ -167,7 +167,9 @@ def test_stacked_experts_match_experts_run_one_by_one(kind, out_features):
 @pytest.mark.parametrize("architecture", ["paper", "release"])
 @pytest.mark.parametrize("hidden", [3, 16])  # both orders of summation in ExpertLinear.interpolate
 def test_moie_equals_per_example_interpolated_parameters(hidden, architecture):
-    model = MixtureEnsemble(5, hidden, 4, members=2, experts=3, kind="imlp", init_seeds=[5, 6], architecture=architecture)
+    model = MixtureEnsemble(
+        5, hidden, 4, members=2, experts=3, kind="imlp", init_seeds=[5, 6], architecture=architecture
+    )
     x = torch.randn(8, 5)
     alpha = torch.softmax(torch.randn(2, 8, 3), dim=-1)
     out = model.mix(x, alpha)
@@ -195,18 +197,31 @@ def test_moie_with_wmlp_experts_keeps_frozen_entries_exact(gating):
         assert not torch.equal(layer.weight[~mask], old[~mask])  # the rest did train
 
 
-@pytest.mark.parametrize("kind, gating, task, architecture", [
-    ("wmlp", "gumbel", "multiclass", "paper"), ("imlp", "standard", "regression", "paper"),
-    ("iwmlp", "gumbel", "regression", "release"),
-])
+@pytest.mark.parametrize(
+    "kind, gating, task, architecture",
+    [
+        ("wmlp", "gumbel", "multiclass", "paper"),
+        ("imlp", "standard", "regression", "paper"),
+        ("iwmlp", "gumbel", "regression", "release"),
+    ],
+)
 def test_mixtures_trained_together_equal_each_trained_alone(kind, gating, task, architecture):
     X, y, Xv, yv = toy_data(task)
     n_out = 1 if task == "regression" else 3
     config = TrainConfig(lr=1e-2, batch_size=64, max_epochs=30, patience=2)
     init, order, noise = [11, 12, 13], [21, 22, 23], [31, 32, 33]
     build = lambda members, i: MixtureEnsemble(  # noqa: E731
-        5, 8, n_out, members=members, experts=3, kind=kind, gating=gating,
-        init_seeds=init[i], noise_seeds=noise[i], mask_seed=3, architecture=architecture,
+        5,
+        8,
+        n_out,
+        members=members,
+        experts=3,
+        kind=kind,
+        gating=gating,
+        init_seeds=init[i],
+        noise_seeds=noise[i],
+        mask_seed=3,
+        architecture=architecture,
     )
     together = build(3, slice(None))
     result = fit(together, X, y, Xv, yv, task=task, order_seeds=order, config=config, progress=False)
@@ -225,7 +240,15 @@ def test_expert_usage_is_recorded_every_epoch_per_mixture():
     model = MixtureEnsemble(5, 8, 3, members=2, experts=4, gating="gumbel", init_seeds=[0, 1])
     config = TrainConfig(lr=1e-2, batch_size=64, max_epochs=12, patience=2)
     result = fit(
-        model, X, y, Xv, yv, task="multiclass", order_seeds=[0, 1], config=config, progress=False,
+        model,
+        X,
+        y,
+        Xv,
+        yv,
+        task="multiclass",
+        order_seeds=[0, 1],
+        config=config,
+        progress=False,
         monitor=lambda m: m.expert_usage(Xv),
     )
     usage = result.monitored
@@ -245,7 +268,13 @@ def test_the_release_moie_is_five_relu_layers_with_two_frozen_entries_each(kind)
     """The code release's MoIE: d -> h, three h -> h, h -> out, ReLU between them; an iwmlp
     freezes 2 entries per unit in every layer. Its expert run alone is that network."""
     model = MixtureEnsemble(6, 16, 3, members=2, experts=3, kind=kind, init_seeds=[1, 2], architecture="release")
-    assert [(l.in_features, l.out_features) for l in model.layers] == [(6, 16), (16, 16), (16, 16), (16, 16), (16, 3)]
+    assert [(layer.in_features, layer.out_features) for layer in model.layers] == [
+        (6, 16),
+        (16, 16),
+        (16, 16),
+        (16, 16),
+        (16, 3),
+    ]
     assert model.activation == "relu" and model.n_fix == (2,) * 5
     if kind == "iwmlp":
         assert all((layer.frozen_mask.sum(dim=-2) == 2).all() for layer in model.layers)  # per output unit
@@ -257,8 +286,10 @@ def test_the_release_moie_is_five_relu_layers_with_two_frozen_entries_each(kind)
 
 @pytest.mark.parametrize("kind", ["mlp", "wmlp"])
 def test_the_release_moe_is_the_papers(kind):
-    paper, release = (MixtureEnsemble(6, 16, 3, members=2, experts=3, kind=kind, init_seeds=[1, 2], mask_seed=5,
-                                      architecture=a) for a in ("paper", "release"))
+    paper, release = (
+        MixtureEnsemble(6, 16, 3, members=2, experts=3, kind=kind, init_seeds=[1, 2], mask_seed=5, architecture=a)
+        for a in ("paper", "release")
+    )
     for p, r in zip(paper.parameters(), release.parameters()):
         assert torch.equal(p, r)
     x = torch.randn(9, 6)
@@ -280,8 +311,16 @@ def test_mixture_units_give_tidy_tables_and_resume(tmp_path, monkeypatch):
     import asymlib.sections.mixtures as experiments
     from asymlib.sections.units import ShardStore
 
-    settings = dict(out_dir=tmp_path, gatings=["gumbel"], kinds=["mlp", "iwmlp"], experts=[2, 3], repeats=2,
-                    config=TrainConfig(max_epochs=2, patience=2), max_rows=600, progress=False)
+    settings = dict(
+        out_dir=tmp_path,
+        gatings=["gumbel"],
+        kinds=["mlp", "iwmlp"],
+        experts=[2, 3],
+        repeats=2,
+        config=TrainConfig(max_epochs=2, patience=2),
+        max_rows=600,
+        progress=False,
+    )
     mixtures, usage = experiments.run_mixtures("churn", **settings)
     # one unit per (gating, kind, experts), its repeats trained together; one row per repeat
     assert ShardStore(tmp_path, tables=("usage", "mixtures")).units() == sorted(
@@ -318,8 +357,9 @@ def test_load_balancing_loss_trains_but_is_not_the_reported_loss():
     x, target = X[:64].expand(2, 64, -1), y[:64].expand(2, 64)
     build = lambda: MixtureEnsemble(5, 8, 3, members=2, experts=4, init_seeds=[0, 1], balance_weight=0.5)  # noqa: E731
     stepped, by_hand = build(), build()
-    losses = train_step(stepped, torch.optim.SGD(stepped.parameters(), lr=0.0), x, target, task="multiclass",
-                        hand_written=False)
+    losses = train_step(
+        stepped, torch.optim.SGD(stepped.parameters(), lr=0.0), x, target, task="multiclass", hand_written=False
+    )
     task_losses = member_losses(by_hand(x), target, task="multiclass")
     (task_losses + 0.5 * importance_cv2(by_hand.gate_weights(x))).sum().backward()
     torch.testing.assert_close(losses, task_losses.detach())  # what fit records: the task's loss
@@ -348,8 +388,16 @@ def test_a_folder_of_one_architecture_refuses_the_other(tmp_path):
     pass for the other's (real data: churn, a few rows)."""
     from asymlib.sections.mixtures import run_mixtures
 
-    common = dict(out_dir=tmp_path, gatings=["standard"], kinds=["imlp"], experts=[2], repeats=1, max_rows=300,
-                  config=TrainConfig(max_epochs=1, patience=1), progress=False)
+    common = dict(
+        out_dir=tmp_path,
+        gatings=["standard"],
+        kinds=["imlp"],
+        experts=[2],
+        repeats=1,
+        max_rows=300,
+        config=TrainConfig(max_epochs=1, patience=1),
+        progress=False,
+    )
     mixtures, _ = run_mixtures("churn", architecture="release", **common)
     assert list(mixtures["architecture"]) == ["release"]
     with pytest.raises(ValueError, match="architecture release, not 'paper'"):

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from fingerprint import TABLES, read_reference, reference_mismatches, table_fingerprint
 
 from asymlib.core.data import DATASETS, RAW_FILES
 from asymlib.core.project import notebook_succeeded
@@ -23,7 +24,6 @@ from asymlib.execution.cli import main
 from asymlib.execution.params import ParamsError, load_params
 from asymlib.execution.records import unit_priority
 from asymlib.execution.runner import run_profile
-from fingerprint import TABLES, read_reference, reference_mismatches, table_fingerprint
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "params" / "smoke.yaml"

@@ -76,27 +76,43 @@ def test_a_stopped_run_resumes_with_the_units_left(churn_profile, tmp_path, monk
 def test_cli_exit_status_says_units_were_left(churn_profile, tmp_path, capsys, monkeypatch):
     clock = itertools.count(start=1_000_000.0, step=1.0)
     monkeypatch.setattr(serial.time, "time", lambda: next(clock))
-    status = main(["train", str(churn_profile), "--out", str(tmp_path), "--stop-after", "3", "--no-progress",
-                   "--sections", "mixtures"])
+    status = main(
+        [
+            "train",
+            str(churn_profile),
+            "--out",
+            str(tmp_path),
+            "--stop-after",
+            "3",
+            "--no-progress",
+            "--sections",
+            "mixtures",
+        ]
+    )
     assert status == 4
     assert "re-run the same command" in capsys.readouterr().out
 
 
 def test_a_notebook_run_after_training_trains_nothing(churn_profile, tmp_path, monkeypatch):
     serial.train_units(churn_profile, out_root=tmp_path, sections=["deep_ensembles"], progress=False)
-    runs = run_profile(churn_profile, out_root=tmp_path, sections=["deep_ensembles"], workers=1, progress=False,
-                       report=False)
+    runs = run_profile(
+        churn_profile, out_root=tmp_path, sections=["deep_ensembles"], workers=1, progress=False, report=False
+    )
     run = runs["deep_ensembles"]
     assert run.ok and run.trained == {} and run.executed == ["churn"]
     assert len(run.tables["models"]) == 8  # smoke: 4 MLPs and 4 WMLPs
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"slots": 0}, "slots must be a positive integer"),
-    ({"stop_after": -1}, "stop_after must be a positive number"),
-    ({"datasets": ["iris"]}, "unknown dataset 'iris'"),
-    ({"device": "gpu0"}, "'gpu0' is not a torch device"),
-] + ([] if torch.cuda.is_available() else [({"device": "cuda"}, "sees no CUDA device")]))
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"slots": 0}, "slots must be a positive integer"),
+        ({"stop_after": -1}, "stop_after must be a positive number"),
+        ({"datasets": ["iris"]}, "unknown dataset 'iris'"),
+        ({"device": "gpu0"}, "'gpu0' is not a torch device"),
+    ]
+    + ([] if torch.cuda.is_available() else [({"device": "cuda"}, "sees no CUDA device")]),
+)
 def test_bad_arguments_name_what_was_expected(churn_profile, tmp_path, kwargs, words):
     with pytest.raises(ParamsError, match=words):
         serial.train_units(churn_profile, out_root=tmp_path, progress=False, **kwargs)
@@ -116,11 +132,22 @@ def test_gpu_paper_script_packs_a_run_and_resumes_from_it(churn_profile, tmp_pat
     checkout.mkdir()
     for name in ("asymlib", "benchmarks"):
         (checkout / name).symlink_to(REPO / name)
-    env = {**os.environ, "PROFILE": str(churn_profile), "DEVICE": "cpu", "PYTHON": os.sys.executable,
-           "ASYMLIB_DATA": os.environ.get("ASYMLIB_DATA", str(REPO / "data"))}
+    env = {
+        **os.environ,
+        "PROFILE": str(churn_profile),
+        "DEVICE": "cpu",
+        "PYTHON": os.sys.executable,
+        "ASYMLIB_DATA": os.environ.get("ASYMLIB_DATA", str(REPO / "data")),
+    }
     script = ["bash", "benchmarks/gpu_paper.sh"]
-    done = subprocess.run([*script, str(tmp_path / "out1"), "120", "2"], cwd=checkout, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [*script, str(tmp_path / "out1"), "120", "2"],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "exit status 0" in done.stdout, done.stdout + done.stderr
     archive = tmp_path / "out1" / "paper_runs.tar.gz"
     with tarfile.open(archive) as tar:
@@ -135,8 +162,9 @@ def test_gpu_paper_script_packs_a_run_and_resumes_from_it(churn_profile, tmp_pat
         tar.extractall(fresh, filter="data")
     for shard in (fresh / "runs" / "churn" / "deep_ensembles" / "shards").glob("*"):
         shard.unlink()  # as if the first call had been stopped before the deep ensembles
-    again = subprocess.run([*script, str(tmp_path / "out2"), "120", "1"], cwd=fresh, env=env,
-                           capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [*script, str(tmp_path / "out2"), "120", "1"], cwd=fresh, env=env, capture_output=True, text=True, timeout=300
+    )
     assert "exit status 0" in again.stdout, again.stdout + again.stderr
     assert "trained 1 unit in" in again.stdout and "(16 were done already)" in again.stdout
 

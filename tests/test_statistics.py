@@ -22,8 +22,15 @@ T_975_DF2 = math.sqrt(2) * 0.95 / math.sqrt(1 - 0.95**2)
 
 def _row(dataset, metric_name, kind, repeat, size, metric, gain):
     return {
-        "dataset": dataset, "metric_name": metric_name, "hidden": 8, "repeat": repeat, "type": kind,
-        "ensemble_size": size, "ensemble_metric": metric, "relative_improvement": gain, "single_mean": 0.5,
+        "dataset": dataset,
+        "metric_name": metric_name,
+        "hidden": 8,
+        "repeat": repeat,
+        "type": kind,
+        "ensemble_size": size,
+        "ensemble_metric": metric,
+        "relative_improvement": gain,
+        "single_mean": 0.5,
     }
 
 
@@ -135,11 +142,13 @@ def _gains(values_by_dataset):
 
 def test_across_datasets_mean_median_and_bootstrap_by_hand():
     # Per-dataset mean differences: adult 1.0, churn 2.0, otto 9.0 (otto dominates the mean).
-    table = _gains({
-        "adult": [(1.0, 2.0), (1.0, 2.0)],
-        "churn": [(0.0, 1.0), (0.0, 3.0)],
-        "otto": [(1.0, 10.0), (1.0, 10.0)],
-    })
+    table = _gains(
+        {
+            "adult": [(1.0, 2.0), (1.0, 2.0)],
+            "churn": [(0.0, 1.0), (0.0, 3.0)],
+            "otto": [(1.0, 10.0), (1.0, 10.0)],
+        }
+    )
     row = across_datasets(table, resamples=2000).iloc[0]
     assert row["datasets"] == 3 and row["ensemble_size"] == 4
     assert row["difference_mean"] == pytest.approx(4.0)
@@ -159,8 +168,18 @@ def test_uncertainty_scores_are_oriented_lower_is_better_and_diversity_as_is():
 
     rows = []
     for kind, nll, disagreement in (("mlp", 0.5, 0.1), ("wmlp", 0.4, 0.3)):
-        rows.append({"dataset": "otto", "metric_name": "accuracy", "hidden": 64, "ensemble_size": 8, "repeat": 0,
-                     "type": kind, "ensemble_nll": nll, "disagreement": disagreement})
+        rows.append(
+            {
+                "dataset": "otto",
+                "metric_name": "accuracy",
+                "hidden": 64,
+                "ensemble_size": 8,
+                "repeat": 0,
+                "type": kind,
+                "ensemble_nll": nll,
+                "disagreement": disagreement,
+            }
+        )
     paired = paired_differences(pd.DataFrame(rows), measures=["ensemble_nll", "disagreement"]).set_index("measure")
     assert paired.loc["ensemble_nll", "improvement"] == pytest.approx(0.1)  # WMLP's lower NLL is better
     assert paired.loc["disagreement", "improvement"] == pytest.approx(0.2)  # WMLP's members differ more

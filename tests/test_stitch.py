@@ -18,9 +18,9 @@ import nbformat
 import pytest
 import yaml
 
+from asymlib.execution.runner import run_profile
 from asymlib.reports import html as offline
 from asymlib.reports import stitch
-from asymlib.execution.runner import run_profile
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ["california", "churn"]  # one regression, one classification dataset
@@ -84,9 +84,7 @@ def report(tmp_path_factory) -> BuiltReport:
 
 
 def _html_outputs(cell) -> str:
-    return "\n".join(
-        "".join(output.get("data", {}).get("text/html", "")) for output in cell.get("outputs", [])
-    )
+    return "\n".join("".join(output.get("data", {}).get("text/html", "")) for output in cell.get("outputs", []))
 
 
 def test_report_sits_beside_the_section_and_lists_every_dataset(report):
@@ -131,16 +129,27 @@ def test_each_dataset_is_one_cell_that_shows_its_executed_notebook_again(report)
     # Its parameters first, then its markdown with headings nested, and its code.
     assert markdown[0].startswith("Parameters of this run") and 'dataset = "churn"' in markdown[0]
     assert any(text.startswith("### Deep ensembles") for text in markdown)
-    sources = [c.source for c in executed.cells if c.cell_type == "code" and not {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))]
+    sources = [
+        c.source
+        for c in executed.cells
+        if c.cell_type == "code" and not {"parameters", "injected-parameters"} & set(c.metadata.get("tags", []))
+    ]
     assert [text for text in markdown if text.startswith("```python")] == [f"```python\n{s}\n```" for s in sources]
     # Every stored output of the executed notebook, in order, but its vega scripts (the
     # report has its own); nothing computed anew.
     stored = [
-        dict(o.data) for c in executed.cells if c.cell_type == "code" for o in c.outputs
+        dict(o.data)
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.outputs
         if o.output_type != "stream" and not o.get("metadata", {}).get("asymlib_vega_scripts")
     ]
-    assert stored and [content for kind, content in shown if kind == "data" and "text/markdown" not in content] == stored
-    printed = "".join(o.text for c in executed.cells for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stdout")
+    assert (
+        stored and [content for kind, content in shown if kind == "data" and "text/markdown" not in content] == stored
+    )
+    printed = "".join(
+        o.text for c in executed.cells for o in c.get("outputs", []) if o.output_type == "stream" and o.name == "stdout"
+    )
     assert "".join(content for kind, content in shown if kind == "stdout") == printed
 
 
@@ -189,7 +198,9 @@ def test_executed_report_is_trusted_and_carries_vega_for_jupyterlab(report):
     # JupyterLab strips the scripts of untrusted HTML outputs: the charts would stay blank.
     assert NotebookNotary().check_signature(notebook)
     if offline.vega_script() is not None:
-        scripts = [o for c in notebook.cells for o in c.get("outputs", []) if o.get("metadata", {}).get("asymlib_vega_scripts")]
+        scripts = [
+            o for c in notebook.cells for o in c.get("outputs", []) if o.get("metadata", {}).get("asymlib_vega_scripts")
+        ]
         assert len(scripts) == 1 and "window.vegaEmbed=" in scripts[0]["data"]["text/html"].replace(" ", "")
 
 
@@ -203,7 +214,9 @@ def test_executed_section_notebooks_draw_offline_and_are_trusted(tmp_path_factor
         outputs = [o for c in notebook.cells for o in c.get("outputs", [])]
         scripts = [o for o in outputs if o.get("metadata", {}).get("asymlib_vega_scripts")]
         assert len(scripts) == 1 and "window.vegaEmbed=" in scripts[0]["data"]["text/html"].replace(" ", "")
-        charts = [o["data"]["text/html"] for o in outputs if 'id="altair-viz-' in o.get("data", {}).get("text/html", "")]
+        charts = [
+            o["data"]["text/html"] for o in outputs if 'id="altair-viz-' in o.get("data", {}).get("text/html", "")
+        ]
         assert charts and all("cdn.jsdelivr" not in html and "window.vegaEmbed(target" in html for html in charts)
         # The runner signed it: JupyterLab runs the scripts of its stored outputs on opening.
         assert NotebookNotary().check_signature(notebook)
@@ -222,7 +235,10 @@ def test_a_chart_without_the_set_up_says_what_is_missing():
 def test_report_runs_under_nbval(report):
     finished = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", str(report.notebook)],
-        cwd=report.notebook.parent, capture_output=True, text=True, timeout=300,
+        cwd=report.notebook.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-2000:]
     assert re.search(r"\d+ passed", finished.stdout)
@@ -239,7 +255,9 @@ def test_html_carries_vega_inline_and_loads_nothing_from_the_network(report):
     # The bundle defines the three globals Altair's output calls, at the versions it asks for.
     for assignment in ("window.vegaEmbed=", "window.vega=", "window.vegaLite="):
         assert html.replace(" ", "").count(assignment) == 1  # in the head; not again from the notebook
-    assert re.search(r'var VEGA_DEBUG = \{"vega_version": "\d+", "vegalite_version": "[\d.]+", "vegaembed_version": "\d+"\}', html)
+    assert re.search(
+        r'var VEGA_DEBUG = \{"vega_version": "\d+", "vegalite_version": "[\d.]+", "vegaembed_version": "\d+"\}', html
+    )
     notebook = nbformat.read(report.notebook, as_version=4)
     charts = sum(_html_outputs(c).count('id="altair-viz-') for c in notebook.cells)
     assert html.count('<div id="altair-viz-') >= charts >= len(FIGURE_TITLES) + len(DATASETS)
@@ -295,11 +313,19 @@ def test_mixture_report_has_its_summary_then_every_dataset(mixture_report):
     nbformat.validate(notebook)
     headings = [c.source.splitlines()[0] for c in notebook.cells if c.cell_type == "markdown"]
     assert headings[0].startswith("# Mixtures of MLP and W-Asymmetric MLP experts") and "smoke2" in headings[0]
-    assert headings.index("## Figure 2: gain over the same model with 2 experts") < headings.index(
-        "# The datasets' notebooks"
-    ) < headings.index("## california") < headings.index("## churn")
+    assert (
+        headings.index("## Figure 2: gain over the same model with 2 experts")
+        < headings.index("# The datasets' notebooks")
+        < headings.index("## california")
+        < headings.index("## churn")
+    )
     # The datasets' notebooks are shown again with their outputs: the mixture notebook's headings nest.
-    shown = [o.data.get("text/markdown", "") for c in notebook.cells for o in c.get("outputs", []) if o.output_type == "display_data"]
+    shown = [
+        o.data.get("text/markdown", "")
+        for c in notebook.cells
+        for o in c.get("outputs", [])
+        if o.output_type == "display_data"
+    ]
     assert any(text.startswith("### Mixtures of experts") for text in shown)
     ids = [cell.id for cell in notebook.cells]
     assert len(ids) == len(set(ids))
@@ -349,9 +375,14 @@ def _tiny_notebook(path: Path) -> Path:
     import altair as alt
 
     chart = alt.Chart(alt.InlineData(values=[{"a": 1}])).mark_point().encode(x="a:Q")
-    cell = nbformat.v4.new_code_cell("chart", outputs=[
-        nbformat.v4.new_output("display_data", data={"text/html": chart.to_html(fullhtml=False, template="universal")})
-    ])
+    cell = nbformat.v4.new_code_cell(
+        "chart",
+        outputs=[
+            nbformat.v4.new_output(
+                "display_data", data={"text/html": chart.to_html(fullhtml=False, template="universal")}
+            )
+        ],
+    )
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), path)
     return path
 

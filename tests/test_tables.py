@@ -19,12 +19,20 @@ def _ensembles():
     for repeat, shift in [(0, 0.0), (1, 0.02)]:
         for kind, single in [("mlp", 0.80), ("wmlp", 0.78)]:
             for k, metric in [(2, 0.82), (4, 0.84)]:
-                rows.append({
-                    "dataset": "adult", "hidden": 64, "repeat": repeat, "type": kind, "metric_name": "accuracy",
-                    "ensemble_size": k, "ensemble_metric": metric + shift, "interpolated_metric": 0.5,
-                    "single_mean": single + shift,
-                    "relative_improvement": 100 * (metric - single) / single,
-                })
+                rows.append(
+                    {
+                        "dataset": "adult",
+                        "hidden": 64,
+                        "repeat": repeat,
+                        "type": kind,
+                        "metric_name": "accuracy",
+                        "ensemble_size": k,
+                        "ensemble_metric": metric + shift,
+                        "interpolated_metric": 0.5,
+                        "single_mean": single + shift,
+                        "relative_improvement": 100 * (metric - single) / single,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -46,8 +54,12 @@ def test_paper_points_are_packaged():
     reference = paper_reference("deep_ensemble")
     assert set(reference["dataset"]) == {"california", "churn", "adult", "mnist", "otto"}
     assert set(reference["hidden_dim"]) == {64, 128, 256}
-    point = reference[(reference["dataset"] == "california") & (reference["hidden_dim"] == 64)
-                      & (reference["series"] == "wmlp_ensemble") & (reference["x"] == 64)]
+    point = reference[
+        (reference["dataset"] == "california")
+        & (reference["hidden_dim"] == 64)
+        & (reference["series"] == "wmlp_ensemble")
+        & (reference["x"] == 64)
+    ]
     assert point["value"].item() == pytest.approx(0.51322)
     assert len(paper_reference("moe")) == 280
 
@@ -58,8 +70,12 @@ def test_compare_with_paper_puts_ours_next_to_theirs():
     assert row["ours_single"] == pytest.approx(0.79)
     assert row["ours_4"] == pytest.approx(0.85)
     reference = paper_reference()
-    theirs = reference[(reference["dataset"] == "adult") & (reference["hidden_dim"] == 64)
-                       & (reference["series"] == "wmlp_ensemble") & (reference["x"] == 4)]["value"].item()
+    theirs = reference[
+        (reference["dataset"] == "adult")
+        & (reference["hidden_dim"] == 64)
+        & (reference["series"] == "wmlp_ensemble")
+        & (reference["x"] == 4)
+    ]["value"].item()
     assert row["paper_4"] == pytest.approx(theirs, abs=1e-4)
     assert row["paper_single"] > 0.8  # the paper's adult accuracy is ~0.85
 
@@ -70,11 +86,20 @@ def _mixtures():
         for repeat, shift in [(0, 0.0), (1, 0.02)]:
             for kind in ["mlp", "iwmlp"]:
                 for experts, step in [(2, 0.0), (8, 0.04)]:
-                    rows.append({
-                        "dataset": dataset, "metric_name": name, "gating": "gumbel", "kind": kind,
-                        "experts": experts, "repeat": repeat, "metric": base + shift + step,
-                        "epochs": 10, "train_time": 1.0, "parameters": 100 * experts,
-                    })
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "metric_name": name,
+                            "gating": "gumbel",
+                            "kind": kind,
+                            "experts": experts,
+                            "repeat": repeat,
+                            "metric": base + shift + step,
+                            "epochs": 10,
+                            "train_time": 1.0,
+                            "parameters": 100 * experts,
+                        }
+                    )
     return pd.DataFrame(rows)
 
 
@@ -89,8 +114,8 @@ def test_relative_to_two_experts_is_figure_2s_gain():
 
 
 def test_mixture_summary_and_figure_2_table():
-    from asymlib.sections.mixtures import add_relative_to_two
     from asymlib.reports.tables import mixture_improvement_table, mixture_summary
+    from asymlib.sections.mixtures import add_relative_to_two
 
     mixtures = add_relative_to_two(_mixtures())
     summary = mixture_summary(mixtures)
@@ -108,8 +133,18 @@ def test_usage_summary_counts_effective_experts():
     rows = []
     for epoch, weights in [(1, [0.25, 0.25, 0.25, 0.25]), (2, [0.97, 0.01, 0.01, 0.01])]:
         for expert, weight in enumerate(weights):
-            rows.append({"dataset": "adult", "gating": "standard", "kind": "mlp", "experts": 4, "repeat": 0,
-                         "epoch": epoch, "expert": expert, "usage": weight})
+            rows.append(
+                {
+                    "dataset": "adult",
+                    "gating": "standard",
+                    "kind": "mlp",
+                    "experts": 4,
+                    "repeat": 0,
+                    "epoch": epoch,
+                    "expert": expert,
+                    "usage": weight,
+                }
+            )
     summary = usage_summary(pd.DataFrame(rows), decimals=6).iloc[0]  # the last epoch counts
     assert 1 < summary["effective_experts"] < 1.2
     assert summary["top_share"] == pytest.approx(0.97)
@@ -130,12 +165,24 @@ def _models():
         for repeat in range(2):
             for member, metric in enumerate([0.50, 0.52, 0.51, 0.53]):
                 metric = 5.0 if (kind, repeat, member) == ("wmlp", 1, 3) else metric
-                rows.append({
-                    "dataset": "california", "split": "paper", "hidden": 64, "type": kind, "repeat": repeat,
-                    "metric_name": "rmse", "member": member, "metric": metric, "metric_in_range": metric - 0.1,
-                    "test_rows_out_of_range": 1, "worst_test_z": 234.0, "worst_test_feature": "AveOccup",
-                    "init_seed": 100 * repeat + member, "order_seed": 7,
-                })
+                rows.append(
+                    {
+                        "dataset": "california",
+                        "split": "paper",
+                        "hidden": 64,
+                        "type": kind,
+                        "repeat": repeat,
+                        "metric_name": "rmse",
+                        "member": member,
+                        "metric": metric,
+                        "metric_in_range": metric - 0.1,
+                        "test_rows_out_of_range": 1,
+                        "worst_test_z": 234.0,
+                        "worst_test_feature": "AveOccup",
+                        "init_seed": 100 * repeat + member,
+                        "order_seed": 7,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -159,14 +206,26 @@ def test_outlier_members_beyond_five_mads():
 
 def test_verdict_table_and_sentence():
     rows = []
-    for dataset, gains in {"adult": [(1.0, 2.0), (1.0, 2.5), (1.2, 2.0)], "otto": [(1.0, 1.5), (1.1, 1.4), (1.0, 1.6)]}.items():
+    for dataset, gains in {
+        "adult": [(1.0, 2.0), (1.0, 2.5), (1.2, 2.0)],
+        "otto": [(1.0, 1.5), (1.1, 1.4), (1.0, 1.6)],
+    }.items():
         for repeat, (mlp, wmlp) in enumerate(gains):
             for kind, gain in (("mlp", mlp), ("wmlp", wmlp)):
-                rows.append({
-                    "dataset": dataset, "hidden": 64, "repeat": repeat, "type": kind, "metric_name": "accuracy",
-                    "ensemble_size": 16, "ensemble_metric": 0.8 + gain / 100, "single_mean": 0.8,
-                    "interpolated_metric": 0.5, "relative_improvement": gain,
-                })
+                rows.append(
+                    {
+                        "dataset": dataset,
+                        "hidden": 64,
+                        "repeat": repeat,
+                        "type": kind,
+                        "metric_name": "accuracy",
+                        "ensemble_size": 16,
+                        "ensemble_metric": 0.8 + gain / 100,
+                        "single_mean": 0.8,
+                        "interpolated_metric": 0.5,
+                        "relative_improvement": gain,
+                    }
+                )
     table, sentence = verdict(pd.DataFrame(rows))
     assert list(table["dataset"]) == ["adult", "otto"] and (table["repeats"] == 3).all()
     assert table.loc[0, "gain_difference_pp"] == pytest.approx((1.0 + 1.5 + 0.8) / 3)
@@ -184,18 +243,30 @@ def _mixture_rows(differences, *, kinds=("mlp", "wmlp"), metric_name="accuracy",
     for repeat, difference in enumerate(differences):
         base = 0.8 + 0.01 * repeat
         for kind, value in ((kinds[0], base), (kinds[1], base + difference)):
-            rows.append({"dataset": "churn", "metric_name": metric_name, "gating": "standard", "kind": kind,
-                         "experts": experts, "repeat": repeat, "metric": value, "balance_weight": 0.0})
+            rows.append(
+                {
+                    "dataset": "churn",
+                    "metric_name": metric_name,
+                    "gating": "standard",
+                    "kind": kind,
+                    "experts": experts,
+                    "repeat": repeat,
+                    "metric": value,
+                    "balance_weight": 0.0,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_mixture_verdict_pairs_repeats_and_corrects():
     from asymlib.reports.tables import mixture_verdict
 
-    mixtures = pd.concat([
-        _mixture_rows([0.020, 0.021, 0.019, 0.020]),                       # MoE: WMLP clearly better
-        _mixture_rows([0.01, -0.02, 0.015, -0.01], kinds=("imlp", "iwmlp")),  # MoIE: nothing to see
-    ])
+    mixtures = pd.concat(
+        [
+            _mixture_rows([0.020, 0.021, 0.019, 0.020]),  # MoE: WMLP clearly better
+            _mixture_rows([0.01, -0.02, 0.015, -0.01], kinds=("imlp", "iwmlp")),  # MoIE: nothing to see
+        ]
+    )
     table, sentence = mixture_verdict(mixtures)
     moe = table[table["comparison"] == "MoE"].iloc[0]
     moie = table[table["comparison"] == "MoIE"].iloc[0]

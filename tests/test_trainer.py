@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from toydata import toy_data
 
 from asymlib.core.models import MLPEnsemble
 from asymlib.core.trainer import TrainConfig, fit
-from toydata import toy_data
 
 
 class _SigmaGate(nn.Module):
@@ -88,7 +88,9 @@ def test_batched_equals_one_by_one(task, kind):
 
     masks = [layer.frozen_mask for layer in model.layers]
     for e, net in enumerate(singles):
-        epochs = _train_alone(net, X, y, Xv, yv, task=task, order_seed=order_seeds[e], config=config, frozen_masks=masks)
+        epochs = _train_alone(
+            net, X, y, Xv, yv, task=task, order_seed=order_seeds[e], config=config, frozen_masks=masks
+        )
         assert result.epochs[e] == epochs
         for layer, lin in zip(model.layers, [m for m in net if isinstance(m, nn.Linear)]):
             torch.testing.assert_close(layer.weight[e], lin.weight.detach().T, rtol=1e-4, atol=1e-5)
@@ -125,8 +127,16 @@ def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="batch_size"):
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="order_seeds"):
-        fit(MLPEnsemble(3, 4, 1, members=2), torch.zeros(4, 3), torch.zeros(4), torch.zeros(2, 3), torch.zeros(2),
-            task="regression", order_seeds=[0], progress=False)
+        fit(
+            MLPEnsemble(3, 4, 1, members=2),
+            torch.zeros(4, 3),
+            torch.zeros(4),
+            torch.zeros(2, 3),
+            torch.zeros(2),
+            task="regression",
+            order_seeds=[0],
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize("task", ["regression", "multiclass"])

@@ -61,7 +61,9 @@ def test_gaussian_nll_by_hand():
     # Two members at 0 and 2, unit variance, y = 0: density (phi(0) + phi(2)) / 2.
     phi = lambda z: math.exp(-z * z / 2) / math.sqrt(2 * math.pi)  # noqa: E731
     two = torch.tensor([[0.0], [2.0]])
-    assert gaussian_mixture_nll(two, torch.ones(2), torch.tensor([0.0])) == pytest.approx(-math.log((phi(0) + phi(2)) / 2))
+    assert gaussian_mixture_nll(two, torch.ones(2), torch.tensor([0.0])) == pytest.approx(
+        -math.log((phi(0) + phi(2)) / 2)
+    )
     assert residual_variances(torch.tensor([[1.0, 3.0], [0.0, 1.0]]), torch.tensor([0.0, 1.0])).tolist() == [2.5, 0.0]
     with pytest.raises(ValueError, match="validation residual variance"):
         member_uncertainty(two.unsqueeze(-1), torch.tensor([0.0]), task="regression")

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from .data_errors import DataFileError, MalformedDataError
+from .dataset_record import DatasetRecord, Table
 from .datasets import DATASET_RECORDS, DATASET_SHAPES, DATASETS, RAW_FILES, check_name
 from .fetch import default_data_dir, fetch_datasets, require_files
-from .dataset_record import DatasetRecord, Table
 from .splits import SPLITS, Scaling, SplitRule, apply_scaling, fit_scaling, split_rows, subsample
 
 __all__ = [
@@ -137,12 +137,8 @@ def _check_options(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(map(repr, SPLITS))}, got {split!r}")
     rule = SPLITS[split]
-    test_fraction = _check_fraction(
-        "test_fraction", rule.test_fraction if test_fraction is None else test_fraction
-    )
-    val_fraction = _check_fraction(
-        "val_fraction", rule.val_fraction if val_fraction is None else val_fraction
-    )
+    test_fraction = _check_fraction("test_fraction", rule.test_fraction if test_fraction is None else test_fraction)
+    val_fraction = _check_fraction("val_fraction", rule.val_fraction if val_fraction is None else val_fraction)
     if not _is_int(split_seed) or not 0 <= split_seed < 2**32:
         raise ValueError(f"split_seed must be an integer in [0, 2**32), got {split_seed!r}")
     if max_rows is not None and (not _is_int(max_rows) or max_rows < 1):
@@ -150,9 +146,7 @@ def _check_options(
     return rule, test_fraction, val_fraction
 
 
-def _features(
-    X: np.ndarray, scaling: Scaling, record: DatasetRecord, data_dir: Path
-) -> torch.Tensor:
+def _features(X: np.ndarray, scaling: Scaling, record: DatasetRecord, data_dir: Path) -> torch.Tensor:
     """One part's features, scaled in place (``X`` is a fresh copy), as float32."""
     X = apply_scaling(X, scaling)
     if not np.isfinite(X).all():
@@ -255,9 +249,7 @@ def load_dataset(
         message names the column and the row), or no data rows.
     """
     record = DATASET_RECORDS[check_name(name)]
-    rule, test_fraction, val_fraction = _check_options(
-        split, test_fraction, val_fraction, split_seed, max_rows
-    )
+    rule, test_fraction, val_fraction = _check_options(split, test_fraction, val_fraction, split_seed, max_rows)
     data_dir = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
     require_files(record, data_dir)
     # read -> subsample -> split -> fit the scaling -> scaled tensors

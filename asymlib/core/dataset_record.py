@@ -87,7 +87,6 @@ class DatasetRecord:
         (``problem``) and what was ``expected``; the caller raises it."""
         return MalformedDataError(
             f"{self.name}: raw file {path} is malformed: {problem}; expected {expected}. "
-            f"It may be truncated or a different version of the data. "
-            + self.how_to_obtain(path.parent),
+            f"It may be truncated or a different version of the data. " + self.how_to_obtain(path.parent),
             path=path,
         )

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .readers import read_adult, read_california, read_churn, read_mnist, read_otto
 from .dataset_record import DatasetRecord, Download
+from .readers import read_adult, read_california, read_churn, read_mnist, read_otto
 
 __all__ = [
     "DATASETS",
@@ -72,8 +72,7 @@ _ADULT = DatasetRecord(
     n_classes=2,
     files=("adult.data", "adult.test"),
     source=(
-        "the UCI Adult dataset, https://archive.ics.uci.edu/dataset/2/adult "
-        "(adult.data and adult.test, unmodified)"
+        "the UCI Adult dataset, https://archive.ics.uci.edu/dataset/2/adult (adult.data and adult.test, unmodified)"
     ),
     reader=read_adult,
     downloads=(
@@ -157,14 +156,10 @@ DATASETS = tuple(DATASET_RECORDS)
 #: (rows, features) of each whole dataset after preprocessing, known without reading it:
 #: the runner starts the largest work units first (tests/test_data.py checks these figures
 #: against the loaded files).
-DATASET_SHAPES: dict[str, tuple[int, int]] = {
-    name: record.shape for name, record in DATASET_RECORDS.items()
-}
+DATASET_SHAPES: dict[str, tuple[int, int]] = {name: record.shape for name, record in DATASET_RECORDS.items()}
 
 #: Raw files each dataset needs, relative to the data folder.
-RAW_FILES: dict[str, tuple[str, ...]] = {
-    name: record.files for name, record in DATASET_RECORDS.items()
-}
+RAW_FILES: dict[str, tuple[str, ...]] = {name: record.files for name, record in DATASET_RECORDS.items()}
 
 
 def check_name(name: str) -> str:

@@ -116,8 +116,13 @@ def evaluate_ensemble(
     for k in sizes:
         kept = np.flatnonzero(~excluded[:k]).tolist()
         row = {
-            "ensemble_size": k, "ensemble_metric": np.nan, "interpolated_metric": np.nan, "mean_pairwise_l2": np.nan,
-            **{f"ensemble_{name}": np.nan for name in UNCERTAINTY_SCORES}, "disagreement": np.nan, "ambiguity": np.nan,
+            "ensemble_size": k,
+            "ensemble_metric": np.nan,
+            "interpolated_metric": np.nan,
+            "mean_pairwise_l2": np.nan,
+            **{f"ensemble_{name}": np.nan for name in UNCERTAINTY_SCORES},
+            "disagreement": np.nan,
+            "ambiguity": np.nan,
         }
         if kept:
             interpolated = predict(model.interpolate(kept), X, batch_size=batch_size)

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from .data_errors import DataFileError, MalformedDataError
+from .dataset_record import DatasetRecord, Download
 from .datasets import DATASET_RECORDS, DATASETS, check_names
 from .project import project_root
-from .dataset_record import DatasetRecord, Download
 
 __all__ = ["default_data_dir", "fetch_datasets", "require_files"]
 
@@ -44,8 +44,7 @@ def require_files(record: DatasetRecord, data_dir: Path) -> None:
         where = "" if data_dir.is_dir() else f" (the folder {data_dir} does not exist)"
         raise DataFileError(
             f"{record.name}: raw file{'s' if len(missing) > 1 else ''} "
-            f"{', '.join(str(p) for p in missing)} not found{where}. "
-            + record.how_to_obtain(data_dir),
+            f"{', '.join(str(p) for p in missing)} not found{where}. " + record.how_to_obtain(data_dir),
             path=missing[0],
         )
 
@@ -69,8 +68,7 @@ def _download(url: str, sha256: str, *, timeout: float) -> bytes:
     digest = hashlib.sha256(data).hexdigest()
     if digest != sha256:
         raise MalformedDataError(
-            f"download from {url} has sha256 {digest}, expected {sha256} "
-            "(truncated download or a changed file)"
+            f"download from {url} has sha256 {digest}, expected {sha256} (truncated download or a changed file)"
         )
     return data
 
@@ -85,9 +83,7 @@ def _fetch_one(download: Download, target: Path, *, timeout: float) -> None:
     _write_atomically(target, lambda tmp: tmp.write_bytes(content))
 
 
-def _copy_from_mirror(
-    source: Path, dest: Path, todo: list[tuple[str, str]], wanted: list[tuple[str, str]]
-) -> None:
+def _copy_from_mirror(source: Path, dest: Path, todo: list[tuple[str, str]], wanted: list[tuple[str, str]]) -> None:
     """Copy the files ``todo`` (name, relative path) from the mirror folder ``source``."""
     # Check the whole mirror first, so a bad mirror leaves dest untouched.
     absent = [source / rel for _, rel in todo if not (source / rel).is_file()]

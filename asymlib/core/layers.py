@@ -187,7 +187,9 @@ class LinearEnsemble(nn.Module):
 
     def extra_repr(self) -> str:
         n_fix = 0 if self.frozen_mask is None else int(self.frozen_mask[:, 0].sum())
-        return f"members={self.members}, in_features={self.in_features}, out_features={self.out_features}, n_fix={n_fix}"
+        return (
+            f"members={self.members}, in_features={self.in_features}, out_features={self.out_features}, n_fix={n_fix}"
+        )
 
 
 class ExpertLinear(LinearEnsemble):
@@ -252,9 +254,7 @@ class ExpertLinear(LinearEnsemble):
         if x.dim() == 4:
             # one baddbmm over members x experts (the bias add fused into the multiply)
             batch = x.shape[2]
-            flat = torch.baddbmm(
-                bias.flatten(0, 1), x.reshape(members * experts, batch, -1), self.weight.flatten(0, 1)
-            )
+            flat = torch.baddbmm(bias.flatten(0, 1), x.reshape(members * experts, batch, -1), self.weight.flatten(0, 1))
             return flat.view(members, experts, batch, -1)
         # einsum multiplies x by all experts' weights at once, without copying x K times
         equation = "bi,mkio->mkbo" if x.dim() == 2 else "mbi,mkio->mkbo"

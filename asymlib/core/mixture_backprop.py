@@ -43,8 +43,16 @@ def _gate_forward(gate: LinearEnsemble, x: Tensor, noise: Tensor | None, tau: fl
     return torch.softmax(logits, dim=-1)
 
 
-def _gate_backward(gate: LinearEnsemble, x: Tensor, alpha: Tensor, grad_alpha: Tensor, *, noise: Tensor | None,
-                   tau: float, balance_weight: float) -> None:
+def _gate_backward(
+    gate: LinearEnsemble,
+    x: Tensor,
+    alpha: Tensor,
+    grad_alpha: Tensor,
+    *,
+    noise: Tensor | None,
+    tau: float,
+    balance_weight: float,
+) -> None:
     """Writes the gate's gradients from d(loss)/d(alpha): (M, B, K)."""
     if balance_weight:
         # d/dI_k of var(I) / mean(I)^2, I = alpha summed over the batch (population variance)
@@ -81,20 +89,32 @@ def _moe_first_layer(first: ExpertLinear, x: Tensor, ws) -> tuple[Tensor, Tensor
     members, experts, fan_in, hidden = first.weight.shape
     batch, flat = x.shape[1], members * experts
     if fan_in <= hidden:
-        copies = ws("moe_x", (members, experts, batch, fan_in)).copy_(x.unsqueeze(1).expand(members, experts, batch, fan_in))
-        z0 = torch.baddbmm(first.bias.view(flat, 1, hidden), copies.view(flat, batch, fan_in),
-                           first.weight.view(flat, fan_in, hidden), out=ws("moe_z0", (flat, batch, hidden)))
+        copies = ws("moe_x", (members, experts, batch, fan_in)).copy_(
+            x.unsqueeze(1).expand(members, experts, batch, fan_in)
+        )
+        z0 = torch.baddbmm(
+            first.bias.view(flat, 1, hidden),
+            copies.view(flat, batch, fan_in),
+            first.weight.view(flat, fan_in, hidden),
+            out=ws("moe_z0", (flat, batch, hidden)),
+        )
         return z0, copies.view(flat, batch, fan_in), None
     side_by_side = _side_by_side(first, ws, "moe_w0")
-    products = torch.baddbmm(first.bias.view(members, 1, experts * hidden), x, side_by_side,
-                             out=ws("moe_p0", (members, batch, experts * hidden)))
+    products = torch.baddbmm(
+        first.bias.view(members, 1, experts * hidden),
+        x,
+        side_by_side,
+        out=ws("moe_p0", (members, batch, experts * hidden)),
+    )
     z0 = ws("moe_z0", (members, experts, batch, hidden)).copy_(
-        products.view(members, batch, experts, hidden).permute(0, 2, 1, 3))
+        products.view(members, batch, experts, hidden).permute(0, 2, 1, 3)
+    )
     return z0.view(flat, batch, hidden), None, side_by_side
 
 
-def _moe_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Tensor, targets: Tensor, *, task: str,
-                          ws) -> tuple[Tensor, Tensor]:
+def _moe_forward_backward(
+    layers: Sequence[ExpertLinear], x: Tensor, alpha: Tensor, targets: Tensor, *, task: str, ws
+) -> tuple[Tensor, Tensor]:
     """Losses (M,) and d(loss)/d(alpha) (M, B, K); writes the experts' gradients.
 
     Activations are kept as (M*K, B, H), contiguous: aten's GELU backward on a permuted
@@ -110,8 +130,12 @@ def _moe_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Tens
         inputs.append(h)
         if i == len(layers) - 1:
             break
-        z = torch.baddbmm(layer.bias.view(flat, 1, hidden), h, layer.weight.view(flat, hidden, hidden),
-                          out=ws(f"moe_z{i}", (flat, batch, hidden)))
+        z = torch.baddbmm(
+            layer.bias.view(flat, 1, hidden),
+            h,
+            layer.weight.view(flat, hidden, hidden),
+            out=ws(f"moe_z{i}", (flat, batch, hidden)),
+        )
         pre_activations.append(z)
 
     h = inputs[-1]
@@ -126,8 +150,9 @@ def _moe_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Tens
     losses, grad_outputs = losses_and_output_grad(outputs, targets, task=task)
 
     grad_alpha = torch.einsum("mbo,mkbo->mbk", grad_outputs, expert_outputs)
-    grad = torch.mul(alpha.transpose(1, 2).unsqueeze(-1), grad_outputs.unsqueeze(1),
-                     out=ws("moe_grad_out", expert_outputs.shape)).view(flat, batch, -1)  # d loss / d f_k(x)
+    grad = torch.mul(
+        alpha.transpose(1, 2).unsqueeze(-1), grad_outputs.unsqueeze(1), out=ws("moe_grad_out", expert_outputs.shape)
+    ).view(flat, batch, -1)  # d loss / d f_k(x)
     for i in reversed(range(len(layers))):
         layer = layers[i]
         if i < len(layers) - 1:
@@ -151,9 +176,13 @@ def _moe_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Tens
         torch.bmm(x_copies.transpose(1, 2), grad, out=grad_buffer(first.weight).view(flat, -1, hidden))
     else:
         grad_side = ws("moe_grad_p0", (members, batch, experts, hidden)).copy_(
-            grad.view(members, experts, batch, hidden).permute(0, 2, 1, 3))
-        grad_weights = torch.bmm(x.transpose(1, 2), grad_side.view(members, batch, experts * hidden),
-                                 out=ws("moe_grad_w0", side_by_side.shape))
+            grad.view(members, experts, batch, hidden).permute(0, 2, 1, 3)
+        )
+        grad_weights = torch.bmm(
+            x.transpose(1, 2),
+            grad_side.view(members, batch, experts * hidden),
+            out=ws("moe_grad_w0", side_by_side.shape),
+        )
         grad_buffer(first.weight).copy_(grad_weights.view(members, -1, experts, hidden).permute(0, 2, 1, 3))
     zero_frozen_grad(first)
     return losses, grad_alpha
@@ -187,8 +216,16 @@ def _activation_backward(grad: Tensor, z: Tensor, activation: str, out: Tensor) 
     return torch.ops.aten.gelu_backward.grad_input(grad, z, grad_input=out)
 
 
-def _moie_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Tensor, targets: Tensor, *, task: str,
-                           ws, activation: str = "gelu") -> tuple[Tensor, Tensor]:
+def _moie_forward_backward(
+    layers: Sequence[ExpertLinear],
+    x: Tensor,
+    alpha: Tensor,
+    targets: Tensor,
+    *,
+    task: str,
+    ws,
+    activation: str = "gelu",
+) -> tuple[Tensor, Tensor]:
     """Losses (M,) and d(loss)/d(alpha) (M, B, K); writes the experts' gradients.
     Any number of layers; ``activation`` between them ("gelu" or "relu")."""
     members, batch, _ = x.shape
@@ -198,9 +235,15 @@ def _moie_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Ten
         h, fan_in, fan_out = inputs[-1], layer.in_features, layer.out_features
         mixed_bias = torch.bmm(alpha, layer.bias)
         if fan_in <= fan_out:
-            weighted = torch.mul(alpha.unsqueeze(-1), h.unsqueeze(-2), out=ws(f"moie_u{i}", (members, batch, experts, fan_in)))
-            z = torch.baddbmm(mixed_bias, weighted.view(members, batch, experts * fan_in),
-                              layer.weight.view(members, experts * fan_in, fan_out), out=ws(f"moie_z{i}", (members, batch, fan_out)))
+            weighted = torch.mul(
+                alpha.unsqueeze(-1), h.unsqueeze(-2), out=ws(f"moie_u{i}", (members, batch, experts, fan_in))
+            )
+            z = torch.baddbmm(
+                mixed_bias,
+                weighted.view(members, batch, experts * fan_in),
+                layer.weight.view(members, experts * fan_in, fan_out),
+                out=ws(f"moie_z{i}", (members, batch, fan_out)),
+            )
             saved.append(weighted)
         else:
             side_by_side = _side_by_side(layer, ws, f"moie_w{i}")
@@ -218,7 +261,9 @@ def _moie_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Ten
     for i in reversed(range(len(layers))):
         layer, h, fan_in, fan_out = layers[i], inputs[i], layers[i].in_features, layers[i].out_features
         if i < len(layers) - 1:
-            grad = _activation_backward(grad, pre_activations[i], activation, ws("moie_grad_pre", (members, batch, fan_out)))
+            grad = _activation_backward(
+                grad, pre_activations[i], activation, ws("moie_grad_pre", (members, batch, fan_out))
+            )
         torch.bmm(alpha.transpose(1, 2), grad, out=grad_buffer(layer.bias))
         grad_alpha.baddbmm_(grad, layer.bias.transpose(1, 2))
         if fan_in <= fan_out:
@@ -240,7 +285,9 @@ def _moie_forward_backward(layers: Sequence[ExpertLinear], x: Tensor, alpha: Ten
             grad_side = torch.bmm(h.transpose(1, 2), grad_products, out=ws("moie_grad_w", side_by_side.shape))
             grad_buffer(layer.weight).copy_(grad_side.view(members, fan_in, experts, fan_out).permute(0, 2, 1, 3))
             if i > 0:
-                grad = torch.bmm(grad_products, side_by_side.transpose(1, 2), out=ws("moie_grad_post", (members, batch, fan_in)))
+                grad = torch.bmm(
+                    grad_products, side_by_side.transpose(1, 2), out=ws("moie_grad_post", (members, batch, fan_in))
+                )
         zero_frozen_grad(layer)
     return losses, grad_alpha
 

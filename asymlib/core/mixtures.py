@@ -289,8 +289,17 @@ class MixtureEnsemble(nn.Module):
             self._workspace = Workspace()
         noise = self._training_noise(x.shape[1], x.device) if self.gating == "gumbel" else None
         return mixture_loss_and_gradients(
-            self.gate, self.layers, x, targets, task=task, interpolated=self.interpolated, workspace=self._workspace,
-            noise=noise, tau=self.tau, balance_weight=self.balance_weight, activation=self.activation,
+            self.gate,
+            self.layers,
+            x,
+            targets,
+            task=task,
+            interpolated=self.interpolated,
+            workspace=self._workspace,
+            noise=noise,
+            tau=self.tau,
+            balance_weight=self.balance_weight,
+            activation=self.activation,
         )
 
     @torch.no_grad()

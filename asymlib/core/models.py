@@ -192,7 +192,14 @@ class MLPEnsemble(nn.Module):
 
     def _empty_like(self, members: int) -> "MLPEnsemble":
         clone = MLPEnsemble(
-            self.in_features, self.hidden, self.out_features, members=members, kind=self.kind,
-            init_seeds=[0] * members, mask_seed=self.mask_seed, n_fix=self.n_fix, kappa=self.kappa,
+            self.in_features,
+            self.hidden,
+            self.out_features,
+            members=members,
+            kind=self.kind,
+            init_seeds=[0] * members,
+            mask_seed=self.mask_seed,
+            n_fix=self.n_fix,
+            kappa=self.kappa,
         )
         return clone.to(self.layers[0].weight.device)

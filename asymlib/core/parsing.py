@@ -65,9 +65,7 @@ def _where(row: int, header_lines: int) -> str:
     """Data row ``row`` (0-based) as a person counts it in the file: 1-based, with
     its line number. (Blank lines, which pandas skips, are not counted.)"""
     line = row + 1 + header_lines
-    counting = {0: "", 1: ", counting the header line"}.get(
-        header_lines, f", counting the {header_lines} header lines"
-    )
+    counting = {0: "", 1: ", counting the header line"}.get(header_lines, f", counting the {header_lines} header lines")
     return f"row {row + 1} of the data (line {line} of the file{counting})"
 
 
@@ -112,8 +110,7 @@ def _cell_problem(cell, number: float) -> str:
     if math.isinf(number):
         return f"the value is infinite ({text})"
     return (
-        f"the value {text} is beyond float32's range (|x| <= {FLOAT32_MAX:.4g}); "
-        "training in float32 would make it inf"
+        f"the value {text} is beyond float32's range (|x| <= {FLOAT32_MAX:.4g}); training in float32 would make it inf"
     )
 
 
@@ -162,9 +159,7 @@ def one_hot_columns(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     return dummies.to_numpy(), [str(c) for c in dummies.columns]
 
 
-def class_labels(
-    record: DatasetRecord, path: Path, labels: pd.Series, mapping: dict, expected: str
-) -> np.ndarray:
+def class_labels(record: DatasetRecord, path: Path, labels: pd.Series, mapping: dict, expected: str) -> np.ndarray:
     """Map raw labels to int64 class indices; any label outside ``mapping`` is an error."""
     codes = labels.map(mapping)
     if codes.isna().any():
@@ -172,4 +167,3 @@ def class_labels(
         valid = sorted({str(k) for k in mapping})
         raise record.malformed(path, f"unexpected labels {unknown} (valid: {valid})", expected)
     return codes.to_numpy(dtype=np.int64)
-

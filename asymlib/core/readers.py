@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .dataset_record import DatasetRecord, Table
 from .parsing import (
     class_labels,
     numeric_columns,
@@ -24,7 +25,6 @@ from .parsing import (
     refuse_first_bad,
     unusable,
 )
-from .dataset_record import DatasetRecord, Table
 
 __all__ = ["read_adult", "read_california", "read_churn", "read_mnist", "read_otto"]
 
@@ -43,8 +43,7 @@ def read_california(record: DatasetRecord, data_dir: Path) -> Table:
     """StatLib's cal_housing.data: scikit-learn's 8 features, the house value in $100,000s."""
     path = data_dir / record.files[0]  # cal_housing.data
     expected = (
-        "StatLib's cal_housing.data: no header, 9 comma-separated numeric columns "
-        f"({', '.join(_CALIFORNIA_COLUMNS)})"
+        f"StatLib's cal_housing.data: no header, 9 comma-separated numeric columns ({', '.join(_CALIFORNIA_COLUMNS)})"
     )
     frame = read_csv(record, path, expected, header=None)
     if frame.shape[1] != 9:
@@ -61,9 +60,7 @@ def read_california(record: DatasetRecord, data_dir: Path) -> Table:
             "population by it"
         )
 
-    refuse_first_bad(
-        record, path, (households <= 0)[:, None], not_positive, expected, header_lines=0
-    )
+    refuse_first_bad(record, path, (households <= 0)[:, None], not_positive, expected, header_lines=0)
     # Checked values can still give a ratio beyond float32 (households of 1e-40).
     with np.errstate(over="ignore"):
         ratios = np.column_stack([column[c] / households for _, c in _CALIFORNIA_RATIOS])
@@ -112,9 +109,7 @@ def read_churn(record: DatasetRecord, data_dir: Path) -> Table:
     missing = [c for c in columns if c not in frame.columns]
     extra = [c for c in frame.columns if c not in columns]
     if missing or extra:
-        raise record.malformed(
-            path, f"missing columns {missing}, unexpected columns {extra}", expected
-        )
+        raise record.malformed(path, f"missing columns {missing}, unexpected columns {extra}", expected)
     # Kaggle's original has no empty cells, but copies with blank Age and Gender cells
     # circulate. Blank numbers stay NaN here and are imputed with the training mean by
     # load_dataset; a blank category gets an all-zero one-hot row, which keeps churn's
@@ -140,9 +135,7 @@ _ADULT_NUMERIC = ("age", "fnlwgt", "education-num", "capital-gain", "capital-los
 _ADULT_CATEGORICAL = tuple(c for c in _ADULT_COLUMNS if c not in _ADULT_NUMERIC + ("income",))
 
 
-def _read_adult_file(
-    record: DatasetRecord, path: Path
-) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
+def _read_adult_file(record: DatasetRecord, path: Path) -> tuple[np.ndarray, pd.DataFrame, np.ndarray]:
     """One UCI adult file: numeric (n, 6) float64, categorical frame (n, 8), labels (n,)."""
     expected = (
         "UCI's adult.data / adult.test: no header, 15 comma-separated columns "
@@ -221,9 +214,7 @@ def _read_idx(record: DatasetRecord, path: Path, magic: int) -> np.ndarray:
     return payload.reshape(shape)
 
 
-def _read_mnist_part(
-    record: DatasetRecord, images_path: Path, labels_path: Path
-) -> tuple[np.ndarray, np.ndarray]:
+def _read_mnist_part(record: DatasetRecord, images_path: Path, labels_path: Path) -> tuple[np.ndarray, np.ndarray]:
     """One pair of MNIST's IDX files: images (n, 784) uint8, labels (n,) uint8."""
     images = _read_idx(record, images_path, _IDX_IMAGES_MAGIC)
     labels = _read_idx(record, labels_path, _IDX_LABELS_MAGIC)
@@ -273,9 +264,7 @@ def read_otto(record: DatasetRecord, data_dir: Path) -> Table:
     if tuple(frame.columns) != columns:
         missing = [c for c in columns if c not in frame.columns]
         extra = [c for c in frame.columns if c not in columns]
-        raise record.malformed(
-            path, f"missing columns {missing}, unexpected columns {extra}", expected
-        )
+        raise record.malformed(path, f"missing columns {missing}, unexpected columns {extra}", expected)
     X = numeric_columns(record, path, frame[list(_OTTO_FEATURES)], expected, header_lines=1)
     y = class_labels(record, path, frame["target"], _OTTO_CLASSES, expected)
     return Table(X, y, list(_OTTO_FEATURES), np.ones(93, bool))

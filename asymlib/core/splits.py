@@ -51,18 +51,14 @@ SPLITS: dict[str, SplitRule] = {
 }
 
 
-def subsample(
-    n_rows: int, strata: np.ndarray | None, max_rows: int | None, seed: int, name: str
-) -> np.ndarray:
+def subsample(n_rows: int, strata: np.ndarray | None, max_rows: int | None, seed: int, name: str) -> np.ndarray:
     """Sorted row numbers of the rows used: all ``n_rows``, or ``max_rows`` of them drawn
     with ``random_state=seed`` (stratified by ``strata``, the class labels, if given)."""
     rows = np.arange(n_rows)
     if max_rows is None or max_rows >= n_rows:
         return rows
     try:
-        rows, _ = train_test_split(
-            rows, train_size=int(max_rows), random_state=seed, stratify=strata
-        )
+        rows, _ = train_test_split(rows, train_size=int(max_rows), random_state=seed, stratify=strata)
     except ValueError as exc:
         raise ValueError(f"max_rows={max_rows} is too small to subsample {name} ({exc})") from exc
     return np.sort(rows)
@@ -79,8 +75,7 @@ def _cut(
         )  # fmt: skip
     except ValueError as exc:
         raise ValueError(
-            f"cannot split {len(rows)} rows for {what} ({exc}); "
-            "use a larger max_rows or other fractions"
+            f"cannot split {len(rows)} rows for {what} ({exc}); use a larger max_rows or other fractions"
         ) from exc
 
 

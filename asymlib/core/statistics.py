@@ -28,14 +28,18 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-
 #: Columns whose values are test metrics: their orientation depends on the metric.
 METRIC_COLUMNS = ("ensemble_metric", "interpolated_metric", "single_mean")
 #: Columns that are already "higher is better" whatever the metric.
 GAIN_COLUMNS = ("relative_improvement", "interpolated_relative_improvement")
 #: Scores where lower is better on every task (NLL, Brier score, calibration error).
 LOWER_IS_BETTER_COLUMNS = (
-    "ensemble_nll", "ensemble_brier", "ensemble_ece", "single_nll", "single_brier", "single_ece",
+    "ensemble_nll",
+    "ensemble_brier",
+    "ensemble_ece",
+    "single_nll",
+    "single_brier",
+    "single_ece",
 )
 #: Measures with no better side (diversity): the difference is taken as it is, positive
 #: meaning that ``better`` has more of it.
@@ -70,9 +74,7 @@ def paired_differences(
     long = rows.melt(
         id_vars=_GROUP + ["repeat", "type"], value_vars=list(measures), var_name="measure", value_name="value"
     )
-    wide = long.pivot_table(
-        index=_GROUP + ["repeat", "measure"], columns="type", values="value", aggfunc="mean"
-    )
+    wide = long.pivot_table(index=_GROUP + ["repeat", "measure"], columns="type", values="value", aggfunc="mean")
     wide = wide.reindex(columns=[baseline, better]).dropna().reset_index()
     wide = wide.rename(columns={baseline: "baseline_value", better: "better_value"})
     wide.columns.name = None
@@ -130,12 +132,14 @@ def improvement_statistics(
     keys = _GROUP + ["measure"]
     rows = []
     for key, group in paired.groupby(keys, sort=True):
-        rows.append({
-            **dict(zip(keys, key)),
-            **summarize_differences(group["improvement"].to_numpy(), confidence=confidence),
-            "baseline_mean": group["baseline_value"].mean(),
-            "better_mean": group["better_value"].mean(),
-        })
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                **summarize_differences(group["improvement"].to_numpy(), confidence=confidence),
+                "baseline_mean": group["baseline_value"].mean(),
+                "better_mean": group["better_value"].mean(),
+            }
+        )
     columns = keys + ["n", "mean", "std", "ci_low", "ci_high", "t", "p_value", "baseline_mean", "better_mean"]
     table = pd.DataFrame(rows, columns=columns)
     # One family per measure: every (dataset, hidden, ensemble size) tested on it.
@@ -201,25 +205,26 @@ def across_datasets(
         )  # (resamples, datasets)
         means = np.array([d.mean() for d in per_dataset])
         types = group.groupby("dataset")[["baseline_value", "better_value"]].mean()
-        rows.append({
-            "hidden": hidden,
-            "ensemble_size": size,
-            "datasets": len(per_dataset),
-            f"{baseline}_mean": types["baseline_value"].mean(),
-            f"{better}_mean": types["better_value"].mean(),
-            f"{baseline}_median": types["baseline_value"].median(),
-            f"{better}_median": types["better_value"].median(),
-            "difference_mean": means.mean(),
-            "mean_ci_low": np.quantile(boot.mean(axis=1), tail),
-            "mean_ci_high": np.quantile(boot.mean(axis=1), 1 - tail),
-            "difference_median": np.median(means),
-            "median_ci_low": np.quantile(np.median(boot, axis=1), tail),
-            "median_ci_high": np.quantile(np.median(boot, axis=1), 1 - tail),
-        })
+        rows.append(
+            {
+                "hidden": hidden,
+                "ensemble_size": size,
+                "datasets": len(per_dataset),
+                f"{baseline}_mean": types["baseline_value"].mean(),
+                f"{better}_mean": types["better_value"].mean(),
+                f"{baseline}_median": types["baseline_value"].median(),
+                f"{better}_median": types["better_value"].median(),
+                "difference_mean": means.mean(),
+                "mean_ci_low": np.quantile(boot.mean(axis=1), tail),
+                "mean_ci_high": np.quantile(boot.mean(axis=1), 1 - tail),
+                "difference_median": np.median(means),
+                "median_ci_low": np.quantile(np.median(boot, axis=1), tail),
+                "median_ci_high": np.quantile(np.median(boot, axis=1), 1 - tail),
+            }
+        )
     table = pd.DataFrame(rows)
     table.attrs["title"] = (
         f"{measure} of the ensemble of {size}, {better.upper()} - {baseline.upper()} over datasets "
         f"(mean and median of per-dataset means; {confidence:.0%} bootstrap intervals over repeats)"
     )
     return table
-

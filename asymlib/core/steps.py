@@ -71,7 +71,9 @@ class EpochBatches:
         for start in range(0, n, self.rows_per_block):
             rows = min(self.rows_per_block, n - start)
             index = self.order[:, start : start + rows].reshape(-1)
-            X_block = self._X_block[: self.members * rows * self.X[0].numel()].view(self.members * rows, *self.X.shape[1:])
+            X_block = self._X_block[: self.members * rows * self.X[0].numel()].view(
+                self.members * rows, *self.X.shape[1:]
+            )
             y_block = self._y_block[: self.members * rows]
             torch.index_select(self.X, 0, index, out=X_block)
             torch.index_select(self.y, 0, index, out=y_block)
@@ -104,8 +106,9 @@ def precision_context(precision: str, device: torch.device, *, for_graph: bool =
     yield
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *, task: str,
-               hand_written: bool) -> Tensor:
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *, task: str, hand_written: bool
+) -> Tensor:
     """One AdamW step of every member on its batch; returns the (E,) batch losses.
 
     x: (E, batch, d), y: (E, batch). ``hand_written`` uses the model's
@@ -134,8 +137,16 @@ class EpochRunner:
     change while the runner is in use: a CUDA graph replays on those very tensors.
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, data: EpochBatches, *, task: str,
-                 precision: str = "float32", use_graph: bool | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        data: EpochBatches,
+        *,
+        task: str,
+        precision: str = "float32",
+        use_graph: bool | None = None,
+    ):
         self.model, self.optimizer, self.data, self.task, self.precision = model, optimizer, data, task, precision
         self.device = data.X.device
         self.hand_written = getattr(model, "hand_written_step", False) and precision != "bf16"

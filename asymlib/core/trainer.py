@@ -30,8 +30,16 @@ from torch import Tensor, nn
 from .backprop import member_losses
 from .steps import PRECISIONS, EpochBatches, EpochRunner
 
-__all__ = ["BatchedModel", "TrainConfig", "TrainResult", "evaluate_losses", "evaluating", "fit", "member_losses",
-           "predict"]
+__all__ = [
+    "BatchedModel",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate_losses",
+    "evaluating",
+    "fit",
+    "member_losses",
+    "predict",
+]
 
 
 @runtime_checkable
@@ -316,8 +324,10 @@ def fit(
         for slot in diverging.nonzero().squeeze(1).tolist():
             member = int(running[slot])
             diverged[member] = True
-            when = f"training loss in epoch {epoch + 1}" if not train_finite[slot] else (
-                f"validation loss after epoch {epoch + 1}"
+            when = (
+                f"training loss in epoch {epoch + 1}"
+                if not train_finite[slot]
+                else (f"validation loss after epoch {epoch + 1}")
             )
             diverged_reason[member] = f"non-finite {when}"
         stopping = (bad_epochs[running] >= config.patience) | diverging

@@ -79,7 +79,9 @@ def gaussian_mixture_nll(predictions: Tensor, variances: Tensor, y: Tensor) -> f
     return float(-mixture.mean())
 
 
-def member_uncertainty(outputs: Tensor, y: Tensor, *, task: str, variances: Tensor | None = None) -> dict[str, np.ndarray]:
+def member_uncertainty(
+    outputs: Tensor, y: Tensor, *, task: str, variances: Tensor | None = None
+) -> dict[str, np.ndarray]:
     """Each member's uncertainty scores, as arrays of shape (E,).
 
     outputs: (E, n, out) test outputs; y: (n,). Classification: nll, brier, ece. Regression:
@@ -88,7 +90,11 @@ def member_uncertainty(outputs: Tensor, y: Tensor, *, task: str, variances: Tens
     if task == "regression":
         if variances is None:
             raise ValueError("regression NLL needs each member's validation residual variance (variances=)")
-        return {"nll": np.array([gaussian_mixture_nll(outputs[e : e + 1], variances[e : e + 1], y) for e in range(outputs.shape[0])])}
+        return {
+            "nll": np.array(
+                [gaussian_mixture_nll(outputs[e : e + 1], variances[e : e + 1], y) for e in range(outputs.shape[0])]
+            )
+        }
     proba = probabilities(outputs).cpu().numpy()
     labels = y.cpu().numpy()
     scores = [classification_scores(p, labels) for p in proba]

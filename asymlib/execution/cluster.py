@@ -126,7 +126,11 @@ class Cluster:
             print(f"no Dask workers at {self.address} yet; waiting for one (`dask worker {self.address}`)", flush=True)
             self.client.wait_for_workers(1)
         if resources:
-            offering = [a for a, w in self.workers().items() if all(w.get("resources", {}).get(r, 0) >= n for r, n in resources.items())]
+            offering = [
+                a
+                for a, w in self.workers().items()
+                if all(w.get("resources", {}).get(r, 0) >= n for r, n in resources.items())
+            ]
             if not offering:
                 wanted = " ".join(f"{r}={n}" for r, n in resources.items())
                 raise ClusterError(
@@ -163,9 +167,16 @@ class Cluster:
 
         futures = {
             self.client.submit(
-                train_unit, job.section, settings, job.dataset, job.coordinates, threads=threads,
-                key=f"{job.section}-{job.unit}-{uuid.uuid4().hex}", priority=job.priority,
-                resources=resources or None, pure=False,
+                train_unit,
+                job.section,
+                settings,
+                job.dataset,
+                job.coordinates,
+                threads=threads,
+                key=f"{job.section}-{job.unit}-{uuid.uuid4().hex}",
+                priority=job.priority,
+                resources=resources or None,
+                pure=False,
             ): job
             # In order of priority: Dask hands the first tasks to idle workers as they arrive,
             # before it has seen the larger ones submitted after them.
@@ -225,9 +236,14 @@ def open_cluster(scheduler: str | None, *, workers: int, resources: dict[str, in
             # another cluster's dashboard on 8787: the link says which port
             warnings.filterwarnings("ignore", message="Port .* is already in use")
             local = LocalCluster(
-                n_workers=workers, threads_per_worker=1, processes=True, memory_limit=0,
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                memory_limit=0,
                 # A failed task's traceback goes to <dataset>.log; the workers need not print it too.
-                resources=resources or None, silence_logs=logging.CRITICAL, dashboard_address=LOCAL_DASHBOARD,
+                resources=resources or None,
+                silence_logs=logging.CRITICAL,
+                dashboard_address=LOCAL_DASHBOARD,
             )
         try:
             client = Client(local)

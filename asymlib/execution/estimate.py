@@ -89,7 +89,9 @@ TYPICAL_EPOCHS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
 }
 #: The measured type that stands for an unmeasured one.
 _MEASURED_AS = {"wmlp": "mlp", "smlp": "mlp", "iwmlp": "imlp"}
-TYPICAL_EPOCHS_SOURCE = "TYPICAL_EPOCHS in asymlib/execution/estimate.py (a calibration run with the paper's stopping rule)"
+TYPICAL_EPOCHS_SOURCE = (
+    "TYPICAL_EPOCHS in asymlib/execution/estimate.py (a calibration run with the paper's stopping rule)"
+)
 
 
 @dataclass
@@ -131,7 +133,11 @@ def _timing_part(data: Dataset, size: int) -> tuple[Dataset, float]:
     n_train = min(len(data.X_train), max(low, min(high, TIMING_WORK // size)))
     n_val = max(1, round(len(data.X_val) * n_train / len(data.X_train)))
     part = dataclasses.replace(
-        data, X_train=data.X_train[:n_train], y_train=data.y_train[:n_train], X_val=data.X_val[:n_val], y_val=data.y_val[:n_val]
+        data,
+        X_train=data.X_train[:n_train],
+        y_train=data.y_train[:n_train],
+        X_val=data.X_val[:n_val],
+        y_val=data.y_val[:n_val],
     )
     return part, len(data.X_train) / n_train
 
@@ -149,8 +155,16 @@ def _epoch_seconds(model: torch.nn.Module, data: Dataset, *, usage: bool) -> flo
 
     config = TrainConfig(max_epochs=3, patience=3)
     fit(
-        model, data.X_train, data.y_train, data.X_val, data.y_val, task=data.task,
-        order_seeds=list(range(model.members)), config=config, monitor=monitor, progress=False,
+        model,
+        data.X_train,
+        data.y_train,
+        data.X_val,
+        data.y_val,
+        task=data.task,
+        order_seeds=list(range(model.members)),
+        config=config,
+        monitor=monitor,
+        progress=False,
     )
     return min(stamps[1] - stamps[0], stamps[2] - stamps[1])
 
@@ -170,8 +184,14 @@ def time_shape(data: Dataset, section: str, settings: dict, shape: dict) -> tupl
 
         def build(m: int) -> torch.nn.Module:
             return MixtureEnsemble(
-                data.n_features, settings["hidden"], data.n_outputs, members=m, experts=shape["experts"],
-                kind=shape["kind"], gating=shape["gating"], architecture=settings["architecture"],
+                data.n_features,
+                settings["hidden"],
+                data.n_outputs,
+                members=m,
+                experts=shape["experts"],
+                kind=shape["kind"],
+                gating=shape["gating"],
+                architecture=settings["architecture"],
             )
 
     usage = section == "mixtures"
@@ -194,7 +214,9 @@ def _shape_of(section: str, settings: dict, unit: dict) -> list[dict]:
     if section == "deep_ensembles":
         variants = len(wasym_variants(settings["n_fix"], settings["kappa"]))
         return [
-            {"hidden": unit["hidden"], "kind": k} for k in settings["types"] for _ in range(variants if k == "wmlp" else 1)
+            {"hidden": unit["hidden"], "kind": k}
+            for k in settings["types"]
+            for _ in range(variants if k == "wmlp" else 1)
         ]
     return [{"experts": unit["experts"], "kind": unit["kind"]}]
 
@@ -212,8 +234,10 @@ def typical_epochs(section: str, settings: dict, dataset: str, kind: str, *, run
     (``max_rows``), split and patience, and an epoch cap no lower than the profile's; else
     ``TYPICAL_EPOCHS``. Either is capped at the profile's ``max_epochs``.
     """
-    table, column, group = ("models", "type", ["hidden", "repeat"]) if section == "deep_ensembles" else (
-        "mixtures", "kind", ["gating", "experts"]
+    table, column, group = (
+        ("models", "type", ["hidden", "repeat"])
+        if section == "deep_ensembles"
+        else ("mixtures", "kind", ["gating", "experts"])
     )
     cap = settings["max_epochs"]
     same = ("max_rows", "split", "val_fraction", "patience")
@@ -265,7 +289,9 @@ def estimate_profile(
     shapes, units = [], []
     try:
         work = [(s, d) for s in sections for d in (datasets or profile[s]["datasets"])]
-        bar = tqdm(total=sum(len(_shapes(s, profile[s])) for s, _ in work), desc="timing", unit="shape", disable=not progress)
+        bar = tqdm(
+            total=sum(len(_shapes(s, profile[s])) for s, _ in work), desc="timing", unit="shape", disable=not progress
+        )
         loaded: dict[tuple, Dataset] = {}
         for section, dataset in work:
             settings = profile[section]
@@ -273,7 +299,10 @@ def estimate_profile(
             if cut not in loaded:
                 loaded.clear()  # one dataset in memory at a time
                 loaded[cut] = load_dataset(
-                    dataset, max_rows=settings["max_rows"], split=settings["split"], val_fraction=settings["val_fraction"]
+                    dataset,
+                    max_rows=settings["max_rows"],
+                    split=settings["split"],
+                    val_fraction=settings["val_fraction"],
                 )
             data = loaded[cut]
             timed = {}
@@ -282,18 +311,32 @@ def estimate_profile(
                 full, single, members = time_shape(data, section, settings, shape)
                 seconds = unit_seconds(full, single, members, mean, slowest)
                 timed[_key(shape)] = seconds
-                shapes.append({
-                    "section": section, "dataset": dataset, "shape": _describe(shape), "members": members,
-                    "seconds_per_epoch": full, "seconds_per_epoch_one_member": single,
-                    "epochs_mean": mean, "epochs_max": slowest, "unit_part_hours": seconds / 3600, "epochs_from": source,
-                })
+                shapes.append(
+                    {
+                        "section": section,
+                        "dataset": dataset,
+                        "shape": _describe(shape),
+                        "members": members,
+                        "seconds_per_epoch": full,
+                        "seconds_per_epoch_one_member": single,
+                        "epochs_mean": mean,
+                        "epochs_max": slowest,
+                        "unit_part_hours": seconds / 3600,
+                        "epochs_from": source,
+                    }
+                )
                 bar.update(1)
             for unit, coordinates in SECTIONS[section].grid(settings, dataset).items():
                 seconds = sum(timed[_key(shape)] for shape in _shape_of(section, settings, coordinates))
-                units.append({
-                    "section": section, "dataset": dataset, "unit": unit,
-                    "shape": _describe(coordinates), "cpu_hours": seconds / 3600,
-                })
+                units.append(
+                    {
+                        "section": section,
+                        "dataset": dataset,
+                        "unit": unit,
+                        "shape": _describe(coordinates),
+                        "cpu_hours": seconds / 3600,
+                    }
+                )
         bar.close()
     finally:
         torch.set_num_threads(threads)
@@ -337,7 +380,9 @@ def format_estimate(estimate: Estimate, *, workers: Sequence[int]) -> str:
     for (section, dataset), row in table.iterrows():
         lines.append(f"  {section:<15} {dataset:<11} {int(row['units']):5d} units  {row['cpu_hours']:10.2f} CPU-h")
     for section, part in table.groupby(level=0, sort=False):
-        lines.append(f"  {section:<15} {'all':<11} {int(part['units'].sum()):5d} units  {part['cpu_hours'].sum():10.2f} CPU-h")
+        lines.append(
+            f"  {section:<15} {'all':<11} {int(part['units'].sum()):5d} units  {part['cpu_hours'].sum():10.2f} CPU-h"
+        )
     total = table["cpu_hours"].sum()
     lines.append(f"  total: {total:.2f} CPU-hours ({_hours(total)} on one core)")
     lines.append("")
@@ -409,8 +454,9 @@ def _member_epoch_flops(dataset: str, settings: dict, hidden: int, experts: int,
     return 2.0 * macs * (3 * n_train + n_val)
 
 
-def _fits(section: str, settings: dict, dataset: str, unit: str, coordinates: dict, measured: Path | None,
-          runs: Path) -> list[tuple[str, int, float, float]]:
+def _fits(
+    section: str, settings: dict, dataset: str, unit: str, coordinates: dict, measured: Path | None, runs: Path
+) -> list[tuple[str, int, float, float]]:
     """The batched fits of a unit: (mode, members, epochs mean, epochs of the slowest member),
     from the unit's shards where it was measured, else typical epochs."""
     table, column = ("models", "type") if section == "deep_ensembles" else ("mixtures", "kind")
@@ -448,22 +494,33 @@ def _unit_rows(profile: dict, measured_root: Path, runs: Path) -> pd.DataFrame:
             batches = -(-_split_rows(dataset, settings)[0] // STEP_ROWS)
             for unit, coordinates in SECTIONS[section].grid(settings, dataset).items():
                 hidden = coordinates.get("hidden", settings.get("hidden"))
-                release_moie = settings.get("architecture") == "release" and coordinates.get("kind") in ("imlp", "iwmlp")
-                flops_per_epoch = _member_epoch_flops(dataset, settings, hidden, coordinates.get("experts", 1),
-                                                      square_layers=3 if release_moie else 2)
+                release_moie = settings.get("architecture") == "release" and coordinates.get("kind") in (
+                    "imlp",
+                    "iwmlp",
+                )
+                flops_per_epoch = _member_epoch_flops(
+                    dataset, settings, hidden, coordinates.get("experts", 1), square_layers=3 if release_moie else 2
+                )
                 fits = _fits(section, settings, dataset, unit, coordinates, folder if unit in occupancy else None, runs)
-                rows.append({
-                    "section": section, "dataset": dataset, "unit": unit, "mode": fits[0][0],
-                    "epochs": sum(slowest for _, _, _, slowest in fits),
-                    "steps": sum(slowest * batches for _, _, _, slowest in fits),
-                    "flops": sum(members * mean * flops_per_epoch for _, members, mean, _ in fits),
-                    "measured": unit in occupancy, "seconds": occupancy.get(unit, float("nan")),
-                })
+                rows.append(
+                    {
+                        "section": section,
+                        "dataset": dataset,
+                        "unit": unit,
+                        "mode": fits[0][0],
+                        "epochs": sum(slowest for _, _, _, slowest in fits),
+                        "steps": sum(slowest * batches for _, _, _, slowest in fits),
+                        "flops": sum(members * mean * flops_per_epoch for _, members, mean, _ in fits),
+                        "measured": unit in occupancy,
+                        "seconds": occupancy.get(unit, float("nan")),
+                    }
+                )
     return pd.DataFrame(rows)
 
 
-def estimate_from_measured(params_path: str | os.PathLike, measured: str | os.PathLike, *,
-                           sections: Sequence[str] | None = None) -> MeasuredEstimate:
+def estimate_from_measured(
+    params_path: str | os.PathLike, measured: str | os.PathLike, *, sections: Sequence[str] | None = None
+) -> MeasuredEstimate:
     """The profile's cost on the device that trained the units under ``measured`` (a profile
     folder such as ``runs/paper``, holding ``<section>/train_log.csv`` and shards): measured
     units count as measured, the rest are predicted by the model above, fitted to them.
@@ -489,9 +546,13 @@ def estimate_from_measured(params_path: str | os.PathLike, measured: str | os.Pa
     theta, _ = nnls(design, np.ones(len(fit)))
     units["seconds"] = units["seconds"].where(units["measured"], _design(units) @ theta)
     per_epoch, c_graph, c_eager, inverse_rate = theta
-    constants = {"epoch_ms": 1e3 * per_epoch, "c_graph_ms": 1e3 * c_graph, "c_eager_ms": 1e3 * c_eager,
-                 "rate_tflops": 1e-12 / inverse_rate if inverse_rate > 0 else float("inf"),
-                 "fit_median_error": float(np.median(np.abs(design @ theta - 1)))}
+    constants = {
+        "epoch_ms": 1e3 * per_epoch,
+        "c_graph_ms": 1e3 * c_graph,
+        "c_eager_ms": 1e3 * c_eager,
+        "rate_tflops": 1e-12 / inverse_rate if inverse_rate > 0 else float("inf"),
+        "fit_median_error": float(np.median(np.abs(design @ theta - 1))),
+    }
     return MeasuredEstimate(params_path, measured, units, constants)
 
 
@@ -499,8 +560,9 @@ def _design(units: pd.DataFrame) -> np.ndarray:
     """The model's terms per unit: epochs, replayed steps, eager steps, FLOPs."""
     graph = (units["mode"] == "graph").to_numpy()
     steps = units["steps"].to_numpy(dtype=float)
-    return np.column_stack([units["epochs"].to_numpy(dtype=float), steps * graph, steps * ~graph,
-                            units["flops"].to_numpy(dtype=float)])
+    return np.column_stack(
+        [units["epochs"].to_numpy(dtype=float), steps * graph, steps * ~graph, units["flops"].to_numpy(dtype=float)]
+    )
 
 
 def format_measured_estimate(estimate: MeasuredEstimate) -> str:
@@ -518,8 +580,12 @@ def format_measured_estimate(estimate: MeasuredEstimate) -> str:
         units=("unit", "size"), measured=("measured", "sum"), hours=("seconds", lambda s: s.sum() / 3600)
     )
     for (section, dataset), row in table.iterrows():
-        lines.append(f"  {section:<15} {dataset:<11} {int(row['units']):4d} units ({int(row['measured']):3d} measured)"
-                     f"  {row['hours']:7.3f} h")
-    lines.append(f"  measured units: {_hours(estimate.hours(True))}; the others, predicted: {_hours(estimate.hours(False))}")
+        lines.append(
+            f"  {section:<15} {dataset:<11} {int(row['units']):4d} units ({int(row['measured']):3d} measured)"
+            f"  {row['hours']:7.3f} h"
+        )
+    lines.append(
+        f"  measured units: {_hours(estimate.hours(True))}; the others, predicted: {_hours(estimate.hours(False))}"
+    )
     lines.append(f"  whole grid on one device: {_hours(estimate.hours())}")
     return "\n".join(lines)

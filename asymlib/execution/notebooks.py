@@ -76,9 +76,18 @@ def execute_notebook(
     """
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [
-        sys.executable, "-m", "asymlib.execution.papermill_child", str(notebook), str(output),
-        "--parameters_yaml", yaml.safe_dump(parameters), "--kernel", kernel,
-        "--no-progress-bar", "--cwd", str(project_root()),
+        sys.executable,
+        "-m",
+        "asymlib.execution.papermill_child",
+        str(notebook),
+        str(output),
+        "--parameters_yaml",
+        yaml.safe_dump(parameters),
+        "--kernel",
+        kernel,
+        "--no-progress-bar",
+        "--cwd",
+        str(project_root()),
     ]
     started = time.perf_counter()
     with open(output.with_suffix(".log"), "w") as log:

@@ -86,45 +86,54 @@ RUNNER_KEYS: dict[str, Key] = {
 DEEP_ENSEMBLE_KEYS: dict[str, Key] = {
     "hidden_sizes": Key(_list_of(positive_int), "a non-empty list of positive integers (hidden widths)"),
     "members": Key(positive_int, "a positive integer (members trained per type)"),
-    "ensemble_sizes": Key(
-        _list_of(positive_int), "a non-empty list of positive integers, none above members"
-    ),
+    "ensemble_sizes": Key(_list_of(positive_int), "a non-empty list of positive integers, none above members"),
     "repeats": Key(positive_int, "a positive integer (independent repeats of the whole grid)"),
     "seed": Key(lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
     "max_epochs": Key(positive_int, "a positive integer"),
     "patience": Key(positive_int, "a positive integer (epochs without validation improvement)"),
     "max_rows": Key(_optional_positive_int, "a positive integer or null (null: the full dataset)"),
     "split": Key(
-        lambda v: v in SPLITS, f"one of {', '.join(SPLITS)} (the paper's text, or its code release)",
-        required=False, default="paper",
+        lambda v: v in SPLITS,
+        f"one of {', '.join(SPLITS)} (the paper's text, or its code release)",
+        required=False,
+        default="paper",
     ),
     "val_fraction": Key(
-        lambda v: v is None or _fraction(v), "a number strictly between 0 and 1, or null (the split's own)",
-        required=False, default=None,
+        lambda v: v is None or _fraction(v),
+        "a number strictly between 0 and 1, or null (the split's own)",
+        required=False,
+        default=None,
     ),
     "device": Key(
-        lambda v: isinstance(v, str) and v != "", "a torch device such as cpu or cuda",
-        required=False, default="cpu",
+        lambda v: isinstance(v, str) and v != "",
+        "a torch device such as cpu or cuda",
+        required=False,
+        default="cpu",
     ),
     "precision": Key(
         lambda v: v in PRECISIONS,
         f"one of {', '.join(PRECISIONS)} (the training steps' matrix multiplies; tf32 needs CUDA)",
-        required=False, default="float32",
+        required=False,
+        default="float32",
     ),
     "types": Key(
         _list_of(lambda v: v in MODEL_TYPES),
         f"a non-empty list out of {', '.join(MODEL_TYPES)} (smlp: sigma-Asymmetric)",
-        required=False, default=list(KINDS),
+        required=False,
+        default=list(KINDS),
     ),
     "n_fix": Key(
         lambda v: v is None or _list_of(positive_int)(v),
         "null (the paper's frozen entries per unit) or a non-empty list of positive integers "
         "(a WMLP per value: frozen entries per unit after the first layer)",
-        required=False, default=None,
+        required=False,
+        default=None,
     ),
     "kappa": Key(
-        _list_of(_positive_number), "a non-empty list of positive numbers (standard deviations of the frozen values)",
-        required=False, default=[1.0],
+        _list_of(_positive_number),
+        "a non-empty list of positive numbers (standard deviations of the frozen values)",
+        required=False,
+        default=[1.0],
     ),
 }
 
@@ -138,12 +147,14 @@ MIXTURE_KEYS: dict[str, Key] = {
     "balance_weights": Key(
         _list_of(lambda v: _number(v) and v >= 0),
         "a non-empty list of non-negative numbers (weights of the load-balancing loss; 0: none, the paper's)",
-        required=False, default=[0.0],
+        required=False,
+        default=[0.0],
     ),
     "architecture": Key(
         lambda v: v in ARCHITECTURES,
         f"one of {', '.join(ARCHITECTURES)} (the paper's text's networks, or its code release's MoIE)",
-        required=False, default="paper",
+        required=False,
+        default="paper",
     ),
     # the same meaning as in deep_ensembles
     **{
@@ -162,7 +173,8 @@ PROFILE_KEYS: dict[str, Key] = {
     "scheduler": Key(
         _scheduler_address,
         "a Dask scheduler's address such as tcp://10.0.0.5:8786, or null (a LocalCluster on this machine)",
-        required=False, default=None,
+        required=False,
+        default=None,
     ),
 }
 
@@ -202,9 +214,17 @@ def _deep_ensemble_grid(section: dict, dataset: str) -> dict[str, dict]:
 
 def _train_deep_ensemble_unit(data: Dataset, section: dict, unit: dict) -> dict[str, pd.DataFrame]:
     return train_deep_ensemble_unit(
-        data, **unit, types=section["types"], members=section["members"], ensemble_sizes=section["ensemble_sizes"],
-        seed=section["seed"], n_fix=section["n_fix"], kappa=section["kappa"], config=train_config(section),
-        device=section["device"], progress=False,
+        data,
+        **unit,
+        types=section["types"],
+        members=section["members"],
+        ensemble_sizes=section["ensemble_sizes"],
+        seed=section["seed"],
+        n_fix=section["n_fix"],
+        kappa=section["kappa"],
+        config=train_config(section),
+        device=section["device"],
+        progress=False,
     )
 
 
@@ -212,7 +232,10 @@ def _mixture_grid(section: dict, dataset: str) -> dict[str, dict]:
     # smallest mixtures first, as the notebook trains them (the 2-expert baselines early)
     return {
         mixture_unit(dataset, gating, kind, experts, weight): {
-            "gating": gating, "kind": kind, "experts": experts, "balance_weight": weight,
+            "gating": gating,
+            "kind": kind,
+            "experts": experts,
+            "balance_weight": weight,
         }
         for experts in sorted(section["experts"])
         for gating in section["gatings"]
@@ -223,8 +246,15 @@ def _mixture_grid(section: dict, dataset: str) -> dict[str, dict]:
 
 def _train_mixture_unit(data: Dataset, section: dict, unit: dict) -> dict[str, pd.DataFrame]:
     return train_mixture_unit(
-        data, **unit, hidden=section["hidden"], repeats=section["repeats"], seed=section["seed"],
-        architecture=section["architecture"], config=train_config(section), device=section["device"], progress=False,
+        data,
+        **unit,
+        hidden=section["hidden"],
+        repeats=section["repeats"],
+        seed=section["seed"],
+        architecture=section["architecture"],
+        config=train_config(section),
+        device=section["device"],
+        progress=False,
     )
 
 
@@ -372,9 +402,7 @@ def load_params(path: str | os.PathLike, *, sections: Sequence[str] = ("deep_ens
         keys = {**RUNNER_KEYS, **section.keys}
         unknown = sorted(set(raw) - set(keys))
         if unknown:
-            raise ParamsError(
-                f"{path}: {name}.{unknown[0]} is not a known key; {name} takes {', '.join(keys)}"
-            )
+            raise ParamsError(f"{path}: {name}.{unknown[0]} is not a known key; {name} takes {', '.join(keys)}")
         values = {}
         for key, spec in keys.items():
             if key not in raw:

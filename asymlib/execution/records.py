@@ -75,7 +75,9 @@ def check_settings(
         if (force and dataset in datasets) or dataset not in with_results:
             continue
         before = recorded.get(dataset)
-        changed = ["no record of the settings they were made with"] if before is None else differences(section, before, now)
+        changed = (
+            ["no record of the settings they were made with"] if before is None else differences(section, before, now)
+        )
         if not changed:
             continue
         if dataset in datasets:
@@ -164,7 +166,9 @@ def write_if_changed(frame: pd.DataFrame, path: Path) -> None:
                 return
         except (OSError, ValueError):
             pass  # unreadable: write it again
-    writing(path.parent, lambda: (frame.to_parquet(path, index=False), frame.to_csv(path.with_suffix(".csv"), index=False)))
+    writing(
+        path.parent, lambda: (frame.to_parquet(path, index=False), frame.to_csv(path.with_suffix(".csv"), index=False))
+    )
 
 
 def unit_priority(dataset: str, coordinates: dict, settings: dict) -> int:

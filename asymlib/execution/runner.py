@@ -58,16 +58,6 @@ from .notebooks import (
     notebook_parameters,
     stop_running_notebooks,
 )
-from .records import (
-    check_settings,
-    check_writable,
-    forget,
-    save_settings,
-    record_settings,
-    unit_priority,
-    write_if_changed,
-    writing,
-)
 from .params import (
     SECTIONS,
     ParamsError,
@@ -78,7 +68,16 @@ from .params import (
     positive_int,
     profile_sections,
 )
-
+from .records import (
+    check_settings,
+    check_writable,
+    forget,
+    record_settings,
+    save_settings,
+    unit_priority,
+    write_if_changed,
+    writing,
+)
 
 # --------------------------------------------------------------------------- running
 
@@ -125,9 +124,7 @@ class RunInterrupted(KeyboardInterrupt):
         self.units_kept = units_kept
 
 
-def combine(
-    section: Section, settings: dict, datasets: Iterable[str], out_dir: Path
-) -> dict[str, pd.DataFrame]:
+def combine(section: Section, settings: dict, datasets: Iterable[str], out_dir: Path) -> dict[str, pd.DataFrame]:
     """The section's tables over the finished units of ``datasets`` (stale shards left out)."""
     store = section.store(out_dir)
     units = [u for d in datasets for u in section.units(settings, d)]
@@ -174,12 +171,24 @@ def _run_section(
         try:
             if jobs:
                 _train_units(
-                    run, section, settings, jobs, out_dir=out_dir, workers=min(workers, len(jobs)),
-                    scheduler=scheduler, progress=progress,
+                    run,
+                    section,
+                    settings,
+                    jobs,
+                    out_dir=out_dir,
+                    workers=min(workers, len(jobs)),
+                    scheduler=scheduler,
+                    progress=progress,
                 )
             _execute_notebooks(
-                run, section, settings, [d for d in todo if d not in run.failed],
-                out_dir=out_dir, workers=workers, progress=progress, kernel=kernel,
+                run,
+                section,
+                settings,
+                [d for d in todo if d not in run.failed],
+                out_dir=out_dir,
+                workers=workers,
+                progress=progress,
+                kernel=kernel,
             )
         finally:
             save_settings(section, settings, out_dir=out_dir, datasets=todo)
@@ -222,7 +231,11 @@ def _train_units(
             flush=True,
         )
         outcomes = cluster.run(
-            jobs, settings=settings, threads=threads, resources=resources, progress=progress,
+            jobs,
+            settings=settings,
+            threads=threads,
+            resources=resources,
+            progress=progress,
             description=f"{section.name} units",
         )
         for job, outcome in outcomes:
@@ -245,8 +258,15 @@ def _train_units(
 
 
 def _execute_notebooks(
-    run: SectionRun, section: Section, settings: dict, datasets: list[str], *, out_dir: Path, workers: int,
-    progress: bool, kernel: str,
+    run: SectionRun,
+    section: Section,
+    settings: dict,
+    datasets: list[str],
+    *,
+    out_dir: Path,
+    workers: int,
+    progress: bool,
+    kernel: str,
 ) -> None:
     """One papermill run of the section's notebook per dataset, ``workers`` at once: with
     every unit done, each only reads the shards back and draws its tables and charts."""
@@ -261,9 +281,12 @@ def _execute_notebooks(
     pool = ThreadPoolExecutor(max_workers=workers)
     futures = {
         pool.submit(
-            execute_notebook, notebook, out_dir / f"{d}.ipynb",
+            execute_notebook,
+            notebook,
+            out_dir / f"{d}.ipynb",
             notebook_parameters(section, settings, d, out_dir, threads),
-            threads=threads, kernel=kernel,
+            threads=threads,
+            kernel=kernel,
         ): d
         for d in datasets
     }
@@ -341,9 +364,15 @@ def run_profile(
         chosen = check_datasets(datasets, "datasets") if datasets else settings[name]["datasets"]
         try:
             run = _run_section(
-                SECTIONS[name], settings[name], out_dir=profile_dir / name, datasets=list(chosen),
-                workers=workers or settings[name]["workers"], force=force, progress=progress,
-                kernel=kernel, scheduler=scheduler,
+                SECTIONS[name],
+                settings[name],
+                out_dir=profile_dir / name,
+                datasets=list(chosen),
+                workers=workers or settings[name]["workers"],
+                force=force,
+                progress=progress,
+                kernel=kernel,
+                scheduler=scheduler,
             )
         except KeyboardInterrupt:
             raise RunInterrupted(_units_kept(sections, profile_dir)) from None
@@ -407,4 +436,3 @@ def format_summary(run: SectionRun) -> str:
         lines.append(f"  {table.attrs['title']}:")
         lines += ["    " + line for line in table.round(2).to_string().splitlines()]
     return "\n".join(lines)
-

@@ -37,8 +37,8 @@ import pandas as pd
 import torch
 
 from ..core.data import DATASETS, DataFileError
-from .params import SECTIONS, ParamsError, check_datasets, load_params, positive_int, profile_sections
 from .cluster import available_cores  # no Dask at import: the module imports it where it uses it
+from .params import SECTIONS, ParamsError, check_datasets, load_params, positive_int, profile_sections
 from .records import OutputError, append_row, check_settings, check_writable, record_settings, unit_priority, writing
 from .tasks import UnitResult, missing_raw_files, train_unit
 
@@ -95,8 +95,14 @@ def _pending_jobs(settings: dict[str, dict], datasets: dict[str, list[str]], out
     return sorted(jobs, key=lambda job: -job.priority), done
 
 
-def _checked(params_path: Path, sections: list[str], *, datasets: Sequence[str] | None, device: str | None,
-             out_dirs: dict[str, Path]) -> tuple[dict[str, dict], dict[str, list[str]]]:
+def _checked(
+    params_path: Path,
+    sections: list[str],
+    *,
+    datasets: Sequence[str] | None,
+    device: str | None,
+    out_dirs: dict[str, Path],
+) -> tuple[dict[str, dict], dict[str, list[str]]]:
     """The sections' settings (``device`` applied) and chosen datasets, after every check
     that can fail before training: the profile, the device, stored results of other
     settings (``records.check_settings``), the output folders and the raw files."""
@@ -108,13 +114,21 @@ def _checked(params_path: Path, sections: list[str], *, datasets: Sequence[str] 
         _check_device(settings[name]["device"])
         chosen[name] = check_datasets(datasets, "datasets") if datasets else settings[name]["datasets"]
         in_tables = list(dict.fromkeys(settings[name]["datasets"] + chosen[name]))
-        check_settings(SECTIONS[name], settings[name], out_dir=out_dirs[name], datasets=chosen[name],
-                       in_tables=in_tables, force=False)
+        check_settings(
+            SECTIONS[name],
+            settings[name],
+            out_dir=out_dirs[name],
+            datasets=chosen[name],
+            in_tables=in_tables,
+            force=False,
+        )
         check_writable(out_dirs[name])
     missing = missing_raw_files(sorted({d for names in chosen.values() for d in names}))
     if missing:
-        raise DataFileError(f"raw files missing: {'; '.join(missing)}; put them in place with `asymlib fetch`",
-                            path=os.path.dirname(missing[0]))
+        raise DataFileError(
+            f"raw files missing: {'; '.join(missing)}; put them in place with `asymlib fetch`",
+            path=os.path.dirname(missing[0]),
+        )
     return settings, chosen
 
 
@@ -189,14 +203,23 @@ def _keep(job: SerialJob, outcome: object, settings: dict, out_dir: Path, summar
     section = SECTIONS[job.section]
     record_settings(section, settings, out_dir=out_dir, dataset=job.dataset)
     writing(out_dir, lambda: section.store(out_dir).save(job.unit, **outcome.tables))
-    row = pd.DataFrame([{
-        # sharing: processes that shared the device with this unit (this run's slots; another
-        # run beside it is not seen), for ``asymlib estimate --measured``
-        "unit": job.unit, "dataset": job.dataset, "device": settings["device"], "slots": slots, "sharing": slots,
-        "seconds": round(outcome.seconds, 3), "worker": outcome.worker,
-        "finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
-        "gpu": torch.cuda.get_device_name() if settings["device"].startswith("cuda") else "",
-    }])
+    row = pd.DataFrame(
+        [
+            {
+                # sharing: processes that shared the device with this unit (this run's slots; another
+                # run beside it is not seen), for ``asymlib estimate --measured``
+                "unit": job.unit,
+                "dataset": job.dataset,
+                "device": settings["device"],
+                "slots": slots,
+                "sharing": slots,
+                "seconds": round(outcome.seconds, 3),
+                "worker": outcome.worker,
+                "finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
+                "gpu": torch.cuda.get_device_name() if settings["device"].startswith("cuda") else "",
+            }
+        ]
+    )
     writing(out_dir, lambda: append_row(row, out_dir / LOG_NAME))
     summary.trained.append(job.unit)
 
@@ -233,16 +256,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sections", nargs="+", default=None, choices=list(SECTIONS), help="only these sections")
     parser.add_argument("--device", default=None, help="train on this torch device (default: the profile's device)")
     parser.add_argument("--slots", type=int, default=1, metavar="N", help="units at once, each in its own process")
-    parser.add_argument("--stop-after", type=float, default=None, metavar="SECONDS",
-                        help="start no unit after this many seconds (units running then finish)")
+    parser.add_argument(
+        "--stop-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="start no unit after this many seconds (units running then finish)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """0 when every unit chosen is done, 1 when a unit failed, 4 when some were not started."""
     summary = train_units(
-        args.params, out_root=args.out, sections=args.sections, datasets=args.datasets, device=args.device,
-        slots=args.slots, stop_after=args.stop_after, progress=not args.no_progress,
+        args.params,
+        out_root=args.out,
+        sections=args.sections,
+        datasets=args.datasets,
+        device=args.device,
+        slots=args.slots,
+        stop_after=args.stop_after,
+        progress=not args.no_progress,
     )
     print(format_train_summary(summary, out=Path(args.out).resolve() / Path(args.params).stem), flush=True)
     return 1 if summary.failed else 4 if summary.not_started else 0

@@ -45,7 +45,10 @@ def train_unit(section: str, settings: dict, dataset: str, unit: dict, *, thread
     """
     torch.set_num_threads(threads)
     data = _dataset(
-        dataset, max_rows=settings["max_rows"], split=settings["split"], val_fraction=settings["val_fraction"],
+        dataset,
+        max_rows=settings["max_rows"],
+        split=settings["split"],
+        val_fraction=settings["val_fraction"],
         data_dir=str(default_data_dir()),
     )
     started = time.perf_counter()

@@ -72,9 +72,13 @@ def uncertainty_table(ensembles: pd.DataFrame, *, ensemble_size: int | None = No
     at_size, size = _at_largest(paper_types(ensembles), ensemble_size)
     at_size = _diversity(at_size)
     columns = [f"{which}_{score}" for score in SCORES for which in ("single", "ensemble")]
-    table = at_size.groupby(["dataset", "metric_name", "hidden", "type", "diversity_name"], sort=False)[
-        columns + ["diversity", "relative_improvement"]
-    ].mean().reset_index()
+    table = (
+        at_size.groupby(["dataset", "metric_name", "hidden", "type", "diversity_name"], sort=False)[
+            columns + ["diversity", "relative_improvement"]
+        ]
+        .mean()
+        .reset_index()
+    )
     table = table.sort_values(["dataset", "hidden", "type"], key=grid_order, kind="stable")
     table.attrs["title"] = (
         f"single models against ensembles of {size}: NLL, Brier score, ECE (lower is better), "
@@ -91,9 +95,12 @@ def uncertainty_chart(ensembles: pd.DataFrame, *, width: int = 170, height: int 
     main = paper_types(ensembles)
     long = []
     for order, (score, label) in enumerate(SCORES.items()):
-        part = main.groupby(["dataset", "metric_name", "hidden", "type", "ensemble_size"], sort=True).agg(
-            value=(f"ensemble_{score}", "mean"), single=(f"single_{score}", "mean")
-        ).reset_index().assign(score=label, order=order)
+        part = (
+            main.groupby(["dataset", "metric_name", "hidden", "type", "ensemble_size"], sort=True)
+            .agg(value=(f"ensemble_{score}", "mean"), single=(f"single_{score}", "mean"))
+            .reset_index()
+            .assign(score=label, order=order)
+        )
         long.append(part.dropna(subset=["value"]))
     points = pd.concat(long, ignore_index=True)
     points["panel"] = points["dataset"] + " h=" + points["hidden"].astype(str)
@@ -101,10 +108,18 @@ def uncertainty_chart(ensembles: pd.DataFrame, *, width: int = 170, height: int 
         "type:N", title="type", scale=alt.Scale(domain=list(TYPE_COLORS), range=list(TYPE_COLORS.values()))
     )
     sizes = sorted(points["ensemble_size"].unique().tolist())
-    x = alt.X("ensemble_size:Q", title="ensemble size", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=sizes))
-    lines = alt.Chart().mark_line(point=True).encode(
-        x=x, y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)), color=color,
-        tooltip=["type:N", "ensemble_size:Q", "score:N", alt.Tooltip("value:Q", format=".4f")],
+    x = alt.X(
+        "ensemble_size:Q", title="ensemble size", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=sizes)
+    )
+    lines = (
+        alt.Chart()
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
+            color=color,
+            tooltip=["type:N", "ensemble_size:Q", "score:N", alt.Tooltip("value:Q", format=".4f")],
+        )
     )
     rules = alt.Chart().mark_rule(strokeDash=[4, 3], opacity=0.8).encode(y="mean(single):Q", color=color)
     # One facet chart per dataset: regression rows have NLL only, and a facet grid with
@@ -125,9 +140,14 @@ def mixture_uncertainty_table(mixtures: pd.DataFrame, *, decimals: int = 4) -> p
     """NLL, Brier score, ECE and the experts' diversity of the mixtures at the paper's
     settings, means over repeats, one row per (dataset, gating, kind, experts)."""
     _require(mixtures, ["nll", "disagreement"], "mixture_uncertainty_table")
-    table = _diversity(paper_mixtures(mixtures)).groupby(
-        ["dataset", "metric_name", "gating", "kind", "experts", "diversity_name"], sort=False
-    )[["metric", *SCORES, "diversity", "relative_to_2"]].mean().reset_index()
+    table = (
+        _diversity(paper_mixtures(mixtures))
+        .groupby(["dataset", "metric_name", "gating", "kind", "experts", "diversity_name"], sort=False)[
+            ["metric", *SCORES, "diversity", "relative_to_2"]
+        ]
+        .mean()
+        .reset_index()
+    )
     table = table.sort_values(["dataset", "gating", "kind", "experts"], key=grid_order, kind="stable")
     table.attrs["title"] = (
         "mixtures: test metric, NLL, Brier score, ECE (lower is better), the experts' diversity and the "
@@ -139,16 +159,21 @@ def mixture_uncertainty_table(mixtures: pd.DataFrame, *, decimals: int = 4) -> p
 # --------------------------------------------------------------------------- diversity
 
 
-def _scatter(points: pd.DataFrame, *, y: str, y_title: str, color: alt.Color, title: str,
-             width: int, height: int) -> alt.FacetChart:
+def _scatter(
+    points: pd.DataFrame, *, y: str, y_title: str, color: alt.Color, title: str, width: int, height: int
+) -> alt.FacetChart:
     points = points.dropna(subset=["diversity", y])
     points = points.assign(panel=points["dataset"] + " (" + points["diversity_name"] + ")")
-    dots = alt.Chart().mark_point(filled=True, size=40, opacity=0.8).encode(
-        x=alt.X("diversity:Q", title="diversity", scale=alt.Scale(zero=False)),
-        y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
-        color=color,
-        tooltip=[c for c in ("type:N", "kind:N", "gating:N", "experts:Q", "repeat:Q") if c.split(":")[0] in points]
-        + [alt.Tooltip("diversity:Q", format=".4g"), alt.Tooltip(f"{y}:Q", format=".3f")],
+    dots = (
+        alt.Chart()
+        .mark_point(filled=True, size=40, opacity=0.8)
+        .encode(
+            x=alt.X("diversity:Q", title="diversity", scale=alt.Scale(zero=False)),
+            y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(zero=False)),
+            color=color,
+            tooltip=[c for c in ("type:N", "kind:N", "gating:N", "experts:Q", "repeat:Q") if c.split(":")[0] in points]
+            + [alt.Tooltip("diversity:Q", format=".4g"), alt.Tooltip(f"{y}:Q", format=".3f")],
+        )
     )
     return (
         alt.layer(dots, data=inline_data(points))
@@ -159,8 +184,9 @@ def _scatter(points: pd.DataFrame, *, y: str, y_title: str, color: alt.Color, ti
     )
 
 
-def diversity_chart(ensembles: pd.DataFrame, *, ensemble_size: int | None = None, width: int = 170,
-                    height: int = 150) -> alt.FacetChart:
+def diversity_chart(
+    ensembles: pd.DataFrame, *, ensemble_size: int | None = None, width: int = 170, height: int = 150
+) -> alt.FacetChart:
     """Diversity of the members against the ensemble's relative improvement (%), one point
     per (hidden, type, repeat), at ``ensemble_size`` (default: the largest)."""
     _require(ensembles, ["disagreement", "ambiguity"], "diversity_chart")
@@ -169,9 +195,13 @@ def diversity_chart(ensembles: pd.DataFrame, *, ensemble_size: int | None = None
         "type:N", title="type", scale=alt.Scale(domain=list(TYPE_COLORS), range=list(TYPE_COLORS.values()))
     )
     return _scatter(
-        _diversity(at_size), y="relative_improvement", y_title="relative improvement (%)", color=color,
+        _diversity(at_size),
+        y="relative_improvement",
+        y_title="relative improvement (%)",
+        color=color,
         title=f"Diversity of the members against the gain of the ensemble of {size} (one point per repeat)",
-        width=width, height=height,
+        width=width,
+        height=height,
     )
 
 
@@ -185,9 +215,13 @@ def mixture_diversity_chart(mixtures: pd.DataFrame, *, width: int = 170, height:
         "kind:N", title="experts' kind", scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values()))
     )
     return _scatter(
-        points, y="relative_to_2", y_title="gain over 2 experts (%)", color=color,
+        points,
+        y="relative_to_2",
+        y_title="gain over 2 experts (%)",
+        color=color,
         title="Diversity of a mixture's experts against its gain over 2 experts (one point per repeat)",
-        width=width, height=height,
+        width=width,
+        height=height,
     )
 
 
@@ -227,15 +261,33 @@ def ablation_table(
     # One family per measure over every variant, not per variant as each call above did.
     table["p_holm"] = table.groupby("measure")["p_value"].transform(lambda p: holm(p.to_numpy()))
     table["significant"] = table["p_holm"] < 0.05
-    columns = ["dataset", "metric_name", "hidden", "n_fix", "kappa", "measure", "n", "mean", "ci_low", "ci_high",
-               "p_value", "p_holm", "significant", "baseline_mean", "better_mean"]
-    table = table[columns].rename(columns={"mean": "variant_minus_mlp", "baseline_mean": "mlp_mean",
-                                           "better_mean": "variant_mean"})
+    columns = [
+        "dataset",
+        "metric_name",
+        "hidden",
+        "n_fix",
+        "kappa",
+        "measure",
+        "n",
+        "mean",
+        "ci_low",
+        "ci_high",
+        "p_value",
+        "p_holm",
+        "significant",
+        "baseline_mean",
+        "better_mean",
+    ]
+    table = table[columns].rename(
+        columns={"mean": "variant_minus_mlp", "baseline_mean": "mlp_mean", "better_mean": "variant_mean"}
+    )
     table.attrs["title"] = (
         f"WMLP variants (n_fix frozen weights per unit after the first layer, frozen values N(0, kappa^2)) "
         f"- MLP, ensembles of {size}, paired over repeats (positive: the variant better); Holm over each measure"
     )
-    return table.sort_values(["measure", "dataset", "hidden", "n_fix", "kappa"], key=grid_order, kind="stable").reset_index(drop=True)
+    return table.sort_values(
+        ["measure", "dataset", "hidden", "n_fix", "kappa"], key=grid_order, kind="stable"
+    ).reset_index(drop=True)
 
 
 def ablation_chart(
@@ -263,24 +315,43 @@ def ablation_chart(
     points["panel"] = points["dataset"] + " (" + points["metric_name"] + ") h=" + points["hidden"].astype(str)
     points[other] = points[other].astype(str)
     x_title = {"n_fix": "frozen weights per unit (n_fix)", "kappa": "scale of the frozen values (kappa)"}[axis]
-    x = alt.X(f"{axis}:Q", title=x_title, scale=alt.Scale(type="log", base=2),
-              axis=alt.Axis(values=sorted(wasym[axis].unique().tolist())))
+    x = alt.X(
+        f"{axis}:Q",
+        title=x_title,
+        scale=alt.Scale(type="log", base=2),
+        axis=alt.Axis(values=sorted(wasym[axis].unique().tolist())),
+    )
     color = alt.Color(f"{other}:N", title=other)
     title = "relative improvement (%)" if measure == "relative_improvement" else measure.replace("_", " ")
-    lines = alt.Chart().mark_line(point=True).encode(
-        x=x, y=alt.Y("mean:Q", title=title, scale=alt.Scale(zero=False)), color=color,
-        tooltip=[f"{axis}:Q", f"{other}:N", alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f")],
+    lines = (
+        alt.Chart()
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("mean:Q", title=title, scale=alt.Scale(zero=False)),
+            color=color,
+            tooltip=[
+                f"{axis}:Q",
+                f"{other}:N",
+                alt.Tooltip("mean:Q", format=".4f"),
+                alt.Tooltip("std:Q", format=".4f"),
+            ],
+        )
     )
     bars = alt.Chart().mark_rule(opacity=0.6).encode(x=x, y="low:Q", y2="high:Q", color=color)
-    rule = alt.Chart().mark_rule(color="grey", strokeDash=[4, 3]).encode(
-        y="mean(mlp):Q", tooltip=[alt.Tooltip("mean(mlp):Q", title="MLP", format=".4f")]
+    rule = (
+        alt.Chart()
+        .mark_rule(color="grey", strokeDash=[4, 3])
+        .encode(y="mean(mlp):Q", tooltip=[alt.Tooltip("mean(mlp):Q", title="MLP", format=".4f")])
     )
     return (
         alt.layer(bars, lines, rule, data=inline_data(points))
         .properties(width=width, height=height)
         .facet(column=alt.Column("panel:N", title=None))
         .resolve_scale(y="independent")
-        .properties(title=f"WMLP ensembles of {size}: {title} against {axis} (grey dashed: MLP; bars: +-1 std over repeats)")
+        .properties(
+            title=f"WMLP ensembles of {size}: {title} against {axis} (grey dashed: MLP; bars: +-1 std over repeats)"
+        )
     )
 
 
@@ -303,16 +374,26 @@ def balance_table(mixtures: pd.DataFrame, usage: pd.DataFrame) -> pd.DataFrame:
     for key, group in mixtures.groupby(keys, sort=False):
         base = group[group["balance_weight"] == 0].set_index("repeat")["metric"]
         for weight, part in group[group["balance_weight"] > 0].groupby("balance_weight"):
-            paired = part.set_index("repeat")["metric"].to_frame("with").join(base.rename("without"), how="inner").dropna()
+            paired = (
+                part.set_index("repeat")["metric"].to_frame("with").join(base.rename("without"), how="inner").dropna()
+            )
             sign = -1.0 if key[1] == "rmse" else 1.0
             summary = summarize_differences(sign * (paired["with"] - paired["without"]).to_numpy())
-            rows.append({
-                **dict(zip(keys, key)), "balance_weight": weight, "n": summary["n"],
-                "with_minus_without": summary["mean"], "ci_low": summary["ci_low"], "ci_high": summary["ci_high"],
-                "p_value": summary["p_value"], "metric_without": paired["without"].mean(), "metric_with": paired["with"].mean(),
-                "effective_experts_without": effective.get((*[key[i] for i in (0, 2, 3, 4)], 0.0), np.nan),
-                "effective_experts_with": effective.get((*[key[i] for i in (0, 2, 3, 4)], float(weight)), np.nan),
-            })
+            rows.append(
+                {
+                    **dict(zip(keys, key)),
+                    "balance_weight": weight,
+                    "n": summary["n"],
+                    "with_minus_without": summary["mean"],
+                    "ci_low": summary["ci_low"],
+                    "ci_high": summary["ci_high"],
+                    "p_value": summary["p_value"],
+                    "metric_without": paired["without"].mean(),
+                    "metric_with": paired["with"].mean(),
+                    "effective_experts_without": effective.get((*[key[i] for i in (0, 2, 3, 4)], 0.0), np.nan),
+                    "effective_experts_with": effective.get((*[key[i] for i in (0, 2, 3, 4)], float(weight)), np.nan),
+                }
+            )
     table = pd.DataFrame(rows)
     table.attrs["title"] = (
         "mixtures with a load-balancing loss of weight w against the same mixtures without it, paired over repeats "
@@ -338,16 +419,30 @@ def balance_chart(mixtures: pd.DataFrame, *, width: int = 150, height: int = 130
     keys = ["dataset", "metric_name", "gating", "kind", "experts", "balance_weight"]
     points = mixtures.groupby(keys, sort=True)["metric"].agg(["mean", "std"]).reset_index()
     points["low"], points["high"] = points["mean"] - points["std"].fillna(0), points["mean"] + points["std"].fillna(0)
-    points["panel"] = points["dataset"] + " (" + points["metric_name"] + ") " + points["gating"] + " K=" + points["experts"].astype(str)
+    points["panel"] = (
+        points["dataset"]
+        + " ("
+        + points["metric_name"]
+        + ") "
+        + points["gating"]
+        + " K="
+        + points["experts"].astype(str)
+    )
     points["weight"] = points["balance_weight"].map(lambda w: f"{w:g}")
     weights = [f"{w:g}" for w in sorted(mixtures["balance_weight"].unique())]
     x = alt.X("weight:O", title="load-balancing weight", sort=weights)
     color = alt.Color(
         "kind:N", title="experts' kind", scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values()))
     )
-    lines = alt.Chart().mark_line(point=True).encode(
-        x=x, y=alt.Y("mean:Q", title="test metric", scale=alt.Scale(zero=False)), color=color,
-        tooltip=["kind:N", "weight:O", alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f")],
+    lines = (
+        alt.Chart()
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("mean:Q", title="test metric", scale=alt.Scale(zero=False)),
+            color=color,
+            tooltip=["kind:N", "weight:O", alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f")],
+        )
     )
     bars = alt.Chart().mark_rule(opacity=0.6).encode(x=x, y="low:Q", y2="high:Q", color=color)
     return (
@@ -355,5 +450,7 @@ def balance_chart(mixtures: pd.DataFrame, *, width: int = 150, height: int = 130
         .properties(width=width, height=height)
         .facet(column=alt.Column("panel:N", title=None))
         .resolve_scale(y="independent")
-        .properties(title="Mixtures: test metric against the weight of the load-balancing loss (bars: +-1 std over repeats)")
+        .properties(
+            title="Mixtures: test metric against the weight of the load-balancing loss (bars: +-1 std over repeats)"
+        )
     )

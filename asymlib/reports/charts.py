@@ -79,7 +79,9 @@ class StaticViewExplorer(widgets.VBox):
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = super()._repr_mimebundle_(**kwargs)
-        note = f"<p><i>{self.static_note()}: the controls need a running kernel (open the notebook in JupyterLab).</i></p>"
+        note = (
+            f"<p><i>{self.static_note()}: the controls need a running kernel (open the notebook in JupyterLab).</i></p>"
+        )
         bundle["text/html"] = note + "\n".join(b["text/html"] for b in self.current_view())
         return bundle
 

@@ -54,15 +54,18 @@ def _color() -> alt.Color:
     # Every layer encodes colour the same way: one with legend=None would drop the
     # merged legend of all of them.
     return alt.Color(
-        "type:N", scale=alt.Scale(domain=list(TYPE_COLORS), range=list(TYPE_COLORS.values())),
+        "type:N",
+        scale=alt.Scale(domain=list(TYPE_COLORS), range=list(TYPE_COLORS.values())),
         legend=alt.Legend(title="type", symbolOpacity=1),  # not the bands' faint colour
     )
 
 
 def _size_axis(sizes: Sequence[int]) -> alt.X:
     return alt.X(
-        "ensemble_size:Q", title="ensemble size",
-        scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=sorted(int(s) for s in sizes)),
+        "ensemble_size:Q",
+        title="ensemble size",
+        scale=alt.Scale(type="log", base=2),
+        axis=alt.Axis(values=sorted(int(s) for s in sizes)),
     )
 
 
@@ -82,30 +85,41 @@ def ensemble_chart(
     metric in the header), one column per hidden size; y scales are independent.
     metric: the column to plot, "ensemble_metric" or "interpolated_metric".
     """
-    points = ensembles.groupby(_PER_ENSEMBLE, sort=True).agg(
-        value=(metric, "mean"), single=("single_mean", "mean"), repeats=("repeat", "nunique")
-    ).reset_index()
+    points = (
+        ensembles.groupby(_PER_ENSEMBLE, sort=True)
+        .agg(value=(metric, "mean"), single=("single_mean", "mean"), repeats=("repeat", "nunique"))
+        .reset_index()
+    )
     points["panel"] = points["dataset"] + " (" + points["metric_name"] + ")"
 
     sizes = sorted(points["ensemble_size"].unique().tolist())
     color = alt.Color(
-        "type:N", title="type",
+        "type:N",
+        title="type",
         scale=alt.Scale(domain=list(TYPE_COLORS), range=list(TYPE_COLORS.values())),
     )
     x = alt.X(
         "ensemble_size:Q", title="ensemble size", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=sizes)
     )
     y_title = "interpolated model" if metric == "interpolated_metric" else "ensemble"
-    lines = alt.Chart().mark_line(point=True).encode(
-        x=x,
-        y=alt.Y("value:Q", title=f"{y_title} test metric", scale=alt.Scale(zero=False)),
-        color=color,
-        tooltip=["type:N", "ensemble_size:Q", alt.Tooltip("value:Q", format=".4f"), "repeats:Q"],
+    lines = (
+        alt.Chart()
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("value:Q", title=f"{y_title} test metric", scale=alt.Scale(zero=False)),
+            color=color,
+            tooltip=["type:N", "ensemble_size:Q", alt.Tooltip("value:Q", format=".4f"), "repeats:Q"],
+        )
     )
-    single_rules = alt.Chart().mark_rule(strokeDash=[4, 3], opacity=0.8).encode(
-        y=alt.Y("mean(single):Q"),
-        color=color,
-        tooltip=["type:N", alt.Tooltip("mean(single):Q", title="mean single model", format=".4f")],
+    single_rules = (
+        alt.Chart()
+        .mark_rule(strokeDash=[4, 3], opacity=0.8)
+        .encode(
+            y=alt.Y("mean(single):Q"),
+            color=color,
+            tooltip=["type:N", alt.Tooltip("mean(single):Q", title="mean single model", format=".4f")],
+        )
     )
     return (
         alt.layer(lines, single_rules, data=inline_data(points))
@@ -139,9 +153,7 @@ def paper_points(*, datasets: Sequence[str] | None = None) -> pd.DataFrame:
     keys = ["dataset", "metric_name", "hidden", "type"]
     single = reference[reference["what"] == "single_mean"].groupby(keys)["value"].first().rename("single_mean")
     points = (
-        reference[reference["what"] == "ensemble"]
-        .rename(columns={"value": "ensemble_metric"})
-        .join(single, on=keys)
+        reference[reference["what"] == "ensemble"].rename(columns={"value": "ensemble_metric"}).join(single, on=keys)
     )
     sign = np.where(points["metric_name"] == "rmse", -1.0, 1.0)
     gain = sign * (points["ensemble_metric"] - points["single_mean"])
@@ -152,13 +164,17 @@ def paper_points(*, datasets: Sequence[str] | None = None) -> pd.DataFrame:
 
 def _ours_per_dataset(ensembles: pd.DataFrame) -> pd.DataFrame:
     """Means over repeats: one row per (dataset, metric_name, hidden, type, ensemble_size)."""
-    return ensembles.groupby(_PER_ENSEMBLE, sort=True).agg(
-        relative_improvement=("relative_improvement", "mean"),
-        ensemble_metric=("ensemble_metric", "mean"),
-        ensemble_std=("ensemble_metric", "std"),
-        single_mean=("single_mean", "mean"),
-        repeats=("repeat", "nunique"),
-    ).reset_index()
+    return (
+        ensembles.groupby(_PER_ENSEMBLE, sort=True)
+        .agg(
+            relative_improvement=("relative_improvement", "mean"),
+            ensemble_metric=("ensemble_metric", "mean"),
+            ensemble_std=("ensemble_metric", "std"),
+            single_mean=("single_mean", "mean"),
+            repeats=("repeat", "nunique"),
+        )
+        .reset_index()
+    )
 
 
 # --------------------------------------------------------------------------- Figure 1
@@ -184,8 +200,11 @@ def figure1_data(ensembles: pd.DataFrame) -> pd.DataFrame:
     printed = pd.DataFrame(
         [
             {
-                "hidden": hidden, "type": kind, "ensemble_size": PAPER_FIGURE1_SIZE,
-                "relative_improvement": value, "datasets": 5,
+                "hidden": hidden,
+                "type": kind,
+                "ensemble_size": PAPER_FIGURE1_SIZE,
+                "relative_improvement": value,
+                "datasets": 5,
             }
             for hidden, by_type in PAPER_FIGURE1.items()
             for kind, value in by_type.items()
@@ -209,26 +228,44 @@ def figure1(ensembles: pd.DataFrame, *, width: int = 220, height: int = 180) -> 
     x = _size_axis(sizes)
     y = alt.Y("relative_improvement:Q", title="relative improvement (%)")
     tooltip = [
-        "source:N", "type:N", "hidden:O", "ensemble_size:Q",
-        alt.Tooltip("relative_improvement:Q", format=".3f"), alt.Tooltip("datasets:Q", title="datasets averaged"),
+        "source:N",
+        "type:N",
+        "hidden:O",
+        "ensemble_size:Q",
+        alt.Tooltip("relative_improvement:Q", format=".3f"),
+        alt.Tooltip("datasets:Q", title="datasets averaged"),
     ]
     dash = alt.StrokeDash(
-        "source:N", legend=dash_legend("source"),
+        "source:N",
+        legend=dash_legend("source"),
         scale=alt.Scale(domain=["ours", "paper (Figure 3)"], range=[[1, 0], [5, 3]]),
     )
     on_lines = alt.FieldOneOfPredicate(field="source", oneOf=list(lines["source"].unique()))
     # Points as a layer of their own: a line's point overlay would hide the dash legend.
-    curves = alt.Chart().mark_line().encode(
-        x=x, y=y, color=_color(), strokeDash=dash, detail="source:N"
-    ).transform_filter(on_lines)
-    points = alt.Chart().mark_point(filled=True, size=30).encode(
-        x=x, y=y, color=_color(), tooltip=tooltip
-    ).transform_filter(on_lines)
-    printed = alt.Chart().mark_point(shape="diamond", size=150, filled=True, stroke="black", strokeWidth=0.8).encode(
-        x=x, y=y, color=_color(),
-        shape=alt.Shape("source:N", title=None, scale=alt.Scale(domain=["paper (Figure 1)"], range=["diamond"])),
-        tooltip=tooltip,
-    ).transform_filter(alt.datum.source == "paper (Figure 1)")
+    curves = (
+        alt.Chart()
+        .mark_line()
+        .encode(x=x, y=y, color=_color(), strokeDash=dash, detail="source:N")
+        .transform_filter(on_lines)
+    )
+    points = (
+        alt.Chart()
+        .mark_point(filled=True, size=30)
+        .encode(x=x, y=y, color=_color(), tooltip=tooltip)
+        .transform_filter(on_lines)
+    )
+    printed = (
+        alt.Chart()
+        .mark_point(shape="diamond", size=150, filled=True, stroke="black", strokeWidth=0.8)
+        .encode(
+            x=x,
+            y=y,
+            color=_color(),
+            shape=alt.Shape("source:N", title=None, scale=alt.Scale(domain=["paper (Figure 1)"], range=["diamond"])),
+            tooltip=tooltip,
+        )
+        .transform_filter(alt.datum.source == "paper (Figure 1)")
+    )
     return (
         alt.layer(curves, points, printed, data=inline_data(data))
         .properties(width=width, height=height)
@@ -260,8 +297,11 @@ def figure3_data(ensembles: pd.DataFrame) -> pd.DataFrame:
     ours = _ours_per_dataset(ensembles)
     spread = ours["ensemble_std"].fillna(0.0)
     ours_ensemble = ours.assign(
-        source="ours", series="ours: ensemble", value=ours["ensemble_metric"],
-        low=ours["ensemble_metric"] - spread, high=ours["ensemble_metric"] + spread,
+        source="ours",
+        series="ours: ensemble",
+        value=ours["ensemble_metric"],
+        low=ours["ensemble_metric"] - spread,
+        high=ours["ensemble_metric"] + spread,
     )
     keys = ["dataset", "metric_name", "hidden", "type"]
     ours_single = ensembles.groupby(keys).agg(value=("single_mean", "mean"), repeats=("repeat", "nunique"))
@@ -278,8 +318,18 @@ def figure3_data(ensembles: pd.DataFrame) -> pd.DataFrame:
     table["high"] = table["high"].fillna(table["value"])
     table["panel"] = table["dataset"] + " (" + table["metric_name"] + ")"
     columns = [
-        "source", "series", "panel", "dataset", "metric_name", "hidden", "type", "ensemble_size",
-        "value", "low", "high", "repeats",
+        "source",
+        "series",
+        "panel",
+        "dataset",
+        "metric_name",
+        "hidden",
+        "type",
+        "ensemble_size",
+        "value",
+        "low",
+        "high",
+        "repeats",
     ]
     return table[columns]
 
@@ -298,34 +348,49 @@ def figure3(ensembles: pd.DataFrame, *, width: int = 200, height: int = 150) -> 
     x = _size_axis(sizes)
     y = alt.Y("value:Q", title="test metric", scale=alt.Scale(zero=False))
     dash = alt.StrokeDash(
-        "series:N", legend=dash_legend("series"),
+        "series:N",
+        legend=dash_legend("series"),
         scale=alt.Scale(domain=list(_FIGURE3_SERIES), range=list(_FIGURE3_SERIES.values())),
     )
     shape = alt.Shape(
         "source:N", title="source", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"])
     )
     tooltip = [
-        "series:N", "type:N", "hidden:O", "ensemble_size:Q", alt.Tooltip("value:Q", format=".4f"),
+        "series:N",
+        "type:N",
+        "hidden:O",
+        "ensemble_size:Q",
+        alt.Tooltip("value:Q", format=".4f"),
         alt.Tooltip("low:Q", format=".4f", title="mean - std"),
         alt.Tooltip("high:Q", format=".4f", title="mean + std"),
         "repeats:Q",
     ]
     ensemble_rows = alt.FieldOneOfPredicate(field="series", oneOf=["ours: ensemble", "paper: ensemble"])
-    single_rows = alt.FieldOneOfPredicate(
-        field="series", oneOf=["ours: mean single model", "paper: mean single model"]
+    single_rows = alt.FieldOneOfPredicate(field="series", oneOf=["ours: mean single model", "paper: mean single model"])
+    band = (
+        alt.Chart()
+        .mark_area(opacity=0.2)
+        .encode(x=x, y="low:Q", y2="high:Q", color=_color(), detail="source:N")
+        .transform_filter(alt.datum.series == "ours: ensemble")
     )
-    band = alt.Chart().mark_area(opacity=0.2).encode(
-        x=x, y="low:Q", y2="high:Q", color=_color(), detail="source:N"
-    ).transform_filter(alt.datum.series == "ours: ensemble")
-    curves = alt.Chart().mark_line().encode(
-        x=x, y=y, color=_color(), strokeDash=dash, detail="series:N"
-    ).transform_filter(ensemble_rows)
-    points = alt.Chart().mark_point(filled=True, size=35).encode(
-        x=x, y=y, color=_color(), shape=shape, tooltip=tooltip
-    ).transform_filter(ensemble_rows)
-    singles = alt.Chart().mark_rule(opacity=0.8).encode(
-        y="value:Q", color=_color(), strokeDash=dash, tooltip=tooltip
-    ).transform_filter(single_rows)
+    curves = (
+        alt.Chart()
+        .mark_line()
+        .encode(x=x, y=y, color=_color(), strokeDash=dash, detail="series:N")
+        .transform_filter(ensemble_rows)
+    )
+    points = (
+        alt.Chart()
+        .mark_point(filled=True, size=35)
+        .encode(x=x, y=y, color=_color(), shape=shape, tooltip=tooltip)
+        .transform_filter(ensemble_rows)
+    )
+    singles = (
+        alt.Chart()
+        .mark_rule(opacity=0.8)
+        .encode(y="value:Q", color=_color(), strokeDash=dash, tooltip=tooltip)
+        .transform_filter(single_rows)
+    )
     return (
         alt.layer(band, curves, points, singles, data=inline_data(data))
         .properties(width=width, height=height)
@@ -355,8 +420,14 @@ def comparison_data(ensembles: pd.DataFrame) -> pd.DataFrame:
         paper["hidden"].isin(ours["hidden"].unique()) & paper["ensemble_size"].isin(ours["ensemble_size"].unique())
     ]
     columns = [
-        "source", "dataset", "metric_name", "hidden", "type", "ensemble_size",
-        "relative_improvement", "ensemble_metric",
+        "source",
+        "dataset",
+        "metric_name",
+        "hidden",
+        "type",
+        "ensemble_size",
+        "relative_improvement",
+        "ensemble_metric",
     ]
     return pd.concat([ours[columns], paper[columns]], ignore_index=True)
 
@@ -368,19 +439,27 @@ def _comparison_chart(
     WMLP, a panel per hidden size. With ``size``, each bar shows the largest ensemble
     size not above the parameter's value; without, ``data`` must hold one size."""
     tooltip = [
-        "source:N", "dataset:N", "type:N", "hidden:O", "ensemble_size:Q",
+        "source:N",
+        "dataset:N",
+        "type:N",
+        "hidden:O",
+        "ensemble_size:Q",
         alt.Tooltip("relative_improvement:Q", format=".3f", title="relative improvement (%)"),
         alt.Tooltip("ensemble_metric:Q", format=".4f", title="ensemble test metric"),
     ]
     encoding = dict(
-        x=alt.X("dataset:N", title=None), xOffset=alt.XOffset("type:N"),
+        x=alt.X("dataset:N", title=None),
+        xOffset=alt.XOffset("type:N"),
         y=alt.Y("relative_improvement:Q", title="relative improvement (%)"),
         tooltip=tooltip,
     )
     bars = alt.Chart().mark_bar().encode(color=_color(), **encoding).transform_filter(alt.datum.source == "ours")
     # The title says what the ticks are: a tick mark has no legend symbol of its own.
-    ticks = alt.Chart().mark_tick(color="black", thickness=2, size=12).encode(**encoding).transform_filter(
-        alt.datum.source == "paper"
+    ticks = (
+        alt.Chart()
+        .mark_tick(color="black", thickness=2, size=12)
+        .encode(**encoding)
+        .transform_filter(alt.datum.source == "paper")
     )
     layered = alt.layer(bars, ticks, data=inline_data(data))
     if size is not None:
@@ -405,9 +484,14 @@ def size_slider_chart(ensembles: pd.DataFrame, *, width: int = 320, height: int 
     black ticks: the paper's, from its Figure 3, at the same size and hidden size.
     """
     data = comparison_data(ensembles)
-    size = range_slider("ensemble_size", data["ensemble_size"].unique(), label="ensemble size (largest trained size up to) ")
+    size = range_slider(
+        "ensemble_size", data["ensemble_size"].unique(), label="ensemble size (largest trained size up to) "
+    )
     return _comparison_chart(
-        data, size=size, width=width, height=height,
+        data,
+        size=size,
+        width=width,
+        height=height,
         title="MLP against WMLP at the ensemble size chosen with the slider (bars: ours, ticks: paper)",
     )
 
@@ -421,7 +505,10 @@ def size_comparison_chart(
     if hidden is not None:
         data = data[data["hidden"] == hidden]
     return _comparison_chart(
-        data, size=None, width=width, height=height,
+        data,
+        size=None,
+        width=width,
+        height=height,
         title=f"MLP against WMLP, ensembles of {ensemble_size} (bars: ours, ticks: paper)",
     )
 
@@ -445,7 +532,8 @@ def size_table(ensembles: pd.DataFrame, *, ensemble_size: int, hidden: int) -> p
         ours.pivot_table(index=keys, columns="type", values="ensemble_metric"),
         ours.pivot_table(index=keys, columns="type", values="relative_improvement").add_suffix("_gain"),
         paper.pivot_table(index=keys, columns="type", values="relative_improvement")
-        .add_prefix("paper_").add_suffix("_gain"),
+        .add_prefix("paper_")
+        .add_suffix("_gain"),
         paired[["mean", "p_value"]].rename(columns={"mean": "wmlp_better"}),
     ]
     columns = ["mlp", "wmlp", "mlp_gain", "wmlp_gain", "paper_mlp_gain", "paper_wmlp_gain", "wmlp_better", "p_value"]
@@ -479,16 +567,23 @@ def improvement_chart(
     unit = "percentage points" if measure.endswith("relative_improvement") else "test metric"
     y_title = f"WMLP - MLP ({unit})"
     tooltip = [
-        "dataset:N", "hidden:O", "ensemble_size:Q", "n:Q",
-        alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("ci_low:Q", format=".4f"),
-        alt.Tooltip("ci_high:Q", format=".4f"), alt.Tooltip("p_value:Q", format=".3g"),
+        "dataset:N",
+        "hidden:O",
+        "ensemble_size:Q",
+        "n:Q",
+        alt.Tooltip("mean:Q", format=".4f"),
+        alt.Tooltip("ci_low:Q", format=".4f"),
+        alt.Tooltip("ci_high:Q", format=".4f"),
+        alt.Tooltip("p_value:Q", format=".3g"),
     ]
     zero = alt.Chart().mark_rule(color="grey", strokeDash=[2, 2]).encode(y=alt.datum(0))
-    intervals = alt.Chart().mark_rule(color=TYPE_COLORS["wmlp"]).encode(
-        x=x, y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q"
+    intervals = (
+        alt.Chart().mark_rule(color=TYPE_COLORS["wmlp"]).encode(x=x, y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q")
     )
-    means = alt.Chart().mark_point(filled=True, size=45, color=TYPE_COLORS["wmlp"]).encode(
-        x=x, y=alt.Y("mean:Q", title=y_title), tooltip=tooltip
+    means = (
+        alt.Chart()
+        .mark_point(filled=True, size=45, color=TYPE_COLORS["wmlp"])
+        .encode(x=x, y=alt.Y("mean:Q", title=y_title), tooltip=tooltip)
     )
     return (
         alt.layer(zero, intervals, means, data=inline_data(points))
@@ -507,18 +602,21 @@ class EnsembleExplorer(StaticViewExplorer):
     against WMLP per dataset (``size_table``, ``size_comparison_chart``); its static copy
     is the view it was saved with (``StaticViewExplorer``)."""
 
-    def __init__(
-        self, ensembles: pd.DataFrame, *, ensemble_size: int | None = None, hidden: int | None = None
-    ) -> None:
+    def __init__(self, ensembles: pd.DataFrame, *, ensemble_size: int | None = None, hidden: int | None = None) -> None:
         self.ensembles = ensembles
         sizes = sorted(int(s) for s in ensembles["ensemble_size"].unique())
         hiddens = sorted(int(h) for h in ensembles["hidden"].unique())
         self.size = widgets.SelectionSlider(
-            options=sizes, value=ensemble_size or sizes[-1], description="ensemble size",
-            continuous_update=False, style={"description_width": "initial"},
+            options=sizes,
+            value=ensemble_size or sizes[-1],
+            description="ensemble size",
+            continuous_update=False,
+            style={"description_width": "initial"},
         )
         self.hidden = widgets.Dropdown(
-            options=hiddens, value=hidden or hiddens[0], description="hidden units",
+            options=hiddens,
+            value=hidden or hiddens[0],
+            description="hidden units",
             style={"description_width": "initial"},
         )
         super().__init__([self.size, self.hidden])
@@ -545,7 +643,9 @@ def ensemble_explorer(
 # --------------------------------------------------------------------------- image files
 
 
-def save_figures(ensembles: pd.DataFrame, folder: str | os.PathLike, *, formats: Sequence[str] = ("svg",)) -> list[Path]:
+def save_figures(
+    ensembles: pd.DataFrame, folder: str | os.PathLike, *, formats: Sequence[str] = ("svg",)
+) -> list[Path]:
     """Figures 1 and 3 as image files (``figure1.svg``, ``figure3.svg``, ...), drawn by
     ``vl-convert-python`` without a browser; returns their paths."""
     folder = Path(folder)

@@ -61,29 +61,40 @@ def mixture_chart(
     Panels: one row per dataset (its metric in the header), one column per gating; y scales
     are independent.
     """
-    points = mixtures.groupby(_PER_MIXTURE, sort=True).agg(
-        value=(metric, "mean"), std=(metric, "std"), repeats=("repeat", "nunique")
-    ).reset_index()
+    points = (
+        mixtures.groupby(_PER_MIXTURE, sort=True)
+        .agg(value=(metric, "mean"), std=(metric, "std"), repeats=("repeat", "nunique"))
+        .reset_index()
+    )
     points["std"] = points["std"].fillna(0.0)
     points["low"], points["high"] = points["value"] - points["std"], points["value"] + points["std"]
     points["panel"] = points["dataset"] + " (" + points["metric_name"] + ")"
 
     experts = sorted(points["experts"].unique().tolist())
     color = alt.Color(
-        "kind:N", title="experts' kind",
+        "kind:N",
+        title="experts' kind",
         scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values())),
     )
     x = alt.X(
         "experts:Q", title="number of experts", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=experts)
     )
     y_title = "gain over 2 experts (%)" if metric == "relative_to_2" else "test metric"
-    lines = alt.Chart().mark_line(point=True).encode(
-        x=x,
-        y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
-        color=color,
-        tooltip=[
-            "kind:N", "experts:Q", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f"), "repeats:Q"
-        ],
+    lines = (
+        alt.Chart()
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
+            color=color,
+            tooltip=[
+                "kind:N",
+                "experts:Q",
+                alt.Tooltip("value:Q", format=".4f"),
+                alt.Tooltip("std:Q", format=".4f"),
+                "repeats:Q",
+            ],
+        )
     )
     spread = alt.Chart().mark_rule(opacity=0.6).encode(x=x, y="low:Q", y2="high:Q", color=color)
     return (
@@ -104,15 +115,18 @@ def _kind_color() -> alt.Color:
     # Every layer encodes colour the same way: one with legend=None would drop the
     # merged legend of all of them.
     return alt.Color(
-        "kind:N", scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values())),
+        "kind:N",
+        scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values())),
         legend=alt.Legend(title="experts' kind", symbolOpacity=1),  # not the bands' faint colour
     )
 
 
 def _experts_axis(experts: Sequence[int]) -> alt.X:
     return alt.X(
-        "experts:Q", title="number of experts",
-        scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=sorted(int(e) for e in experts)),
+        "experts:Q",
+        title="number of experts",
+        scale=alt.Scale(type="log", base=2),
+        axis=alt.Axis(values=sorted(int(e) for e in experts)),
     )
 
 
@@ -137,12 +151,17 @@ def _ours_per_mixture(mixtures: pd.DataFrame) -> pd.DataFrame:
     """Means over repeats: one row per (dataset, metric_name, gating, kind, experts), with
     metric, metric_std (NaN with one repeat), relative_to_2 (recomputed from ``mixtures``)
     and repeats."""
-    return add_relative_to_two(mixtures).groupby(_PER_MIXTURE, sort=True).agg(
-        metric=("metric", "mean"),
-        metric_std=("metric", "std"),
-        relative_to_2=("relative_to_2", "mean"),
-        repeats=("repeat", "nunique"),
-    ).reset_index()
+    return (
+        add_relative_to_two(mixtures)
+        .groupby(_PER_MIXTURE, sort=True)
+        .agg(
+            metric=("metric", "mean"),
+            metric_std=("metric", "std"),
+            relative_to_2=("relative_to_2", "mean"),
+            repeats=("repeat", "nunique"),
+        )
+        .reset_index()
+    )
 
 
 # --------------------------------------------------------------------------- Figure 2
@@ -203,16 +222,21 @@ def figure2(mixtures: pd.DataFrame, *, width: int = 260, height: int = 200) -> a
     dash = alt.StrokeDash(
         "source:N", legend=dash_legend("source"), scale=alt.Scale(domain=["ours", "paper"], range=[[1, 0], [5, 3]])
     )
-    shape = alt.Shape("source:N", title="source", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"]))
+    shape = alt.Shape(
+        "source:N", title="source", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"])
+    )
     tooltip = [
-        "source:N", "gating:N", "kind:N", "experts:Q",
+        "source:N",
+        "gating:N",
+        "kind:N",
+        "experts:Q",
         alt.Tooltip("relative_to_2:Q", format=".3f", title="gain over 2 experts (%)"),
         alt.Tooltip("datasets:Q", title="datasets averaged"),
     ]
     zero = alt.Chart().mark_rule(color="grey", strokeDash=[2, 2]).encode(y=alt.datum(0))
     curves = alt.Chart().mark_line().encode(x=x, y=y, color=_kind_color(), strokeDash=dash, detail="source:N")
-    points = alt.Chart().mark_point(filled=True, size=35).encode(
-        x=x, y=y, color=_kind_color(), shape=shape, tooltip=tooltip
+    points = (
+        alt.Chart().mark_point(filled=True, size=35).encode(x=x, y=y, color=_kind_color(), shape=shape, tooltip=tooltip)
     )
     return (
         alt.layer(zero, curves, points, data=inline_data(data))
@@ -240,9 +264,23 @@ def figure4_data(mixtures: pd.DataFrame) -> pd.DataFrame:
     paper = paper.assign(source="paper", value=paper["metric"], low=paper["metric"], high=paper["metric"])
     table = pd.concat([ours, paper], ignore_index=True)
     table["panel"] = table["dataset"] + " (" + table["metric_name"] + ")"
-    columns = ["source", "panel", "dataset", "metric_name", "gating", "kind", "experts", "value", "low", "high", "repeats"]
-    return table[columns].sort_values(["source", "dataset", "gating", "kind", "experts"], key=grid_order).reset_index(
-        drop=True
+    columns = [
+        "source",
+        "panel",
+        "dataset",
+        "metric_name",
+        "gating",
+        "kind",
+        "experts",
+        "value",
+        "low",
+        "high",
+        "repeats",
+    ]
+    return (
+        table[columns]
+        .sort_values(["source", "dataset", "gating", "kind", "experts"], key=grid_order)
+        .reset_index(drop=True)
     )
 
 
@@ -259,25 +297,38 @@ def figure4(mixtures: pd.DataFrame, *, width: int = 220, height: int = 150) -> a
     dash = alt.StrokeDash(
         "source:N", legend=dash_legend("source"), scale=alt.Scale(domain=["ours", "paper"], range=[[1, 0], [6, 3]])
     )
-    shape = alt.Shape("source:N", title="source", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"]))
+    shape = alt.Shape(
+        "source:N", title="source", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"])
+    )
     tooltip = [
-        "source:N", "dataset:N", "gating:N", "kind:N", "experts:Q", alt.Tooltip("value:Q", format=".4f"),
-        alt.Tooltip("low:Q", format=".4f", title="mean - std"), alt.Tooltip("high:Q", format=".4f", title="mean + std"),
+        "source:N",
+        "dataset:N",
+        "gating:N",
+        "kind:N",
+        "experts:Q",
+        alt.Tooltip("value:Q", format=".4f"),
+        alt.Tooltip("low:Q", format=".4f", title="mean - std"),
+        alt.Tooltip("high:Q", format=".4f", title="mean + std"),
         "repeats:Q",
     ]
-    band = alt.Chart().mark_area(opacity=0.15).encode(
-        x=x, y="low:Q", y2="high:Q", color=_kind_color()
-    ).transform_filter(alt.datum.source == "ours")
+    band = (
+        alt.Chart()
+        .mark_area(opacity=0.15)
+        .encode(x=x, y="low:Q", y2="high:Q", color=_kind_color())
+        .transform_filter(alt.datum.source == "ours")
+    )
     curves = alt.Chart().mark_line().encode(x=x, y=y, color=_kind_color(), strokeDash=dash, detail="source:N")
-    points = alt.Chart().mark_point(filled=True, size=30).encode(
-        x=x, y=y, color=_kind_color(), shape=shape, tooltip=tooltip
+    points = (
+        alt.Chart().mark_point(filled=True, size=30).encode(x=x, y=y, color=_kind_color(), shape=shape, tooltip=tooltip)
     )
     return (
         alt.layer(band, curves, points, data=inline_data(data))
         .properties(width=width, height=height)
         .facet(
             row=alt.Row(
-                "panel:N", title=None, sort=sorted(data["panel"].unique(), key=lambda p: DATASETS.index(p.split()[0])),
+                "panel:N",
+                title=None,
+                sort=sorted(data["panel"].unique(), key=lambda p: DATASETS.index(p.split()[0])),
                 header=alt.Header(labelAngle=0, labelAlign="left"),
             ),
             column=alt.Column("gating:N", title="gating", sort=list(GATINGS)),
@@ -307,11 +358,22 @@ def kinds_data(mixtures: pd.DataFrame) -> pd.DataFrame:
     table = pd.concat([ours, paper], ignore_index=True)
     table["panel"] = table["dataset"] + " (" + table["metric_name"] + ")"
     columns = [
-        "source", "panel", "dataset", "metric_name", "gating", "kind", "experts", "metric", "low", "high",
+        "source",
+        "panel",
+        "dataset",
+        "metric_name",
+        "gating",
+        "kind",
+        "experts",
+        "metric",
+        "low",
+        "high",
         "relative_to_2",
     ]
-    return table[columns].sort_values(["source", "dataset", "gating", "kind", "experts"], key=grid_order).reset_index(
-        drop=True
+    return (
+        table[columns]
+        .sort_values(["source", "dataset", "gating", "kind", "experts"], key=grid_order)
+        .reset_index(drop=True)
     )
 
 
@@ -325,21 +387,35 @@ def _kinds_chart(
     x = alt.X("kind:N", title=None, sort=list(MIXTURE_KINDS), axis=alt.Axis(labelAngle=0))
     y = alt.Y("metric:Q", title="test metric", scale=alt.Scale(zero=False))
     tooltip = [
-        "source:N", "dataset:N", "gating:N", "kind:N", "experts:Q",
+        "source:N",
+        "dataset:N",
+        "gating:N",
+        "kind:N",
+        "experts:Q",
         alt.Tooltip("metric:Q", format=".4f", title="test metric"),
-        alt.Tooltip("low:Q", format=".4f", title="mean - std"), alt.Tooltip("high:Q", format=".4f", title="mean + std"),
+        alt.Tooltip("low:Q", format=".4f", title="mean - std"),
+        alt.Tooltip("high:Q", format=".4f", title="mean + std"),
         alt.Tooltip("relative_to_2:Q", format=".3f", title="gain over 2 experts (%)"),
     ]
     ours = alt.datum.source == "ours"
-    spread = alt.Chart().mark_rule(strokeWidth=2).encode(
-        x=x, y="low:Q", y2="high:Q", color=_kind_color()
-    ).transform_filter(ours)
-    means = alt.Chart().mark_point(filled=True, size=70, opacity=1).encode(
-        x=x, y=y, color=_kind_color(), tooltip=tooltip
-    ).transform_filter(ours)
+    spread = (
+        alt.Chart()
+        .mark_rule(strokeWidth=2)
+        .encode(x=x, y="low:Q", y2="high:Q", color=_kind_color())
+        .transform_filter(ours)
+    )
+    means = (
+        alt.Chart()
+        .mark_point(filled=True, size=70, opacity=1)
+        .encode(x=x, y=y, color=_kind_color(), tooltip=tooltip)
+        .transform_filter(ours)
+    )
     # The title says what the ticks are: a tick mark has no legend symbol of its own.
-    paper = alt.Chart().mark_tick(color="black", thickness=2, size=14).encode(x=x, y=y, tooltip=tooltip).transform_filter(
-        alt.datum.source == "paper"
+    paper = (
+        alt.Chart()
+        .mark_tick(color="black", thickness=2, size=14)
+        .encode(x=x, y=y, tooltip=tooltip)
+        .transform_filter(alt.datum.source == "paper")
     )
     layered = alt.layer(spread, means, paper, data=inline_data(data))
     if experts is not None:
@@ -375,7 +451,10 @@ def experts_slider_chart(mixtures: pd.DataFrame, *, width: int = 120, height: in
     data = kinds_data(mixtures)
     experts = range_slider("experts", data["experts"].unique(), label="number of experts (largest trained up to) ")
     return _kinds_chart(
-        data, experts=experts, width=width, height=height,
+        data,
+        experts=experts,
+        width=width,
+        height=height,
         title="The kinds of experts at the number of experts chosen with the slider (points: ours +-1 std, ticks: paper)",
     )
 
@@ -389,7 +468,10 @@ def experts_comparison_chart(
     if gating is not None:
         data = data[data["gating"] == gating]
     return _kinds_chart(
-        data, experts=None, width=width, height=height,
+        data,
+        experts=None,
+        width=width,
+        height=height,
         title=f"MLP against WMLP and IMLP against IWMLP, {experts} experts (points: ours +-1 std, ticks: paper)",
     )
 
@@ -450,8 +532,11 @@ class MixtureExplorer(StaticViewExplorer):
         counts = sorted(int(k) for k in mixtures["experts"].unique())
         gatings = sorted(mixtures["gating"].unique(), key=list(GATINGS).index)
         self.experts = widgets.SelectionSlider(
-            options=counts, value=experts or counts[-1], description="number of experts",
-            continuous_update=False, style={"description_width": "initial"},
+            options=counts,
+            value=experts or counts[-1],
+            description="number of experts",
+            continuous_update=False,
+            style={"description_width": "initial"},
         )
         self.gating = widgets.Dropdown(
             options=gatings, value=gating or gatings[0], description="gating", style={"description_width": "initial"}
@@ -468,7 +553,9 @@ class MixtureExplorer(StaticViewExplorer):
         return f"Static view at {self.experts.value} experts, {self.gating.value} gating"
 
 
-def mixture_explorer(mixtures: pd.DataFrame, *, experts: int | None = None, gating: str | None = None) -> MixtureExplorer:
+def mixture_explorer(
+    mixtures: pd.DataFrame, *, experts: int | None = None, gating: str | None = None
+) -> MixtureExplorer:
     """ipywidgets over the four kinds of experts per dataset: a number-of-experts slider
     (the numbers in ``mixtures``) and a gating selector; starts at the largest number of
     experts and the first gating (standard) unless told otherwise. See ``MixtureExplorer``."""

@@ -19,8 +19,12 @@ import os
 import uuid
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nbformat
+
+if TYPE_CHECKING:
+    import altair as alt
 
 #: The environment variable naming a folder with vega.min.js, vega-lite.min.js and
 #: vega-embed.min.js (e.g. an ``npm install vega vega-lite vega-embed`` node_modules).
@@ -71,7 +75,8 @@ def _offline_head() -> str:
     # Altair's notebook output loads each library unless VEGA_DEBUG says that version is
     # there; the inline bundle provides exactly the versions it asks for.
     versions = {
-        "vega_version": alt.VEGA_VERSION, "vegalite_version": alt.VEGALITE_VERSION,
+        "vega_version": alt.VEGA_VERSION,
+        "vegalite_version": alt.VEGALITE_VERSION,
         "vegaembed_version": alt.VEGAEMBED_VERSION,
     }
     loaded = f"var VEGA_DEBUG = {json.dumps(versions)};"
@@ -135,8 +140,14 @@ def _cdn_chart_html(spec: dict, *, output_div: str) -> str:
     from altair.utils.html import spec_to_html
 
     return spec_to_html(
-        spec, mode="vega-lite", vega_version=alt.VEGA_VERSION, vegaembed_version=alt.VEGAEMBED_VERSION,
-        vegalite_version=alt.VEGALITE_VERSION, output_div=output_div, fullhtml=False, template="universal",
+        spec,
+        mode="vega-lite",
+        vega_version=alt.VEGA_VERSION,
+        vegaembed_version=alt.VEGAEMBED_VERSION,
+        vegalite_version=alt.VEGALITE_VERSION,
+        output_div=output_div,
+        fullhtml=False,
+        template="universal",
     )
 
 
@@ -167,8 +178,11 @@ def offline_charts() -> None:
         f'<p style="font-size: smaller; color: gray">Charts draw with vega {alt.VEGA_VERSION} / '
         f"vega-lite {alt.VEGALITE_VERSION} from this output: no network needed.</p>"
     )
-    display({"text/html": head + "\n" + note, "text/plain": "vega scripts for the charts below"}, raw=True,
-            metadata={VEGA_OUTPUT: True})
+    display(
+        {"text/html": head + "\n" + note, "text/plain": "vega scripts for the charts below"},
+        raw=True,
+        metadata={VEGA_OUTPUT: True},
+    )
 
 
 def trust_notebook(path: str | os.PathLike) -> None:

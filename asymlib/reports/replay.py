@@ -92,10 +92,12 @@ def show_executed(path: str | os.PathLike, *, section: str = "deep_ensembles") -
 
     found = locate_notebook(path, section=section)
     if found is None:
-        display(Markdown(
-            f"**The executed notebook `{path}` is not here** (nor in `./{section}/` or `.`): "
-            "run the profile again, or open this report beside its runs folder."
-        ))
+        display(
+            Markdown(
+                f"**The executed notebook `{path}` is not here** (nor in `./{section}/` or `.`): "
+                "run the profile again, or open this report beside its runs folder."
+            )
+        )
         return
     notebook = nbformat.read(found, as_version=4)
     parameters = parameters_markdown(notebook)

@@ -233,10 +233,14 @@ def verdict(ensembles: pd.DataFrame, *, confidence: float = 0.95) -> tuple[pd.Da
 
     def measure(name: str, prefix: str) -> pd.DataFrame:
         rows = at_largest[at_largest["measure"] == name].set_index(keys)
-        return pd.DataFrame({
-            f"{prefix}_difference": rows["mean"], f"{prefix}_ci_low": rows["ci_low"],
-            f"{prefix}_ci_high": rows["ci_high"], f"{prefix}_significant": rows["significant"].astype(bool),
-        })
+        return pd.DataFrame(
+            {
+                f"{prefix}_difference": rows["mean"],
+                f"{prefix}_ci_low": rows["ci_low"],
+                f"{prefix}_ci_high": rows["ci_high"],
+                f"{prefix}_significant": rows["significant"].astype(bool),
+            }
+        )
 
     metric = measure("ensemble_metric", "metric")
     gain = measure("relative_improvement", "gain").rename(columns={"gain_difference": "gain_difference_pp"})
@@ -257,7 +261,10 @@ def verdict(ensembles: pd.DataFrame, *, confidence: float = 0.95) -> tuple[pd.Da
     for _, row in overall.iterrows():
         low, high = row["mean_ci_low"], row["mean_ci_high"]
         answer = (
-            "supports the paper's claim" if low > 0 else "contradicts the paper's claim" if high < 0
+            "supports the paper's claim"
+            if low > 0
+            else "contradicts the paper's claim"
+            if high < 0
             else "does not establish the paper's claim"
         )
         sentences.append(
@@ -428,8 +435,13 @@ def mixture_verdict(mixtures: pd.DataFrame, *, confidence: float = 0.95) -> tupl
         sign = np.where(pairs.index.get_level_values("metric_name") == "rmse", -1.0, 1.0)
         difference = pd.Series(sign * (pairs[better] - pairs[baseline]).to_numpy(), index=pairs.index)
         for key, group in difference.groupby(level=keys, sort=True):
-            rows.append({"comparison": comparison, **dict(zip(keys, key)),
-                         **summarize_differences(group.to_numpy(), confidence=confidence)})
+            rows.append(
+                {
+                    "comparison": comparison,
+                    **dict(zip(keys, key)),
+                    **summarize_differences(group.to_numpy(), confidence=confidence),
+                }
+            )
     columns = ["comparison"] + keys + ["n", "mean", "std", "ci_low", "ci_high", "t", "p_value"]
     table = pd.DataFrame(rows, columns=columns)
     table["p_holm"] = holm(table["p_value"].to_numpy())
@@ -447,8 +459,10 @@ def _mixture_sentence(table: pd.DataFrame) -> str:
         return "No mixture of a W-Asymmetric kind was run beside its plain kind, so no verdict on the paper's second claim."
     tested = table["p_value"].notna()
     if not tested.any():
-        return ("With a single repeat (or identical differences) in every cell there is no spread to measure, so no "
-                "verdict on the paper's second claim: it needs at least two repeats.")
+        return (
+            "With a single repeat (or identical differences) in every cell there is no spread to measure, so no "
+            "verdict on the paper's second claim: it needs at least two repeats."
+        )
     helps = int((table["significant"] & (table["mean"] > 0)).sum())
     hurts = int((table["significant"] & (table["mean"] < 0)).sum())
     sentences = [

@@ -21,8 +21,8 @@ import torch
 from ..core.data import Dataset, load_dataset
 from ..core.evaluation import UNCERTAINTY_SCORES, evaluate_ensemble, metric_name, relative_improvement, score
 from ..core.models import KINDS, MLPEnsemble, default_n_fix
-from ..core.uncertainty import residual_variances
 from ..core.trainer import TrainConfig, fit, predict
+from ..core.uncertainty import residual_variances
 from .units import ShardStore, derive_seed, mask_seed, on_device
 
 PAPER_ENSEMBLE_SIZES = (2, 4, 8, 16, 32, 64)
@@ -92,14 +92,28 @@ def train_deep_ensemble(
     init_seeds, order_seeds = member_seeds(seed, repeat, members)
     wasym = kind == "wmlp"
     model = MLPEnsemble(
-        data.n_features, hidden, data.n_outputs, members=members, kind=kind,
-        init_seeds=init_seeds, mask_seed=mask_seed(seed, repeat), n_fix=wasym_n_fix(hidden, n_fix), kappa=kappa,
+        data.n_features,
+        hidden,
+        data.n_outputs,
+        members=members,
+        kind=kind,
+        init_seeds=init_seeds,
+        mask_seed=mask_seed(seed, repeat),
+        n_fix=wasym_n_fix(hidden, n_fix),
+        kappa=kappa,
     ).to(device)
     to = lambda t: t.to(device)  # noqa: E731
     started = time.perf_counter()
     result = fit(
-        model, to(data.X_train), to(data.y_train), to(data.X_val), to(data.y_val),
-        task=data.task, order_seeds=order_seeds, config=config, progress=progress,
+        model,
+        to(data.X_train),
+        to(data.y_train),
+        to(data.X_val),
+        to(data.y_val),
+        task=data.task,
+        order_seeds=order_seeds,
+        config=config,
+        progress=progress,
         description=f"{data.name} h={hidden} r={repeat} {kind}",
     )
     wall = time.perf_counter() - started
@@ -108,7 +122,12 @@ def train_deep_ensemble(
         val_outputs = predict(model, to(data.X_val), batch_size=config.eval_batch_size)
         variances = residual_variances(val_outputs, to(data.y_val))
     member_scores, ensembles = evaluate_ensemble(
-        model, to(data.X_test), to(data.y_test), task=data.task, sizes=ensemble_sizes, exclude=result.diverged,
+        model,
+        to(data.X_test),
+        to(data.y_test),
+        task=data.task,
+        sizes=ensemble_sizes,
+        exclude=result.diverged,
         variances=variances,
     )
     member_metric = member_scores["metric"].to_numpy()
@@ -121,7 +140,10 @@ def train_deep_ensemble(
         member_in_range[result.diverged] = np.nan
     worst = data.X_test.abs().amax(dim=0)
     key = {
-        "dataset": data.name, "split": data.split, "hidden": hidden, "repeat": repeat,
+        "dataset": data.name,
+        "split": data.split,
+        "hidden": hidden,
+        "repeat": repeat,
         "type": model_type(kind, hidden=hidden, n_fix=n_fix, kappa=kappa),
         "metric_name": metric_name(data.task),
         "n_fix": wasym_n_fix(hidden, n_fix)[1] if wasym else 0,
@@ -152,7 +174,9 @@ def train_deep_ensemble(
     everyone_diverged = bool(result.diverged.all())
     mean = lambda column: float("nan") if everyone_diverged else float(np.nanmean(member_scores[column]))  # noqa: E731
     single = mean("metric")
-    singles = {f"single_{name}": mean(name) if member_scores[name].notna().any() else np.nan for name in UNCERTAINTY_SCORES}
+    singles = {
+        f"single_{name}": mean(name) if member_scores[name].notna().any() else np.nan for name in UNCERTAINTY_SCORES
+    }
     ensembles = ensembles.assign(**key, single_mean=single, **singles, members_trained=members, batch_wall_time=wall)
     ensembles["relative_improvement"] = relative_improvement(ensembles["ensemble_metric"], single, task=data.task)
     ensembles["interpolated_relative_improvement"] = relative_improvement(
@@ -203,8 +227,18 @@ def train_deep_ensemble_unit(
     ]
     tables = [
         train_deep_ensemble(
-            data, hidden=hidden, kind=kind, members=members, ensemble_sizes=ensemble_sizes,
-            seed=seed, repeat=repeat, n_fix=fixed, kappa=scale, config=config, device=device, progress=progress,
+            data,
+            hidden=hidden,
+            kind=kind,
+            members=members,
+            ensemble_sizes=ensemble_sizes,
+            seed=seed,
+            repeat=repeat,
+            n_fix=fixed,
+            kappa=scale,
+            config=config,
+            device=device,
+            progress=progress,
         )
         for kind, fixed, scale in trained
     ]
@@ -251,8 +285,18 @@ def run_deep_ensembles(
         data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, split=split, val_fraction=val_fraction)
         for hidden, repeat in todo:
             tables = train_deep_ensemble_unit(
-                data, hidden=hidden, repeat=repeat, types=types, members=members, ensemble_sizes=ensemble_sizes,
-                seed=seed, n_fix=n_fix, kappa=kappa, config=config, device=device, progress=progress,
+                data,
+                hidden=hidden,
+                repeat=repeat,
+                types=types,
+                members=members,
+                ensemble_sizes=ensemble_sizes,
+                seed=seed,
+                n_fix=n_fix,
+                kappa=kappa,
+                config=config,
+                device=device,
+                progress=progress,
             )
             store.save(deep_ensemble_unit(dataset, hidden, repeat), **tables)
     names = [deep_ensemble_unit(dataset, h, r) for h, r in units]

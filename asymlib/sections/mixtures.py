@@ -82,17 +82,33 @@ def train_mixtures(
     seeds = [mixture_seeds(seed, r) for r in range(repeats)]
     init_seeds, order_seeds, noise_seeds = (list(column) for column in zip(*seeds))
     model = MixtureEnsemble(
-        data.n_features, hidden, data.n_outputs, members=repeats, experts=experts, kind=kind, gating=gating,
-        init_seeds=init_seeds, noise_seeds=noise_seeds, mask_seed=mask_seed(seed, 0),
-        eval_seed=derive_seed(seed, _MIXTURE_SEED_TAG + 3), balance_weight=balance_weight,
+        data.n_features,
+        hidden,
+        data.n_outputs,
+        members=repeats,
+        experts=experts,
+        kind=kind,
+        gating=gating,
+        init_seeds=init_seeds,
+        noise_seeds=noise_seeds,
+        mask_seed=mask_seed(seed, 0),
+        eval_seed=derive_seed(seed, _MIXTURE_SEED_TAG + 3),
+        balance_weight=balance_weight,
         architecture=architecture,
     ).to(device)
     to = lambda t: t.to(device)  # noqa: E731
     X_val = to(data.X_val)
     started = time.perf_counter()
     result = fit(
-        model, to(data.X_train), to(data.y_train), X_val, to(data.y_val),
-        task=data.task, order_seeds=order_seeds, config=config, progress=progress,
+        model,
+        to(data.X_train),
+        to(data.y_train),
+        X_val,
+        to(data.y_val),
+        task=data.task,
+        order_seeds=order_seeds,
+        config=config,
+        progress=progress,
         monitor=lambda m: m.expert_usage(X_val, batch_size=config.eval_batch_size),
         description=f"{data.name} {gating} {kind} K={experts}",
     )
@@ -117,8 +133,13 @@ def train_mixtures(
         values[result.diverged] = np.nan
 
     key = {
-        "dataset": data.name, "split": data.split, "gating": gating, "kind": kind, "experts": experts,
-        "balance_weight": float(balance_weight), "architecture": architecture,
+        "dataset": data.name,
+        "split": data.split,
+        "gating": gating,
+        "kind": kind,
+        "experts": experts,
+        "balance_weight": float(balance_weight),
+        "architecture": architecture,
     }
     mixtures = pd.DataFrame(
         {
@@ -204,8 +225,17 @@ def train_mixture_unit(
     marker last), the tables of ``train_mixtures``.
     """
     mixtures, usage = train_mixtures(
-        on_device(data, device), gating=gating, kind=kind, experts=experts, hidden=hidden, repeats=repeats,
-        seed=seed, balance_weight=balance_weight, architecture=architecture, config=config, device=device,
+        on_device(data, device),
+        gating=gating,
+        kind=kind,
+        experts=experts,
+        hidden=hidden,
+        repeats=repeats,
+        seed=seed,
+        balance_weight=balance_weight,
+        architecture=architecture,
+        config=config,
+        device=device,
         progress=progress,
     )
     settings = {"seed": seed, "repeats": repeats, "hidden": hidden, **config.as_record()}
@@ -270,8 +300,11 @@ def run_mixtures(
     Returns the dataset's ``mixtures`` table (one row per gating, kind, experts, repeat,
     with ``relative_to_2``) and its ``usage`` table (finished units, old and new).
     """
-    for name, given, valid in (("gatings", gatings, GATINGS), ("kinds", kinds, MIXTURE_KINDS),
-                               ("architecture", [architecture], ARCHITECTURES)):
+    for name, given, valid in (
+        ("gatings", gatings, GATINGS),
+        ("kinds", kinds, MIXTURE_KINDS),
+        ("architecture", [architecture], ARCHITECTURES),
+    ):
         unknown = [v for v in given if v not in valid]
         if unknown:
             raise ValueError(f"unknown {name} {unknown}; valid: {', '.join(valid)}")
@@ -283,8 +316,17 @@ def run_mixtures(
         data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, split=split, val_fraction=val_fraction)
         for gating, kind, n_experts, weight in todo:
             tables = train_mixture_unit(
-                data, gating=gating, kind=kind, experts=n_experts, hidden=hidden, repeats=repeats,
-                seed=seed, balance_weight=weight, architecture=architecture, config=config, device=device,
+                data,
+                gating=gating,
+                kind=kind,
+                experts=n_experts,
+                hidden=hidden,
+                repeats=repeats,
+                seed=seed,
+                balance_weight=weight,
+                architecture=architecture,
+                config=config,
+                device=device,
                 progress=progress,
             )
             store.save(mixture_unit(dataset, gating, kind, n_experts, weight), **tables)
