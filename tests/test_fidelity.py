@@ -9,7 +9,14 @@ import pytest
 
 from asymlib.execution.cli import main
 from asymlib.execution.params import load_params, profile_sections
-from asymlib.reports.fidelity import PAPER_REPEATS, Source, paper_comparison, profile_points, read_source
+from asymlib.reports.fidelity import (
+    PAPER_REPEATS,
+    Source,
+    architecture_comparison,
+    paper_comparison,
+    profile_points,
+    read_source,
+)
 from asymlib.reports.tables import paper_reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,10 +42,21 @@ def test_the_noise_rule_by_hand():
     rows = []
     for point, offset in ((near, 0.0), (far, 0.05)):
         for repeat, wiggle in enumerate((-0.002, 0.0, 0.002)):
-            rows.append({"section": "moe", "dataset": point["dataset"], "hidden": 64, "gating": point["gating"],
-                         "series": point["series"], "x": point["x"], "repeat": repeat,
-                         "value": point["value"] + offset + wiggle, "split": "release", "architecture": "release",
-                         "measure": "mixture"})
+            rows.append(
+                {
+                    "section": "moe",
+                    "dataset": point["dataset"],
+                    "hidden": 64,
+                    "gating": point["gating"],
+                    "series": point["series"],
+                    "x": point["x"],
+                    "repeat": repeat,
+                    "value": point["value"] + offset + wiggle,
+                    "split": "release",
+                    "architecture": "release",
+                    "measure": "mixture",
+                }
+            )
     table = paper_comparison([Source("mine", pd.DataFrame(rows))]).set_index(KEYS)
     first = table.loc[tuple(near[["section", "dataset"]]) + (64, near["gating"], near["series"], near["x"])]
     second = table.loc[tuple(far[["section", "dataset"]]) + (64, far["gating"], far["series"], far["x"])]
@@ -81,3 +99,42 @@ def test_cli_writes_the_table(tmp_path, capsys):
 def test_a_source_without_points_leaves_every_point_not_run():
     table = paper_comparison([Source("empty", pd.DataFrame(columns=["section"]))])
     assert len(table) == 640 and (table["verdict"] == "not run").all()
+
+
+def _mixture_rows(points, *, architecture, offset, split="release"):
+    """Three repeats of each paper point in ``points``, ``offset`` from the paper's value."""
+    return [
+        {
+            "section": "moe",
+            "dataset": p["dataset"],
+            "hidden": 64,
+            "gating": p["gating"],
+            "series": p["series"],
+            "x": p["x"],
+            "repeat": r,
+            "value": p["value"] + offset + wiggle,
+            "split": split,
+            "architecture": architecture,
+            "measure": "mixture",
+        }
+        for _, p in points.iterrows()
+        for r, wiggle in enumerate((-0.002, 0.0, 0.002))
+    ]
+
+
+def test_the_two_moie_networks_side_by_side():
+    paper = paper_reference("moe")
+    churn = paper[(paper["dataset"] == "churn") & (paper["gating"] == "standard")]
+    moie, moe = churn[churn["series"].isin(["imlp", "iwmlp"])], churn[churn["series"] == "mlp"]
+    text = Source("text", pd.DataFrame(_mixture_rows(pd.concat([moie, moe]), architecture="paper", offset=0.02)))
+    release = Source("release", pd.DataFrame(_mixture_rows(moie.iloc[:3], architecture="release", offset=0.0)))
+    table = architecture_comparison([release, text])
+    assert len(table) == 3  # only the MoIE points both networks have; MoE is one network in both
+    assert set(table["series"]) <= {"imlp", "iwmlp"}
+    assert (table["text_verdict"] == "outside").all() and (table["release_verdict"] == "within noise").all()
+    assert table["text_difference"].to_numpy() == pytest.approx(0.02) and (table["release_repeats"] == 3).all()
+    assert set(table["text_source"]) == {"text"} and set(table["release_source"]) == {"release"}
+    # one network alone, or the two on different splits, compare nothing
+    assert architecture_comparison([text]).empty
+    other_split = Source("other", pd.DataFrame(_mixture_rows(moie, architecture="release", offset=0.0, split="paper")))
+    assert architecture_comparison([text, other_split]).empty

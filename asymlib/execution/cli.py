@@ -48,7 +48,7 @@ _NAMES = ", ".join(DATASETS)
 #: The exceptions that mean bad input (exit status 2), by the module that defines them. Each
 #: is looked up only if its module has been imported: one never imported raised nothing.
 BAD_INPUT_ERRORS = {
-    "asymlib.core.data": ("DataFileError", "MalformedDataError"),
+    "asymlib.core.data_errors": ("DataFileError", "MalformedDataError"),
     "asymlib.execution.params": ("ParamsError",),
     "asymlib.execution.notebooks": ("KernelError",),
     "asymlib.execution.records": ("OutputError",),
@@ -81,9 +81,7 @@ def package_version() -> str:
 def _fetch(args: argparse.Namespace) -> int:
     from ..core.data import default_data_dir, fetch_datasets
 
-    paths = fetch_datasets(
-        args.dest, source=args.source, names=args.datasets or DATASETS, overwrite=args.overwrite
-    )
+    paths = fetch_datasets(args.dest, source=args.source, names=args.datasets or DATASETS, overwrite=args.overwrite)
     dest = default_data_dir() if args.dest is None else Path(args.dest).expanduser()
     print(f"{len(paths)} raw files in place under {dest}")
     return 0
@@ -94,9 +92,16 @@ def _run(args: argparse.Namespace) -> int:
     from .runner import run_profile
 
     runs = run_profile(
-        args.params, out_root=args.out, sections=args.sections, datasets=args.datasets,
-        workers=args.workers, force=args.force, progress=not args.no_progress, kernel=args.kernel,
-        report=not args.no_report, scheduler=args.scheduler,
+        args.params,
+        out_root=args.out,
+        sections=args.sections,
+        datasets=args.datasets,
+        workers=args.workers,
+        force=args.force,
+        progress=not args.no_progress,
+        kernel=args.kernel,
+        report=not args.no_report,
+        scheduler=args.scheduler,
     )
     failed = [f"{section}/{dataset}" for section, run in runs.items() for dataset in run.failed]
     failed += [f"{section} report" for section, run in runs.items() if run.report_error]
@@ -130,6 +135,13 @@ def _estimate(args: argparse.Namespace) -> int:
 FILLING_PROFILES = ("verdict", "fidelity", "paper")
 
 
+def _write_csv(table: "pd.DataFrame", out: Path) -> None:
+    from .records import replace_atomically, writing
+
+    writing(out.parent, lambda: out.parent.mkdir(parents=True, exist_ok=True))
+    writing(out.parent, lambda: replace_atomically(out, lambda partial: table.to_csv(partial, index=False)))
+
+
 def _compare(args: argparse.Namespace) -> int:
     from ..core.data import DataFileError
     from ..core.project import project_path
@@ -145,11 +157,16 @@ def _compare(args: argparse.Namespace) -> int:
     missing = [d for d in args.runs if not Path(d).is_dir()]
     if missing:
         raise DataFileError(f"no such run folder: {missing[0]} (expected a profile folder such as runs/verdict)")
-    table = paper_comparison([read_source(d) for d in args.runs], profiles=profiles)
-    out = Path(args.out)
-    writing(out.parent, lambda: out.parent.mkdir(parents=True, exist_ok=True))
-    writing(out.parent, lambda: replace_atomically(out, lambda partial: table.to_csv(partial, index=False)))
-    print(f"{fidelity_counts(table)} -> {out}")
+    sources = [read_source(d) for d in args.runs]
+    table = paper_comparison(sources, profiles=profiles)
+    _write_csv(table, Path(args.out))
+    print(f"{fidelity_counts(table)} -> {args.out}")
+    if args.architectures:
+        from ..reports.fidelity import architecture_comparison
+
+        both = architecture_comparison(sources)
+        _write_csv(both, Path(args.architectures))
+        print(f"{len(both)} MoIE points run with both networks (the text's and the release's) -> {args.architectures}")
     if args.figure:
         from ..reports.fidelity import comparison_chart
 
@@ -288,9 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(a reproduction of Chernov & Novitskij, 2025).",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    commands = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_SubcommandParser
-    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubcommandParser)
 
     fetch = commands.add_parser(
         "fetch",
@@ -322,17 +337,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs)")
     run.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="NAME", help=f"only these ({_NAMES})")
     run.add_argument(
-        "--workers", type=int, metavar="N",
+        "--workers",
+        type=int,
+        metavar="N",
         help="worker processes of the LocalCluster, and notebooks at once (default: the profile's)",
     )
     run.add_argument(
-        "--scheduler", metavar="ADDRESS",
+        "--scheduler",
+        metavar="ADDRESS",
         help="train the units on the Dask cluster of this scheduler, e.g. tcp://10.0.0.5:8786 "
         "(default: the profile's scheduler:, else a LocalCluster on this machine)",
     )
     run.add_argument("--force", action="store_true", help="delete these datasets' results first and redo them")
     run.add_argument(
-        "--sections", nargs="+", default=None, choices=list(SECTIONS),
+        "--sections",
+        nargs="+",
+        default=None,
+        choices=list(SECTIONS),
         help="sections of the profile to run (default: every section in the file)",
     )
     run.add_argument("--kernel", default=DEFAULT_KERNEL, help=f"Jupyter kernel (default: {DEFAULT_KERNEL})")
@@ -363,13 +384,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     estimate.add_argument("params", metavar="PARAMS.yaml", help="a profile such as params/paper.yaml")
     estimate.add_argument(
-        "--workers", type=int, nargs="+", metavar="N", help="worker counts to give the wall time for (default: the profile's)"
+        "--workers",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="worker counts to give the wall time for (default: the profile's)",
     )
     estimate.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="NAME", help=f"only these ({_NAMES})")
     estimate.add_argument("--sections", nargs="+", default=None, choices=list(SECTIONS), help="only these sections")
-    estimate.add_argument("--runs", default="runs", metavar="DIR", help="finished runs with recorded epochs (default: runs)")
     estimate.add_argument(
-        "--measured", metavar="DIR",
+        "--runs", default="runs", metavar="DIR", help="finished runs with recorded epochs (default: runs)"
+    )
+    estimate.add_argument(
+        "--measured",
+        metavar="DIR",
         help="instead of timing epochs here: fit a cost model to the units measured in DIR (a profile folder such as "
         "runs/paper written by `asymlib train --device cuda`) and predict the rest of the grid on that device",
     )
@@ -384,11 +412,26 @@ def build_parser() -> argparse.ArgumentParser:
         "difference, and whether it is within repeat noise, outside it, or not run (naming the shipped profile "
         "that would run it). Only runs made with the paper's stopping rule on full data count.",
     )
-    compare.add_argument("runs", nargs="+", metavar="RUN_DIR", help="profile folders such as runs/verdict, preferred first")
-    compare.add_argument("--out", default="results/paper_comparison.csv", metavar="FILE",
-                         help="where the table goes (default: results/paper_comparison.csv)")
-    compare.add_argument("--figure", metavar="FILE.svg",
-                         help="also draw every panel, ours against the paper's, into this SVG (or .png) file")
+    compare.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", help="profile folders such as runs/verdict, preferred first"
+    )
+    compare.add_argument(
+        "--out",
+        default="results/paper_comparison.csv",
+        metavar="FILE",
+        help="where the table goes (default: results/paper_comparison.csv)",
+    )
+    compare.add_argument(
+        "--figure",
+        metavar="FILE.svg",
+        help="also draw every panel, ours against the paper's, into this SVG (or .png) file",
+    )
+    compare.add_argument(
+        "--architectures",
+        metavar="FILE.csv",
+        help="also write the MoIE points trained with both networks, the text's and the release's, "
+        "side by side (runs of each architecture among RUN_DIR)",
+    )
     compare.set_defaults(handler=_compare)
 
     figures = commands.add_parser(
@@ -402,15 +445,20 @@ def build_parser() -> argparse.ArgumentParser:
         "runs/<profile>/<section>) unless --out says otherwise.",
     )
     figures.add_argument(
-        "section_dir", metavar="SECTION_DIR",
+        "section_dir",
+        metavar="SECTION_DIR",
         help="e.g. runs/verdict/deep_ensembles, runs/verdict/mixtures, or the profile folder runs/verdict",
     )
     figures.add_argument(
-        "--out", default=None, metavar="DIR",
+        "--out",
+        default=None,
+        metavar="DIR",
         help="where the files go (default: figures/ in the folder above SECTION_DIR, e.g. runs/verdict/figures; "
         "for a profile folder, its figures/)",
     )
-    figures.add_argument("--formats", nargs="+", default=["svg"], choices=["svg", "png"], help="file types (default: svg)")
+    figures.add_argument(
+        "--formats", nargs="+", default=["svg"], choices=["svg", "png"], help="file types (default: svg)"
+    )
     figures.set_defaults(handler=_figures)
     return parser
 

@@ -36,8 +36,26 @@ from .tables import load_mixture_results, load_results, paper_mixtures, paper_re
 
 #: The paper's repeats per point, as we assume them (module docstring).
 PAPER_REPEATS = 5
-_COLUMNS = ["section", "dataset", "hidden", "gating", "series", "x", "metric", "paper", "ours_mean", "ours_std",
-            "repeats", "difference", "threshold", "split", "architecture", "source", "verdict", "would_run"]
+_COLUMNS = [
+    "section",
+    "dataset",
+    "hidden",
+    "gating",
+    "series",
+    "x",
+    "metric",
+    "paper",
+    "ours_mean",
+    "ours_std",
+    "repeats",
+    "difference",
+    "threshold",
+    "split",
+    "architecture",
+    "source",
+    "verdict",
+    "would_run",
+]
 
 
 @dataclass(frozen=True)
@@ -117,10 +135,18 @@ def _summaries(source: Source) -> pd.DataFrame:
         return pd.DataFrame()
     points = source.points.dropna(subset=["value"])  # a diverged member or mixture has no result
     keys = ["section", "dataset", "hidden", "gating", "series", "x"]
-    table = points.groupby(keys).agg(
-        ours_mean=("value", "mean"), ours_std=("value", "std"), repeats=("value", "size"), measure=("measure", "first"),
-        split=("split", lambda s: "/".join(sorted(set(s)))), architecture=("architecture", "first"),
-    ).reset_index()
+    table = (
+        points.groupby(keys)
+        .agg(
+            ours_mean=("value", "mean"),
+            ours_std=("value", "std"),
+            repeats=("value", "size"),
+            measure=("measure", "first"),
+            split=("split", lambda s: "/".join(sorted(set(s)))),
+            architecture=("architecture", "first"),
+        )
+        .reset_index()
+    )
     spread = table[table["repeats"] >= 2].assign(variance=lambda t: t["ours_std"] ** 2)
     pooled = spread.groupby(["section", "dataset", "measure"])["variance"].mean().pow(0.5).rename("pooled_std")
     table = table.join(pooled, on=["section", "dataset", "measure"])
@@ -132,7 +158,9 @@ def paper_comparison(sources: Sequence[Source], *, profiles: dict[str, set[tuple
     preference (a point comes from the first that has it). ``profiles``: profile name ->
     the points its grid trains (``profile_points``), smallest first, for ``would_run``."""
     paper = pd.concat([paper_reference("deep_ensemble"), paper_reference("moe")], ignore_index=True)
-    paper = paper.rename(columns={"hidden_dim": "hidden", "value": "paper"}).assign(gating=lambda t: t["gating"].fillna(""))
+    paper = paper.rename(columns={"hidden_dim": "hidden", "value": "paper"}).assign(
+        gating=lambda t: t["gating"].fillna("")
+    )
     keys = ["section", "dataset", "hidden", "gating", "series", "x"]
     parts = [_summaries(s) for s in sources if len(s.points)]
     ours = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
@@ -140,8 +168,12 @@ def paper_comparison(sources: Sequence[Source], *, profiles: dict[str, set[tuple
         ours = ours.drop_duplicates(subset=keys, keep="first")  # the preferred source's
         table = paper.merge(ours, how="left", on=keys)
     else:
-        table = paper.assign(**{c: np.nan for c in ("ours_mean", "ours_std", "repeats", "pooled_std")},
-                             split="", architecture="", source="")
+        table = paper.assign(
+            **{c: np.nan for c in ("ours_mean", "ours_std", "repeats", "pooled_std")},
+            split="",
+            architecture="",
+            source="",
+        )
     table["difference"] = table["ours_mean"] - table["paper"]
     table["threshold"] = 2 * table["pooled_std"] * np.sqrt(1 / table["repeats"] + 1 / PAPER_REPEATS)
     run = table["ours_mean"].notna()
@@ -204,8 +236,9 @@ def comparison_chart(table: pd.DataFrame):
         low=table["ours_mean"] - 2 * table["ours_std"].fillna(0),
         high=table["ours_mean"] + 2 * table["ours_std"].fillna(0),
     )
-    frame = frame[["family", "dataset", "panel", "kind", "what", "series", "x", "paper", "ours_mean", "low", "high",
-                   "verdict"]]
+    frame = frame[
+        ["family", "dataset", "panel", "kind", "what", "series", "x", "paper", "ours_mean", "low", "high", "verdict"]
+    ]
     colour = alt.Color("kind:N", scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values())))
     x = alt.X("x:Q", scale=alt.Scale(type="log", base=2), title="ensemble size / experts")
     base = alt.Chart(inline_data(frame)).encode(x=x, color=colour)
@@ -214,12 +247,77 @@ def comparison_chart(table: pd.DataFrame):
     )
     bars = base.mark_rule().encode(y="low:Q", y2="high:Q", detail="series:N")
     ours = base.mark_point(filled=True, size=25).encode(
-        y="ours_mean:Q", shape=alt.Shape("verdict:N"), detail="series:N",
+        y="ours_mean:Q",
+        shape=alt.Shape("verdict:N"),
+        detail="series:N",
         tooltip=["dataset:N", "panel:N", "series:N", "x:Q", "paper:Q", "ours_mean:Q", "verdict:N"],
     )
     panels = ["Figure 3 h64", "Figure 3 h128", "Figure 3 h256", "Figure 4 standard", "Figure 4 gumbel"]
-    return (paper + bars + ours).properties(width=150, height=110).facet(
-        row=alt.Row("dataset:N", sort=list(DATASETS)), column=alt.Column("family_panel:N", title=None, sort=panels),
-    ).transform_calculate(family_panel="datum.family + ' ' + datum.panel").resolve_scale(y="independent").properties(
-        title="The paper's points (dashed lines) and ours (dots, +- 2 sd over repeats)"
+    return (
+        (paper + bars + ours)
+        .properties(width=150, height=110)
+        .facet(
+            row=alt.Row("dataset:N", sort=list(DATASETS)),
+            column=alt.Column("family_panel:N", title=None, sort=panels),
+        )
+        .transform_calculate(family_panel="datum.family + ' ' + datum.panel")
+        .resolve_scale(y="independent")
+        .properties(title="The paper's points (dashed lines) and ours (dots, +- 2 sd over repeats)")
     )
+
+
+#: The kinds whose network the ``architecture`` setting changes (MoE is the same in both).
+MOIE_KINDS = ("imlp", "iwmlp")
+_ARCHITECTURE_PREFIX = {"paper": "text", "release": "release"}
+
+
+def architecture_comparison(sources: Sequence[Source]) -> pd.DataFrame:
+    """MoIE points trained with both networks, the text's (``architecture: paper``) and the
+    release's, beside the paper's value: one row per point and split, with each network's
+    mean, repeats, difference from the paper and verdict (``paper_comparison``'s rule, the
+    spread pooled within that network's run). Points only one network has are left out;
+    ``sources`` in order of preference, as for ``paper_comparison``.
+
+    Columns: dataset, hidden, gating, series, x, split, paper, then ``text_*`` and
+    ``release_*``: mean, repeats, difference, verdict, source.
+    """
+    keys = ["dataset", "hidden", "gating", "series", "x", "split"]
+    per_network = {}
+    for source in sources:
+        table = paper_comparison([source])
+        table = table[(table["section"] == "moe") & table["series"].isin(MOIE_KINDS) & (table["verdict"] != "not run")]
+        for architecture, rows in table.groupby("architecture"):
+            prefix = _ARCHITECTURE_PREFIX.get(architecture)
+            if prefix is None:
+                continue
+            rows = rows[keys + ["paper", "ours_mean", "repeats", "difference", "verdict", "source"]].rename(
+                columns={
+                    c: f"{prefix}_{c.removeprefix('ours_')}"
+                    for c in ("ours_mean", "repeats", "difference", "verdict", "source")
+                }
+            )
+            earlier = per_network.get(prefix)
+            per_network[prefix] = rows if earlier is None else pd.concat([earlier, rows]).drop_duplicates(keys)
+    if len(per_network) < 2:
+        return pd.DataFrame(
+            columns=keys
+            + ["paper"]
+            + [f"{p}_{c}" for p in ("text", "release") for c in ("mean", "repeats", "difference", "verdict", "source")]
+        )
+    both = per_network["text"].merge(per_network["release"].drop(columns="paper"), on=keys)
+    order = {name: i for i, name in enumerate(DATASETS)}
+    return both.sort_values(
+        ["dataset", "gating", "series", "x"], key=lambda c: c.map(order) if c.name == "dataset" else c
+    ).reset_index(drop=True)
+
+
+def architectures_beside(profile_dir: str | os.PathLike) -> pd.DataFrame:
+    """``architecture_comparison`` of a profile folder's mixtures and those of every other
+    profile folder beside it (``runs/*``) made with the paper's stopping rule on full data:
+    where this run used one network and another run the other, what the text's MoIE does
+    against the release's. This run's points come first."""
+    profile_dir = Path(profile_dir).resolve()
+    siblings = sorted(
+        p for p in profile_dir.parent.iterdir() if p != profile_dir and (p / "mixtures" / "settings.yaml").is_file()
+    )
+    return architecture_comparison([read_source(p) for p in [profile_dir, *siblings]])
