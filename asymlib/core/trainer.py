@@ -268,93 +268,147 @@ def fit(
     order_seeds = list(order_seeds)
     if len(order_seeds) != members:
         raise ValueError(f"order_seeds needs one seed per member ({members}), got {len(order_seeds)}")
-    device = next(model.parameters()).device
     generators = [torch.Generator().manual_seed(int(s)) for s in order_seeds]
     n = len(X_train)
-
-    # Full-size records, indexed by member; `running` maps batched slots to members.
-    final_params = [p.detach().clone() for p in model.parameters()]
-    best_params = [p.clone() for p in final_params] if config.restore_best else None
-    running = torch.arange(members)
-    epochs = np.zeros(members, dtype=np.int64)
-    best = torch.full((members,), float("inf"), dtype=torch.float64)
-    final = torch.full((members,), float("nan"), dtype=torch.float64)
-    bad_epochs = torch.zeros(members, dtype=torch.long)
-    stop_time = np.zeros(members)
-    diverged = np.zeros(members, dtype=bool)
-    diverged_reason = [""] * members
-    history: list[np.ndarray] = []
-    monitored: list[np.ndarray] = []
-
-    def set_aside(slots: Tensor, into: list[Tensor]) -> None:
-        for record, parameter in zip(into, model.parameters()):
-            record[running[slots]] = parameter.detach()[slots.to(device)]
-
+    book = _Bookkeeping.start(model, config)
     optimizer = _adamw(model.parameters(), config)
 
     def runner_for_running_members() -> EpochRunner:
-        data = EpochBatches(X_train, y_train, members=len(running), batch_size=config.batch_size)
+        data = EpochBatches(X_train, y_train, members=len(book.running), batch_size=config.batch_size)
         return EpochRunner(model, optimizer, data, task=task, precision=config.precision)
 
     runner = runner_for_running_members()
     bar = tqdm(total=config.max_epochs, desc=description, disable=not progress, leave=False)
     start_time = time.perf_counter()
     for epoch in range(config.max_epochs):
-        order = torch.stack([torch.randperm(n, generator=generators[m]) for m in running.tolist()])
+        order = torch.stack([torch.randperm(n, generator=generators[m]) for m in book.running.tolist()])
         train_finite = runner.run_epoch(order)
-
         val = evaluate_losses(model, X_val, y_val, task=task, batch_size=config.eval_batch_size).double().cpu()
-        history.append(np.full(members, np.nan))
-        history[-1][running.numpy()] = val.numpy()
+        watched = None
         if monitor is not None:
             with evaluating(model):
-                value = monitor(model).detach().double().cpu().numpy()
-            monitored.append(np.full((members, *value.shape[1:]), np.nan))
-            monitored[-1][running.numpy()] = value
-        improved = val < best[running]
-        if best_params is not None and improved.any():
-            set_aside(improved.nonzero().squeeze(1), best_params)
-        best[running] = torch.where(improved, val, best[running])
-        bad_epochs[running] = torch.where(improved, 0, bad_epochs[running] + 1)
-        final[running] = val
-        epochs[running.numpy()] = epoch + 1
-        stop_time[running.numpy()] = time.perf_counter() - start_time
-        train_finite = train_finite.cpu()
-        diverging = ~train_finite | ~torch.isfinite(val)
-        for slot in diverging.nonzero().squeeze(1).tolist():
-            member = int(running[slot])
-            diverged[member] = True
-            when = (
-                f"training loss in epoch {epoch + 1}"
-                if not train_finite[slot]
-                else (f"validation loss after epoch {epoch + 1}")
-            )
-            diverged_reason[member] = f"non-finite {when}"
-        stopping = (bad_epochs[running] >= config.patience) | diverging
+                watched = monitor(model).detach().double().cpu().numpy()
+        stopping = book.record_epoch(model, epoch, val, train_finite.cpu(), watched, time.perf_counter() - start_time)
         if epoch + 1 == config.max_epochs:
             stopping[:] = True
         if stopping.any():
-            set_aside(stopping.nonzero().squeeze(1), final_params)
-            keep = ~stopping
-            running = running[keep]
-            if len(running):
-                optimizer = _keep_members(model, optimizer, config, keep.to(device), running)
+            keep = book.stop(model, stopping)
+            if len(book.running):
+                optimizer = _keep_members(model, optimizer, config, keep.to(book.device), book.running)
                 runner = runner_for_running_members()
         bar.update(1)
-        bar.set_postfix(training=f"{len(running)}/{members}", refresh=False)
-        if not len(running):
+        bar.set_postfix(training=f"{len(book.running)}/{members}", refresh=False)
+        if not len(book.running):
             break
     bar.close()
+    return book.finish(model, precision=config.precision, monitored=monitor is not None)
 
-    model.set_members(best_params or final_params, torch.arange(members))
-    return TrainResult(
-        epochs=epochs,
-        best_val_loss=best.numpy(),
-        final_val_loss=final.numpy(),
-        train_time=stop_time,
-        diverged=diverged,
-        diverged_reason=diverged_reason,
-        val_history=np.stack(history),
-        monitored=np.stack(monitored) if monitor is not None else None,
-        precision=config.precision,
-    )
+
+@dataclass
+class _Bookkeeping:
+    """What ``fit`` keeps per member while the batch shrinks. Records are full size, indexed
+    by member (E); ``running`` maps the model's batched slots to the members still training.
+
+    final_params / best_params: each parameter's (E, ...) copy, set aside when a member stops
+        (and, with ``restore_best``, whenever it improves).
+    best, final: (E,) float64 best and latest validation loss; bad_epochs: (E,) epochs since
+        the last improvement; epochs, stop_time: (E,) epochs run and seconds until the stop.
+    history, monitored: one (E, ...) array per epoch, NaN for members that had stopped.
+    """
+
+    patience: int
+    device: torch.device
+    final_params: list[Tensor]
+    best_params: list[Tensor] | None
+    running: Tensor
+    epochs: np.ndarray
+    best: Tensor
+    final: Tensor
+    bad_epochs: Tensor
+    stop_time: np.ndarray
+    diverged: np.ndarray
+    diverged_reason: list[str]
+    history: list[np.ndarray] = field(default_factory=list)
+    monitored: list[np.ndarray] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, model: nn.Module, config: TrainConfig) -> "_Bookkeeping":
+        members = model.members
+        final_params = [p.detach().clone() for p in model.parameters()]
+        return cls(
+            patience=config.patience,
+            device=next(model.parameters()).device,
+            final_params=final_params,
+            best_params=[p.clone() for p in final_params] if config.restore_best else None,
+            running=torch.arange(members),
+            epochs=np.zeros(members, dtype=np.int64),
+            best=torch.full((members,), float("inf"), dtype=torch.float64),
+            final=torch.full((members,), float("nan"), dtype=torch.float64),
+            bad_epochs=torch.zeros(members, dtype=torch.long),
+            stop_time=np.zeros(members),
+            diverged=np.zeros(members, dtype=bool),
+            diverged_reason=[""] * members,
+        )
+
+    def _set_aside(self, model: nn.Module, slots: Tensor, into: list[Tensor]) -> None:
+        for record, parameter in zip(into, model.parameters()):
+            record[self.running[slots]] = parameter.detach()[slots.to(self.device)]
+
+    def _rows(self, value: np.ndarray) -> np.ndarray:
+        """A full-size (E, ...) copy of ``value`` (running members, ...), NaN elsewhere."""
+        rows = np.full((len(self.epochs), *value.shape[1:]), np.nan)
+        rows[self.running.numpy()] = value
+        return rows
+
+    def record_epoch(
+        self, model: nn.Module, epoch: int, val: Tensor, train_finite: Tensor, watched, elapsed: float
+    ) -> Tensor:
+        """Record one epoch of the running members; returns which of them stop (by patience
+        or divergence). val, train_finite: (running,) on the host; watched: the monitor's
+        (running, ...) array or None."""
+        running = self.running
+        self.history.append(self._rows(val.numpy()))
+        if watched is not None:
+            self.monitored.append(self._rows(watched))
+        improved = val < self.best[running]
+        if self.best_params is not None and improved.any():
+            self._set_aside(model, improved.nonzero().squeeze(1), self.best_params)
+        self.best[running] = torch.where(improved, val, self.best[running])
+        self.bad_epochs[running] = torch.where(improved, 0, self.bad_epochs[running] + 1)
+        self.final[running] = val
+        self.epochs[running.numpy()] = epoch + 1
+        self.stop_time[running.numpy()] = elapsed
+        diverging = ~train_finite | ~torch.isfinite(val)
+        for slot in diverging.nonzero().squeeze(1).tolist():
+            member = int(running[slot])
+            self.diverged[member] = True
+            when = (
+                f"training loss in epoch {epoch + 1}"
+                if not train_finite[slot]
+                else f"validation loss after epoch {epoch + 1}"
+            )
+            self.diverged_reason[member] = f"non-finite {when}"
+        return (self.bad_epochs[running] >= self.patience) | diverging
+
+    def stop(self, model: nn.Module, stopping: Tensor) -> Tensor:
+        """Set the stopping members' parameters aside and drop them from ``running``;
+        returns the (running,) mask of the slots that stay."""
+        self._set_aside(model, stopping.nonzero().squeeze(1), self.final_params)
+        keep = ~stopping
+        self.running = self.running[keep]
+        return keep
+
+    def finish(self, model: nn.Module, *, precision: str, monitored: bool) -> TrainResult:
+        """Put every member's kept parameters back into ``model`` and return the records."""
+        model.set_members(self.best_params or self.final_params, torch.arange(len(self.epochs)))
+        return TrainResult(
+            epochs=self.epochs,
+            best_val_loss=self.best.numpy(),
+            final_val_loss=self.final.numpy(),
+            train_time=self.stop_time,
+            diverged=self.diverged,
+            diverged_reason=self.diverged_reason,
+            val_history=np.stack(self.history),
+            monitored=np.stack(self.monitored) if monitored else None,
+            precision=precision,
+        )
