@@ -298,15 +298,7 @@ class _SubcommandParser(argparse.ArgumentParser):
         return super().format_help()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="asymlib",
-        description="Deep ensembles and mixtures of MLPs and W-Asymmetric MLPs "
-        "(a reproduction of Chernov & Novitskij, 2025).",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubcommandParser)
-
+def _add_fetch(commands) -> None:
     fetch = commands.add_parser(
         "fetch",
         help="put the raw dataset files in place",
@@ -322,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--overwrite", action="store_true", help="replace files that are already there")
     fetch.set_defaults(handler=_fetch)
 
+
+def _add_run(commands) -> None:
     run = commands.add_parser(
         "run",
         help="execute the notebooks of a parameter profile",
@@ -361,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="do not build the sections' report notebooks and HTML")
     run.set_defaults(handler=_run)
 
+
+def _add_train(commands) -> None:
     train = commands.add_parser(
         "train",
         add_arguments=_train_arguments,
@@ -373,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(handler=_train)
 
+
+def _add_estimate(commands) -> None:
     estimate = commands.add_parser(
         "estimate",
         help="time a couple of epochs per unit shape and print what a profile will cost",
@@ -404,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
     estimate.add_argument("--no-progress", action="store_true", help="no progress bar")
     estimate.set_defaults(handler=_estimate)
 
+
+def _add_compare(commands) -> None:
     compare = commands.add_parser(
         "compare",
         help="every published point of the paper's Figures 3 and 4 beside finished runs, with a verdict",
@@ -434,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.set_defaults(handler=_compare)
 
+
+def _add_figures(commands) -> None:
     figures = commands.add_parser(
         "figures",
         help="save the paper's figures of a finished run as image files",
@@ -460,6 +462,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--formats", nargs="+", default=["svg"], choices=["svg", "png"], help="file types (default: svg)"
     )
     figures.set_defaults(handler=_figures)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asymlib",
+        description="Deep ensembles and mixtures of MLPs and W-Asymmetric MLPs "
+        "(a reproduction of Chernov & Novitskij, 2025).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_SubcommandParser)
+
+    _add_fetch(commands)
+    _add_run(commands)
+    _add_train(commands)
+    _add_estimate(commands)
+    _add_compare(commands)
+    _add_figures(commands)
     return parser
 
 
