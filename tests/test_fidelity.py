@@ -96,6 +96,23 @@ def test_cli_writes_the_table(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
 
 
+def test_cli_sets_the_committed_moie_networks_side_by_side(tmp_path, capsys):
+    """results/fidelity (the release's MoIE) and results/fidelity_text_moie (the text's) trained
+    churn's 16 MoIE points each: --architectures writes them side by side."""
+    out, both = tmp_path / "comparison.csv", tmp_path / "architectures.csv"
+    runs = [str(REPO / "results" / name) for name in ("fidelity", "fidelity_text_moie")]
+    assert main(["compare", *runs, "--out", str(out), "--architectures", str(both)]) == 0
+    table = pd.read_csv(both)
+    assert len(table) == 16 and set(table["dataset"]) == {"churn"} and set(table["series"]) == {"imlp", "iwmlp"}
+    assert (table["text_repeats"] == 2).all() and (table["release_repeats"] == 2).all()
+    assert "16 MoIE points run with both networks" in capsys.readouterr().out
+    # the main table keeps the preferred (first) run's points: the release's networks
+    compared = pd.read_csv(out, keep_default_na=False)
+    assert set(
+        compared.loc[compared["series"].isin(["imlp", "iwmlp"]) & (compared["source"] != ""), "architecture"]
+    ) == {"release"}
+
+
 def test_a_source_without_points_leaves_every_point_not_run():
     table = paper_comparison([Source("empty", pd.DataFrame(columns=["section"]))])
     assert len(table) == 640 and (table["verdict"] == "not run").all()
