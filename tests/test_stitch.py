@@ -405,6 +405,42 @@ def test_without_vega_scripts_the_export_warns_and_uses_the_cdn(no_vl_convert, t
     assert "VEGA_DEBUG = {" not in html and "cdn.jsdelivr.net/npm/vega@" in html
 
 
+def test_html_folds_code_away_and_scrolls_wide_outputs(tmp_path):
+    """For a reader: each code cell's input (and code a dataset's notebook shows again) sits in
+    a closed <details> toggle, one click away; markdown stays open; a wide output scrolls."""
+    import pandas as pd
+
+    wide = pd.DataFrame([[1.0] * 30], columns=[f"a_long_column_name_{i}" for i in range(30)])
+    cells = [
+        nbformat.v4.new_markdown_cell("# A heading"),
+        nbformat.v4.new_code_cell(
+            "table = 1",
+            outputs=[nbformat.v4.new_output("display_data", data={"text/html": wide.to_html(), "text/plain": "t"})],
+        ),
+        nbformat.v4.new_code_cell(
+            "show_executed(...)",
+            outputs=[
+                nbformat.v4.new_output(
+                    "display_data",
+                    data={"text/markdown": "```python\nshown_again = 2\n```"},
+                    metadata={offline.CODE_OUTPUT: True},
+                ),
+                nbformat.v4.new_output("display_data", data={"text/markdown": "**shown as it is**"}),
+            ],
+        ),
+    ]
+    path = tmp_path / "reader.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    html = offline.export_html(path).read_text()
+    folded = re.findall(r'<details class="asymlib-code"><summary>code</summary>(.*?)</details>', html, re.S)
+    assert len(folded) == 3  # two inputs, one code shown again
+    assert "table" in folded[0] and "show_executed" in folded[1] and "shown_again" in folded[2]
+    assert "<details open" not in html
+    assert all("A heading" not in part and "shown as it is" not in part for part in folded)
+    assert "A heading" in html and "shown as it is" in html and "a_long_column_name_29" in html
+    assert "overflow-x: auto" in html and "min-width: 0" in html
+
+
 def test_demoted_headings_leave_code_alone():
     from asymlib.reports.replay import demote_headings
 
