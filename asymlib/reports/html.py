@@ -6,8 +6,9 @@ folder named by ``ASYMLIB_VEGA_JS``, see ``vega_script``). Every notebook of the
 the section notebooks and the reports alike, runs one set-up, ``offline_charts()``: its
 output carries the scripts, and the charts after it (``chart_html``) draw from them.
 ``export_html`` moves the scripts into the head of an exported page, where widgets show
-their static view; ``trust_notebook`` signs an executed notebook so that JupyterLab runs
-the scripts of its stored outputs.
+their static view, code is folded into "code" toggles and wide outputs scroll sideways;
+``trust_notebook`` signs an executed notebook so that JupyterLab runs the scripts of its
+stored outputs.
 """
 
 from __future__ import annotations
