@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from asymlib.core.statistics import improvement_statistics
+from asymlib.reports import charts, figures_mixtures
 from asymlib.reports import figures_deep_ensembles as figures
-from asymlib.reports import figures_mixtures
 from asymlib.reports.tables import PAPER_FIGURES
 
 SIZES = (2, 4)
@@ -59,7 +59,8 @@ def _paper_gain(dataset: str, hidden: int, kind: str, size: int) -> float:
 
 
 def test_figure1_has_ours_and_both_paper_series():
-    ensembles = _ensembles()
+    # Hidden 64 and 256: the paper's points at those two, not at its 128, which we did not train.
+    ensembles = pd.concat([_ensembles(), _ensembles().assign(hidden=256)], ignore_index=True)
     rows = _values(figures.figure1(ensembles))
     by_source = {}
     for row in rows:
@@ -70,8 +71,6 @@ def test_figure1_has_ours_and_both_paper_series():
     assert printed == {
         (64, "mlp"): 1.21,
         (64, "wmlp"): 2.12,
-        (128, "mlp"): 1.38,
-        (128, "wmlp"): 2.33,
         (256, "mlp"): 1.59,
         (256, "wmlp"): 2.98,
     }
@@ -84,7 +83,7 @@ def test_figure1_has_ours_and_both_paper_series():
     assert derived[(256, "wmlp", 16)]["datasets"] == 2
 
     # Ours: mean over repeats, then over datasets.
-    ours = {(r["type"], r["ensemble_size"]): r["relative_improvement"] for r in by_source["ours"]}
+    ours = {(r["type"], r["ensemble_size"]): r["relative_improvement"] for r in by_source["ours"] if r["hidden"] == 64}
     at_4 = ensembles[(ensembles["type"] == "wmlp") & (ensembles["ensemble_size"] == 4)]
     assert ours[("wmlp", 4)] == pytest.approx(at_4.groupby("dataset")["relative_improvement"].mean().mean())
 
@@ -115,7 +114,7 @@ def test_figure3_has_our_bands_and_the_papers_points():
     )
     assert point["value"] == pytest.approx(0.51322)  # the CSV's point
     singles = [r for r in paper if r["series"] == "paper: mean single model"]
-    assert len(singles) == 2 * 3 * 2  # one per dataset, hidden size and type
+    assert len(singles) == 2 * 2  # one per dataset and type, at our one hidden size
 
     ours = next(
         r
@@ -132,6 +131,67 @@ def test_figure3_has_our_bands_and_the_papers_points():
     assert ours["low"] == pytest.approx(values.mean() - values.std())
     assert ours["high"] == pytest.approx(values.mean() + values.std())
     assert ours["repeats"] == 2
+
+
+def _encodings(spec, channel: str) -> list[dict]:
+    """Every ``channel`` encoding ("color", "strokeDash", ...) anywhere in a chart's spec."""
+    found = []
+    if isinstance(spec, dict):
+        for key, value in spec.items():
+            if key == "encoding" and isinstance(value, dict) and channel in value:
+                found.append(value[channel])
+            found += _encodings(value, channel)
+    elif isinstance(spec, list):
+        for item in spec:
+            found += _encodings(item, channel)
+    return found
+
+
+def _color_domains(chart) -> list[list[str]]:
+    return [e["scale"]["domain"] for e in _encodings(chart.to_dict(), "color") if "domain" in e.get("scale", {})]
+
+
+def test_legends_list_only_the_types_a_chart_draws():
+    # No SMLP trained: no chart's colour scale (nor its legend) lists smlp.
+    ensembles = _ensembles()
+    for chart in (
+        figures.figure1(ensembles),
+        figures.figure3(ensembles),
+        figures.size_slider_chart(ensembles),
+        figures.ensemble_chart(ensembles),
+    ):
+        domains = _color_domains(chart)
+        assert domains and all(domain == ["mlp", "wmlp"] for domain in domains), domains
+    # With SMLPs, they are there, in the fixed order and colour.
+    with_smlp = pd.concat([ensembles, ensembles[ensembles["type"] == "mlp"].assign(type="smlp")], ignore_index=True)
+    scale = next(
+        e["scale"] for e in _encodings(figures.figure3(with_smlp).to_dict(), "color") if "domain" in e.get("scale", {})
+    )
+    assert scale["domain"] == ["mlp", "wmlp", "smlp"] and scale["range"] == list(charts.TYPE_COLORS.values())
+    # The mixtures' kinds likewise: MoE kinds only, no MoIE in the legend.
+    moe = _mixtures()
+    moe = moe[moe["kind"].isin(["mlp", "wmlp"])]
+    for chart in (figures_mixtures.mixture_chart(moe), figures_mixtures.experts_slider_chart(moe)):
+        domains = _color_domains(chart)
+        assert domains and all(domain == ["mlp", "wmlp"] for domain in domains), domains
+
+
+def test_figures_1_and_3_facet_only_the_hidden_sizes_we_trained():
+    # The paper has hidden 64, 128 and 256; we trained 64 only: one panel, not three (two
+    # of them with the paper's points alone). Nor a legend entry for a series that has no point.
+    ensembles = _ensembles()
+    for chart in (figures.figure1(ensembles), figures.figure3(ensembles)):
+        assert {r["hidden"] for r in _values(chart)} == {64}
+        assert chart.to_dict()["facet"]["column"]["field"] == "hidden"
+    # At a hidden size the paper does not have, only ours, and the legend says so.
+    small = _ensembles().assign(hidden=8)
+    rows = _values(figures.figure1(small))
+    assert {r["source"] for r in rows} == {"ours"} and {r["hidden"] for r in rows} == {8}
+    (dash,) = {json.dumps(e["scale"]) for e in _encodings(figures.figure1(small).to_dict(), "strokeDash")}
+    assert json.loads(dash)["domain"] == ["ours"]
+    assert not _encodings(figures.figure1(small).to_dict(), "shape")  # no diamonds of the printed Figure 1
+    series = {json.dumps(e["scale"]["domain"]) for e in _encodings(figures.figure3(small).to_dict(), "strokeDash")}
+    assert series == {json.dumps(["ours: ensemble", "ours: mean single model"])}
 
 
 def test_figure3_with_one_repeat_has_no_band_width():

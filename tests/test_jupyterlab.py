@@ -3,7 +3,7 @@ reports, in a real JupyterLab driven by a real Chromium with no network.
 
 Each test opens a notebook, runs all its cells as the Run menu does, and asserts: no cell
 fails, every chart draws (an SVG or canvas of marks per chart, nothing fetched from a CDN),
-and nothing stored is lost. On the deep-ensemble report, moving the explorer's ensemble-size
+and nothing stored is lost. On the mixture report, moving the explorer's number-of-experts
 slider changes what the explorer shows. Screenshots are left in the test's temporary folder
 (their paths are printed; ``ASYMLIB_SCREENSHOTS=DIR`` copies them there).
 
@@ -159,11 +159,13 @@ def test_run_all_on_a_report_draws_every_chart_and_keeps_every_result(page, lab_
     _run_all_and_check(page, lab_root, report.notebook, minimum_charts=4)
     # Every dataset's notebook is still shown, as it was stored.
     assert _dataset_outputs(report.notebook) == before
-    if section == "deep_ensembles":
-        old, new = page.move_slider(cell_containing="figures.ensemble_explorer(ensembles)", key="ArrowLeft")
-        sizes = [re.findall(r"ensembles of (\d+)", text) for text in (old, new)]
-        assert sizes[0] and sizes[1], (old, new)
-        assert sizes[0] != sizes[1], "moving the ensemble-size slider did not change the explorer's table and chart"
+    if section == "mixtures":  # the deep-ensemble report's one size picker is the chart's own slider
+        old, new = page.move_slider(cell_containing="figures.mixture_explorer(mixtures)", key="ArrowLeft")
+        counts = [re.findall(r"(\d+) experts", text) for text in (old, new)]
+        assert counts[0] and counts[1], (old, new)
+        assert counts[0] != counts[1], (
+            "moving the number-of-experts slider did not change the explorer's table and chart"
+        )
         assert page.charts(expected=_chart_outputs(report.notebook))
     page.scroll_to_first_chart()
     _screenshot(page, f"jupyterlab_report_{section}", tmp_path)

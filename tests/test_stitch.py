@@ -28,8 +28,7 @@ DATASETS = ["california", "churn"]  # one regression, one classification dataset
 FIGURE_TITLES = [
     "Figure 1: relative improvement",
     "Figure 3: test metric",
-    "MLP against WMLP at the ensemble size chosen with the slider",
-    "MLP against WMLP, ensembles of",  # the ipywidgets explorer's first view
+    "MLP against WMLP at the ensemble size chosen with the slider",  # the one ensemble-size picker
     "WMLP - MLP, relative improvement, paired over repeats",
     "WMLP - MLP, ensemble metric, paired over repeats",
 ]
@@ -93,13 +92,29 @@ def test_report_sits_beside_the_section_and_lists_every_dataset(report):
     notebook = nbformat.read(report.notebook, as_version=4)
     nbformat.validate(notebook)
     headings = [c.source.splitlines()[0] for c in notebook.cells if c.cell_type == "markdown"]
-    assert headings[0].startswith("# Deep ensembles") and "smoke2" in headings[0]
+    assert headings[0].startswith("# Deep ensembles")
+    # The header under the title names the profile, the datasets and the section folder.
+    header = _header(notebook)
+    assert header.startswith("**Profile `smoke2`.** Datasets: california, churn.")
+    assert report.section_dir.name in header and "each dataset's executed notebook follows it" in header
+    assert "**The verdict of this run.**" in header
     for dataset in DATASETS:
         assert f"## {dataset}" in headings
     # The summary comes first, the datasets after it in the paper's order.
     assert headings.index("# The datasets' notebooks") < headings.index("## california") < headings.index("## churn")
     ids = [cell.id for cell in notebook.cells]
     assert len(ids) == len(set(ids))
+
+
+def _header(notebook) -> str:
+    """The markdown the report's summary displays under its title (``summaries.*_header``)."""
+    return next(
+        o.data["text/markdown"]
+        for c in notebook.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "display_data" and o.data.get("text/markdown", "").startswith("**Profile")
+    )
 
 
 def _shown_again(cell) -> list:
@@ -186,9 +201,14 @@ def test_summary_cells_ran_without_errors_and_show_every_figure(report):
     # Our data and the paper's for both datasets reached the figures.
     for dataset in DATASETS:
         assert f'"dataset": "{dataset}"' in html
-    assert '"source": "paper (Figure 1)"' in html and '"source": "paper"' in html
-    # The widgets were saved with the notebook (JupyterLab redraws them from this state).
-    assert "application/vnd.jupyter.widget-state+json" in notebook.metadata.get("widgets", {})
+    # The smoke profile trains hidden 8, at which the paper has no point: its points are
+    # left out (no panel of theirs alone), ours are there.
+    assert '"source": "ours"' in html and '"hidden": 8' in html
+    assert not re.search(r'"hidden": (64|128|256)\b', html)
+    # One ensemble-size picker: the slider in the chart (it works in the HTML too), not also
+    # an ipywidgets explorer doing the same.
+    assert html.count('"input": "range"') == 1
+    assert not [c for c in code if "ensemble_explorer" in c.source]
 
 
 def test_executed_report_is_trusted_and_carries_vega_for_jupyterlab(report):
@@ -261,9 +281,8 @@ def test_html_carries_vega_inline_and_loads_nothing_from_the_network(report):
     notebook = nbformat.read(report.notebook, as_version=4)
     charts = sum(_html_outputs(c).count('id="altair-viz-') for c in notebook.cells)
     assert html.count('<div id="altair-viz-') >= charts >= len(FIGURE_TITLES) + len(DATASETS)
-    # The explorer's static view stands in for the widget, which needs a widget manager.
     assert "application/vnd.jupyter.widget-view+json" not in html
-    assert "Static view at ensemble size" in html
+    assert "Static view at ensemble size" not in html  # no second picker (an explorer's static view)
 
 
 def test_locate_section_falls_back_to_the_report_folder(report, monkeypatch):
@@ -284,7 +303,8 @@ def test_a_failed_dataset_notebook_is_flagged(report, tmp_path):
     section_dir.mkdir(parents=True)
     nbformat.write(failed, section_dir / "adult.ipynb")
     notebook = nbformat.read(stitch.stitch_section(section_dir, output=tmp_path / "r.ipynb"), as_version=4)
-    assert "profile `myprofile`" in notebook.cells[0].source
+    injected = next(c for c in notebook.cells if "injected-parameters" in c.metadata.get("tags", []))
+    assert 'profile = "myprofile"' in injected.source and str(section_dir) in injected.source
     heading = next(c.source for c in notebook.cells if c.source.startswith("## adult"))
     assert "did not finish:** ValueError: boom" in heading
 
@@ -292,6 +312,103 @@ def test_a_failed_dataset_notebook_is_flagged(report, tmp_path):
 def test_stitch_refuses_an_empty_folder(tmp_path):
     with pytest.raises(stitch.ReportError, match="no executed dataset notebook"):
         stitch.stitch_section(tmp_path / "deep_ensembles")
+
+
+# --------------------------------------------------------------------------- the summaries are templates
+
+
+def _summary_part(notebook) -> list:
+    """The cells above "# The datasets' notebooks"."""
+    end = next(i for i, c in enumerate(notebook.cells) if c.source.startswith("# The datasets' notebooks"))
+    return notebook.cells[:end]
+
+
+@pytest.mark.parametrize("section", ["deep_ensembles", "mixtures"])
+def test_the_summary_is_the_template_with_its_parameters(tmp_path_factory, section):
+    """The report's summary is notebooks/report_<section>.ipynb, cell for cell (after
+    execution), with papermill's cell of parameters after its parameters cell; stitch.py
+    adds only the diverged-warning cell (none here) and the datasets' cells."""
+    built = built_report(tmp_path_factory, section)
+    template = nbformat.read(stitch.template_path(section), as_version=4)
+    report = nbformat.read(built.notebook, as_version=4)
+    summary = _summary_part(report)
+    injected = [c for c in summary if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1
+    assert [(c.id, c.cell_type, c.source) for c in summary if c not in injected] == [
+        (c.id, c.cell_type, c.source) for c in template.cells
+    ]
+    assert summary.index(injected[0]) == 1 + next(
+        i for i, c in enumerate(template.cells) if "parameters" in c.metadata.get("tags", [])
+    )
+    assert f'section_dir = "{built.section_dir}"' in injected[0].source
+    assert 'profile = "smoke2"' in injected[0].source
+    assert report.metadata.papermill["input_path"] == f"notebooks/report_{section}.ipynb"
+    # Every template cell ran in the report, none failed.
+    code = [c for c in summary if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code)
+    assert not [o for c in code for o in c.outputs if o.output_type == "error"]
+    # Below the summary: a heading and one show_executed cell per dataset, nothing else.
+    rest = report.cells[len(summary) :]
+    assert [c.cell_type for c in rest] == ["markdown"] + ["markdown", "code"] * len(DATASETS)
+    assert [c.id for c in rest if c.cell_type == "code"] == [f"{d}-executed" for d in DATASETS]
+
+
+@pytest.mark.parametrize("section", ["deep_ensembles", "mixtures"])
+def test_templates_run_on_the_committed_results_and_carry_no_outputs(section):
+    """The template's default section_dir is a folder of the checkout with results (what
+    ``pytest --nbval-lax notebooks/`` runs it on); the committed template has no outputs."""
+    from asymlib.reports.summaries import locate_section
+    from asymlib.reports.tables import holds_results
+
+    template = nbformat.read(stitch.template_path(section), as_version=4)
+    nbformat.validate(template)
+    (parameters,) = [c for c in template.cells if "parameters" in c.metadata.get("tags", [])]
+    values = {}
+    exec(parameters.source, {}, values)
+    assert set(values) == {"section_dir", "profile"}
+    assert not Path(values["section_dir"]).is_absolute() and holds_results(REPO / values["section_dir"], section)
+    assert locate_section(values["section_dir"], section=section) == REPO / values["section_dir"]
+    assert not [c for c in template.cells if c.cell_type == "code" and (c.outputs or c.execution_count)]
+    assert stitch.template_path(section).stat().st_size < 30_000
+
+
+def test_stitch_holds_no_notebook_code_in_strings():
+    """The summaries' code lives in the template notebooks and in asymlib functions, not in
+    Python strings of stitch.py: no string there (docstrings aside) is code that imports or
+    calls anything, and each function stays under 80 lines."""
+    import ast
+    import textwrap
+
+    source = Path(stitch.__file__).read_text()
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    code = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            try:
+                parsed = ast.parse(textwrap.dedent(node.value).strip())
+            except SyntaxError:
+                continue
+            if any(isinstance(n, (ast.Import, ast.ImportFrom, ast.Call)) for n in ast.walk(parsed)):
+                code.append(node.value)
+    assert code == []
+    assert not re.search(r"\b_cells\(", source) and "textwrap" not in source
+    functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    assert max(n.end_lineno - n.lineno + 1 for n in functions) <= 80
+    # The one code cell stitch.py writes itself is made from the function it calls.
+    from asymlib.reports.replay import show_executed
+
+    assert stitch.call_source(show_executed, "runs/x/deep_ensembles/churn.ipynb", section="deep_ensembles") == (
+        "from asymlib.reports.replay import show_executed\n\n"
+        "show_executed('runs/x/deep_ensembles/churn.ipynb', section='deep_ensembles')"
+    )
 
 
 # --------------------------------------------------------------------------- the mixtures' report
@@ -312,7 +429,10 @@ def test_mixture_report_has_its_summary_then_every_dataset(mixture_report):
     notebook = nbformat.read(mixture_report.notebook, as_version=4)
     nbformat.validate(notebook)
     headings = [c.source.splitlines()[0] for c in notebook.cells if c.cell_type == "markdown"]
-    assert headings[0].startswith("# Mixtures of MLP and W-Asymmetric MLP experts") and "smoke2" in headings[0]
+    assert headings[0].startswith("# Mixtures of MLP and W-Asymmetric MLP experts")
+    header = _header(notebook)
+    assert header.startswith("**Profile `smoke2`.** Datasets: california, churn.")
+    assert "**The paper's second claim in this run.**" in header
     assert (
         headings.index("## Figure 2: gain over the same model with 2 experts")
         < headings.index("# The datasets' notebooks")
@@ -403,6 +523,42 @@ def test_without_vega_scripts_the_export_warns_and_uses_the_cdn(no_vl_convert, t
     with pytest.warns(UserWarning, match="pip install vl-convert-python"):
         html = offline.export_html(_tiny_notebook(tmp_path / "tiny.ipynb")).read_text()
     assert "VEGA_DEBUG = {" not in html and "cdn.jsdelivr.net/npm/vega@" in html
+
+
+def test_html_folds_code_away_and_scrolls_wide_outputs(tmp_path):
+    """For a reader: each code cell's input (and code a dataset's notebook shows again) sits in
+    a closed <details> toggle, one click away; markdown stays open; a wide output scrolls."""
+    import pandas as pd
+
+    wide = pd.DataFrame([[1.0] * 30], columns=[f"a_long_column_name_{i}" for i in range(30)])
+    cells = [
+        nbformat.v4.new_markdown_cell("# A heading"),
+        nbformat.v4.new_code_cell(
+            "table = 1",
+            outputs=[nbformat.v4.new_output("display_data", data={"text/html": wide.to_html(), "text/plain": "t"})],
+        ),
+        nbformat.v4.new_code_cell(
+            "show_executed(...)",
+            outputs=[
+                nbformat.v4.new_output(
+                    "display_data",
+                    data={"text/markdown": "```python\nshown_again = 2\n```"},
+                    metadata={offline.CODE_OUTPUT: True},
+                ),
+                nbformat.v4.new_output("display_data", data={"text/markdown": "**shown as it is**"}),
+            ],
+        ),
+    ]
+    path = tmp_path / "reader.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+    html = offline.export_html(path).read_text()
+    folded = re.findall(r'<details class="asymlib-code"><summary>code</summary>(.*?)</details>', html, re.S)
+    assert len(folded) == 3  # two inputs, one code shown again
+    assert "table" in folded[0] and "show_executed" in folded[1] and "shown_again" in folded[2]
+    assert "<details open" not in html
+    assert all("A heading" not in part and "shown as it is" not in part for part in folded)
+    assert "A heading" in html and "shown as it is" in html and "a_long_column_name_29" in html
+    assert "overflow-x: auto" in html and "min-width: 0" in html
 
 
 def test_demoted_headings_leave_code_alone():

@@ -285,3 +285,34 @@ def test_mixture_verdict_orients_rmse_and_says_when_repeats_decide_nothing():
     assert "no verdict" in sentence
     _, sentence = mixture_verdict(_mixture_rows([0.02, 0.05]))
     assert "With 2 repeats" in sentence
+
+
+def test_committed_csv_tables_load_as_the_shards_do(tmp_path):
+    """A copy of the combined tables without shards (results/verdict/deep_ensembles) loads,
+    with the values its shards give (results/fidelity/deep_ensembles has both)."""
+    import shutil
+    from pathlib import Path
+
+    from asymlib.reports.tables import holds_results, load_mixture_results, load_results
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    fidelity = results / "fidelity" / "deep_ensembles"
+    copy = tmp_path / "profile" / "deep_ensembles"
+    copy.mkdir(parents=True)
+    for table in ("models", "ensembles"):
+        shutil.copy(fidelity / f"{table}.csv", copy / f"{table}.csv")
+    assert holds_results(copy) and not holds_results(copy, "mixtures") and not holds_results(tmp_path)
+    from_csv, from_shards = load_results(copy), load_results(fidelity)
+    for table in ("models", "ensembles"):
+        ours, theirs = getattr(from_csv, table), getattr(from_shards, table)
+        keys = [c for c in ("dataset", "hidden", "repeat", "type", "member", "ensemble_size") if c in ours]
+        ours, theirs = (t.sort_values(keys).reset_index(drop=True) for t in (ours, theirs))
+        pd.testing.assert_frame_equal(ours, theirs[ours.columns], check_dtype=False)
+    assert (from_csv.models["diverged_reason"] == "").all()
+    # The profile folder above it is found too, as for a run's folder.
+    assert len(load_results(copy.parent).ensembles) == len(from_shards.ensembles)
+    # The committed verdict run (CSV only) and the fidelity mixtures (shards only) load.
+    assert len(load_results(results / "verdict" / "deep_ensembles").ensembles) > 0
+    assert len(load_mixture_results(results / "fidelity" / "mixtures").mixtures) > 0
+    with pytest.raises(FileNotFoundError, match="no results"):
+        load_results(tmp_path / "nothing")

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.statistics import holm, improvement_statistics, summarize_differences
-from .charts import KIND_COLORS, TYPE_COLORS, inline_data
+from .charts import KIND_COLORS, TYPE_COLORS, color_scale, inline_data
 from .tables import grid_order, paper_mixtures, paper_types, usage_summary
 
 #: The uncertainty scores, as the tables name them, and how the charts call them.
@@ -104,9 +104,7 @@ def uncertainty_chart(ensembles: pd.DataFrame, *, width: int = 170, height: int 
         long.append(part.dropna(subset=["value"]))
     points = pd.concat(long, ignore_index=True)
     points["panel"] = points["dataset"] + " h=" + points["hidden"].astype(str)
-    color = alt.Color(
-        "type:N", title="type", scale=alt.Scale(domain=list(TYPE_COLORS), range=list(TYPE_COLORS.values()))
-    )
+    color = alt.Color("type:N", title="type", scale=color_scale(TYPE_COLORS, points["type"]))
     sizes = sorted(points["ensemble_size"].unique().tolist())
     x = alt.X(
         "ensemble_size:Q", title="ensemble size", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=sizes)
@@ -191,9 +189,7 @@ def diversity_chart(
     per (hidden, type, repeat), at ``ensemble_size`` (default: the largest)."""
     _require(ensembles, ["disagreement", "ambiguity"], "diversity_chart")
     at_size, size = _at_largest(paper_types(ensembles), ensemble_size)
-    color = alt.Color(
-        "type:N", title="type", scale=alt.Scale(domain=list(TYPE_COLORS), range=list(TYPE_COLORS.values()))
-    )
+    color = alt.Color("type:N", title="type", scale=color_scale(TYPE_COLORS, at_size["type"]))
     return _scatter(
         _diversity(at_size),
         y="relative_improvement",
@@ -211,9 +207,7 @@ def mixture_diversity_chart(mixtures: pd.DataFrame, *, width: int = 170, height:
     _require(mixtures, ["disagreement", "ambiguity"], "mixture_diversity_chart")
     points = _diversity(paper_mixtures(mixtures))
     points = points[points["experts"] > 2]
-    color = alt.Color(
-        "kind:N", title="experts' kind", scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values()))
-    )
+    color = alt.Color("kind:N", title="experts' kind", scale=color_scale(KIND_COLORS, points["kind"]))
     return _scatter(
         points,
         y="relative_to_2",
@@ -431,9 +425,7 @@ def balance_chart(mixtures: pd.DataFrame, *, width: int = 150, height: int = 130
     points["weight"] = points["balance_weight"].map(lambda w: f"{w:g}")
     weights = [f"{w:g}" for w in sorted(mixtures["balance_weight"].unique())]
     x = alt.X("weight:O", title="load-balancing weight", sort=weights)
-    color = alt.Color(
-        "kind:N", title="experts' kind", scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values()))
-    )
+    color = alt.Color("kind:N", title="experts' kind", scale=color_scale(KIND_COLORS, points["kind"]))
     lines = (
         alt.Chart()
         .mark_line(point=True)

@@ -8,7 +8,7 @@ view it shows, so that a page with no kernel (the report's HTML copy) still show
 from __future__ import annotations
 
 import json
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import altair as alt
 import ipywidgets as widgets
@@ -22,6 +22,22 @@ TYPE_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e", "smlp": "#9467bd"}
 
 # Tab10's first four colours: MoE kinds as the deep-ensemble types, MoIE kinds after them.
 KIND_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e", "imlp": "#2ca02c", "iwmlp": "#d62728"}
+
+
+def present_scale(mapping: dict[str, object], present: Iterable[str]) -> alt.Scale:
+    """A scale over the keys of ``mapping`` (a colour, a dash, a shape per value) that
+    ``present`` holds, in ``mapping``'s order: a legend then lists only what the chart draws
+    (no ``smlp`` when no SMLP was trained, no paper's series where the paper has no point).
+    All of ``mapping`` when none is present."""
+    present = set(present)
+    domain = [key for key in mapping if key in present] or list(mapping)
+    return alt.Scale(domain=domain, range=[mapping[key] for key in domain])
+
+
+def color_scale(colors: dict[str, str], present: Iterable[str]) -> alt.Scale:
+    """``present_scale`` of a colour table (``TYPE_COLORS``, ``KIND_COLORS``): each type or
+    kind keeps its colour in every chart, and the legend lists those the chart draws."""
+    return present_scale(colors, present)
 
 
 def inline_data(frame: pd.DataFrame) -> alt.InlineData:

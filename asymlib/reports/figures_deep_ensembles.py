@@ -31,8 +31,10 @@ from ..core.statistics import improvement_statistics
 from .charts import (
     TYPE_COLORS,
     StaticViewExplorer,
+    color_scale,
     dash_legend,
     inline_data,
+    present_scale,
     range_slider,
     table_and_chart,
 )
@@ -50,12 +52,12 @@ PAPER_FIGURE1_SIZE = 64
 _PER_ENSEMBLE = ["dataset", "metric_name", "hidden", "type", "ensemble_size"]
 
 
-def _color() -> alt.Color:
+def _color(types: Sequence[str]) -> alt.Color:
     # Every layer encodes colour the same way: one with legend=None would drop the
-    # merged legend of all of them.
+    # merged legend of all of them. The legend lists the types the chart draws.
     return alt.Color(
         "type:N",
-        scale=alt.Scale(domain=list(TYPE_COLORS), range=list(TYPE_COLORS.values())),
+        scale=color_scale(TYPE_COLORS, types),
         legend=alt.Legend(title="type", symbolOpacity=1),  # not the bands' faint colour
     )
 
@@ -96,7 +98,7 @@ def ensemble_chart(
     color = alt.Color(
         "type:N",
         title="type",
-        scale=alt.Scale(domain=list(TYPE_COLORS), range=list(TYPE_COLORS.values())),
+        scale=color_scale(TYPE_COLORS, points["type"]),
     )
     x = alt.X(
         "ensemble_size:Q", title="ensemble size", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=sizes)
@@ -187,12 +189,15 @@ def figure1_data(ensembles: pd.DataFrame) -> pd.DataFrame:
     were averaged). Sources: "ours" (means over repeats, then over our datasets),
     "paper (Figure 3)" (the paper's points turned into relative improvements, mean over the
     same datasets as ours) and "paper (Figure 1)" (the printed values, size 64, all five
-    datasets). Hidden sizes are ours and the paper's.
+    datasets). Hidden sizes: ours only (the paper's points at a hidden size we did not
+    train would fill a panel of their own, with nothing of ours to compare).
     """
     per_dataset = _ours_per_dataset(ensembles)
     datasets = sorted(per_dataset["dataset"].unique())
+    hidden = set(per_dataset["hidden"].unique())
+    paper = paper_points(datasets=datasets)
     series = []
-    for source, points in [("ours", per_dataset), ("paper (Figure 3)", paper_points(datasets=datasets))]:
+    for source, points in [("ours", per_dataset), ("paper (Figure 3)", paper[paper["hidden"].isin(hidden)])]:
         averaged = points.groupby(["hidden", "type", "ensemble_size"]).agg(
             relative_improvement=("relative_improvement", "mean"), datasets=("dataset", "nunique")
         )
@@ -200,30 +205,34 @@ def figure1_data(ensembles: pd.DataFrame) -> pd.DataFrame:
     printed = pd.DataFrame(
         [
             {
-                "hidden": hidden,
+                "hidden": size,
                 "type": kind,
                 "ensemble_size": PAPER_FIGURE1_SIZE,
                 "relative_improvement": value,
                 "datasets": 5,
             }
-            for hidden, by_type in PAPER_FIGURE1.items()
+            for size, by_type in PAPER_FIGURE1.items()
+            if size in hidden
             for kind, value in by_type.items()
-        ]
+        ],
+        columns=["hidden", "type", "ensemble_size", "relative_improvement", "datasets"],
     )
     series.append(printed.assign(source="paper (Figure 1)"))
-    table = pd.concat(series, ignore_index=True)
+    table = pd.concat([part for part in series if len(part)], ignore_index=True)
     return table[["source", "hidden", "type", "ensemble_size", "relative_improvement", "datasets"]]
 
 
 def figure1(ensembles: pd.DataFrame, *, width: int = 220, height: int = 180) -> alt.FacetChart:
     """Figure 1: relative improvement (%) of the ensemble over its mean single model
-    against ensemble size, mean over datasets; one panel per hidden size, MLP against WMLP.
+    against ensemble size, mean over datasets; one panel per hidden size we trained, MLP
+    against WMLP.
 
     Ours: solid lines. The paper: its Figure 3 points as relative improvements over the
     same datasets (dashed) and its printed Figure 1 values at size 64 (diamonds).
     """
     data = figure1_data(ensembles)
     lines = data[data["source"] != "paper (Figure 1)"]
+    color = _color(data["type"].unique())
     sizes = sorted(data["ensemble_size"].unique())
     x = _size_axis(sizes)
     y = alt.Y("relative_improvement:Q", title="relative improvement (%)")
@@ -238,20 +247,20 @@ def figure1(ensembles: pd.DataFrame, *, width: int = 220, height: int = 180) -> 
     dash = alt.StrokeDash(
         "source:N",
         legend=dash_legend("source"),
-        scale=alt.Scale(domain=["ours", "paper (Figure 3)"], range=[[1, 0], [5, 3]]),
+        scale=present_scale({"ours": [1, 0], "paper (Figure 3)": [5, 3]}, lines["source"].unique()),
     )
     on_lines = alt.FieldOneOfPredicate(field="source", oneOf=list(lines["source"].unique()))
     # Points as a layer of their own: a line's point overlay would hide the dash legend.
     curves = (
         alt.Chart()
         .mark_line()
-        .encode(x=x, y=y, color=_color(), strokeDash=dash, detail="source:N")
+        .encode(x=x, y=y, color=color, strokeDash=dash, detail="source:N")
         .transform_filter(on_lines)
     )
     points = (
         alt.Chart()
         .mark_point(filled=True, size=30)
-        .encode(x=x, y=y, color=_color(), tooltip=tooltip)
+        .encode(x=x, y=y, color=color, tooltip=tooltip)
         .transform_filter(on_lines)
     )
     printed = (
@@ -260,14 +269,16 @@ def figure1(ensembles: pd.DataFrame, *, width: int = 220, height: int = 180) -> 
         .encode(
             x=x,
             y=y,
-            color=_color(),
+            color=color,
             shape=alt.Shape("source:N", title=None, scale=alt.Scale(domain=["paper (Figure 1)"], range=["diamond"])),
             tooltip=tooltip,
         )
         .transform_filter(alt.datum.source == "paper (Figure 1)")
     )
+    # Where the paper printed no value (a hidden size it did not have), no diamonds in the legend.
+    layers = [curves, points, printed] if (data["source"] == "paper (Figure 1)").any() else [curves, points]
     return (
-        alt.layer(curves, points, printed, data=inline_data(data))
+        alt.layer(*layers, data=inline_data(data))
         .properties(width=width, height=height)
         .facet(column=alt.Column("hidden:O", title="hidden units"))
         .properties(title="Figure 1: relative improvement of deep ensembles over their mean single model")
@@ -287,7 +298,7 @@ _FIGURE3_SERIES = {
 
 
 def figure3_data(ensembles: pd.DataFrame) -> pd.DataFrame:
-    """Figure 3's points, ours and the paper's, for the datasets we ran.
+    """Figure 3's points, ours and the paper's, for the datasets and hidden sizes we ran.
 
     Columns: source ("ours" | "paper"), series (a key of the dash legend), panel
     ("<dataset> (<metric>)"), dataset, metric_name, hidden, type, ensemble_size (missing on
@@ -308,12 +319,15 @@ def figure3_data(ensembles: pd.DataFrame) -> pd.DataFrame:
     ours_single = ours_single.reset_index()
     ours_single = ours_single.assign(source="ours", series="ours: mean single model")
 
+    # The paper's points at our hidden sizes only: no panel without ours.
     paper = paper_points(datasets=sorted(ours["dataset"].unique()))
+    paper = paper[paper["hidden"].isin(ours["hidden"].unique())]
     paper_ensemble = paper.assign(source="paper", series="paper: ensemble", value=paper["ensemble_metric"])
     paper_single = paper.groupby(keys)["single_mean"].first().rename("value").reset_index()
     paper_single = paper_single.assign(source="paper", series="paper: mean single model")
 
-    table = pd.concat([ours_ensemble, ours_single, paper_ensemble, paper_single], ignore_index=True)
+    parts = [ours_ensemble, ours_single, paper_ensemble, paper_single]
+    table = pd.concat([part for part in parts if len(part)], ignore_index=True)
     table["low"] = table["low"].fillna(table["value"])
     table["high"] = table["high"].fillna(table["value"])
     table["panel"] = table["dataset"] + " (" + table["metric_name"] + ")"
@@ -340,20 +354,21 @@ def figure3(ensembles: pd.DataFrame, *, width: int = 200, height: int = 150) -> 
 
     Ours: mean over repeats (solid, filled circles) with a +-1 std band, and our mean
     single models (dashed rules). The paper's points: dashed lines with diamonds, its mean
-    single models dotted. Panels where only the paper has a hidden size show its points
-    alone. y scales are independent (accuracy and RMSE differ by dataset).
+    single models dotted. Only the hidden sizes we trained have panels (``figure3_data``).
+    y scales are independent (accuracy and RMSE differ by dataset).
     """
     data = figure3_data(ensembles)
     sizes = sorted(data["ensemble_size"].dropna().unique())
+    color = _color(data["type"].unique())
     x = _size_axis(sizes)
     y = alt.Y("value:Q", title="test metric", scale=alt.Scale(zero=False))
     dash = alt.StrokeDash(
         "series:N",
         legend=dash_legend("series"),
-        scale=alt.Scale(domain=list(_FIGURE3_SERIES), range=list(_FIGURE3_SERIES.values())),
+        scale=present_scale(_FIGURE3_SERIES, data["series"].unique()),
     )
     shape = alt.Shape(
-        "source:N", title="source", scale=alt.Scale(domain=["ours", "paper"], range=["circle", "diamond"])
+        "source:N", title="source", scale=present_scale({"ours": "circle", "paper": "diamond"}, data["source"].unique())
     )
     tooltip = [
         "series:N",
@@ -370,25 +385,25 @@ def figure3(ensembles: pd.DataFrame, *, width: int = 200, height: int = 150) -> 
     band = (
         alt.Chart()
         .mark_area(opacity=0.2)
-        .encode(x=x, y="low:Q", y2="high:Q", color=_color(), detail="source:N")
+        .encode(x=x, y="low:Q", y2="high:Q", color=color, detail="source:N")
         .transform_filter(alt.datum.series == "ours: ensemble")
     )
     curves = (
         alt.Chart()
         .mark_line()
-        .encode(x=x, y=y, color=_color(), strokeDash=dash, detail="series:N")
+        .encode(x=x, y=y, color=color, strokeDash=dash, detail="series:N")
         .transform_filter(ensemble_rows)
     )
     points = (
         alt.Chart()
         .mark_point(filled=True, size=35)
-        .encode(x=x, y=y, color=_color(), shape=shape, tooltip=tooltip)
+        .encode(x=x, y=y, color=color, shape=shape, tooltip=tooltip)
         .transform_filter(ensemble_rows)
     )
     singles = (
         alt.Chart()
         .mark_rule(opacity=0.8)
-        .encode(y="value:Q", color=_color(), strokeDash=dash, tooltip=tooltip)
+        .encode(y="value:Q", color=color, strokeDash=dash, tooltip=tooltip)
         .transform_filter(single_rows)
     )
     return (
@@ -453,7 +468,12 @@ def _comparison_chart(
         y=alt.Y("relative_improvement:Q", title="relative improvement (%)"),
         tooltip=tooltip,
     )
-    bars = alt.Chart().mark_bar().encode(color=_color(), **encoding).transform_filter(alt.datum.source == "ours")
+    bars = (
+        alt.Chart()
+        .mark_bar()
+        .encode(color=_color(data["type"].unique()), **encoding)
+        .transform_filter(alt.datum.source == "ours")
+    )
     # The title says what the ticks are: a tick mark has no legend symbol of its own.
     ticks = (
         alt.Chart()

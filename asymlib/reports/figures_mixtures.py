@@ -35,6 +35,7 @@ from ..sections.mixtures import add_relative_to_two
 from .charts import (
     KIND_COLORS,
     StaticViewExplorer,
+    color_scale,
     dash_legend,
     inline_data,
     range_slider,
@@ -74,7 +75,7 @@ def mixture_chart(
     color = alt.Color(
         "kind:N",
         title="experts' kind",
-        scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values())),
+        scale=color_scale(KIND_COLORS, points["kind"]),
     )
     x = alt.X(
         "experts:Q", title="number of experts", scale=alt.Scale(type="log", base=2), axis=alt.Axis(values=experts)
@@ -111,12 +112,12 @@ def mixture_chart(
 # --------------------------------------------------------------------------- shared by the figures
 
 
-def _kind_color() -> alt.Color:
+def _kind_color(kinds: Sequence[str]) -> alt.Color:
     # Every layer encodes colour the same way: one with legend=None would drop the
-    # merged legend of all of them.
+    # merged legend of all of them. The legend lists the kinds the chart draws.
     return alt.Color(
         "kind:N",
-        scale=alt.Scale(domain=list(KIND_COLORS), range=list(KIND_COLORS.values())),
+        scale=color_scale(KIND_COLORS, kinds),
         legend=alt.Legend(title="experts' kind", symbolOpacity=1),  # not the bands' faint colour
     )
 
@@ -173,12 +174,14 @@ def figure2_data(mixtures: pd.DataFrame) -> pd.DataFrame:
     Columns: source, gating, kind, experts, relative_to_2, datasets (how many were
     averaged). Sources: "ours" (means over repeats, then over our datasets) and "paper"
     (its Figure 4 points turned into the same measure, mean over the same datasets as ours,
-    at every number of experts and gating it has).
+    at every number of experts it has and our gatings: each gating is a panel).
     """
     per_dataset = _ours_per_mixture(mixtures)
     datasets = sorted(per_dataset["dataset"].unique())
+    paper = paper_mixture_points(datasets=datasets)
+    paper = paper[paper["gating"].isin(per_dataset["gating"].unique())]
     series = []
-    for source, points in [("ours", per_dataset), ("paper", paper_mixture_points(datasets=datasets))]:
+    for source, points in [("ours", per_dataset), ("paper", paper)]:
         averaged = points.groupby(["gating", "kind", "experts"]).agg(
             relative_to_2=("relative_to_2", "mean"), datasets=("dataset", "nunique")
         )
@@ -217,6 +220,7 @@ def figure2(mixtures: pd.DataFrame, *, width: int = 260, height: int = 200) -> a
     over the same datasets, dashed lines with diamonds (up to 128 experts).
     """
     data = figure2_data(mixtures)
+    color = _kind_color(data["kind"].unique())
     x = _experts_axis(data["experts"].unique())
     y = alt.Y("relative_to_2:Q", title="gain over 2 experts (%)")
     dash = alt.StrokeDash(
@@ -234,10 +238,8 @@ def figure2(mixtures: pd.DataFrame, *, width: int = 260, height: int = 200) -> a
         alt.Tooltip("datasets:Q", title="datasets averaged"),
     ]
     zero = alt.Chart().mark_rule(color="grey", strokeDash=[2, 2]).encode(y=alt.datum(0))
-    curves = alt.Chart().mark_line().encode(x=x, y=y, color=_kind_color(), strokeDash=dash, detail="source:N")
-    points = (
-        alt.Chart().mark_point(filled=True, size=35).encode(x=x, y=y, color=_kind_color(), shape=shape, tooltip=tooltip)
-    )
+    curves = alt.Chart().mark_line().encode(x=x, y=y, color=color, strokeDash=dash, detail="source:N")
+    points = alt.Chart().mark_point(filled=True, size=35).encode(x=x, y=y, color=color, shape=shape, tooltip=tooltip)
     return (
         alt.layer(zero, curves, points, data=inline_data(data))
         .properties(width=width, height=height)
@@ -255,12 +257,14 @@ def figure4_data(mixtures: pd.DataFrame) -> pd.DataFrame:
     Columns: source ("ours" | "paper"), panel ("<dataset> (<metric>)"), dataset,
     metric_name, gating, kind, experts, value (test metric), low, high (our mean +-1 std
     over repeats; equal to value with one repeat or for the paper), repeats (NaN for the
-    paper). The paper's points cover every gating and number of experts it has.
+    paper). The paper's points cover every number of experts it has, at our gatings (each
+    gating is a column of panels: none holds the paper's points alone).
     """
     ours = _ours_per_mixture(mixtures)
     spread = ours["metric_std"].fillna(0.0)
     ours = ours.assign(source="ours", value=ours["metric"], low=ours["metric"] - spread, high=ours["metric"] + spread)
     paper = paper_mixture_points(datasets=sorted(ours["dataset"].unique()))
+    paper = paper[paper["gating"].isin(ours["gating"].unique())]
     paper = paper.assign(source="paper", value=paper["metric"], low=paper["metric"], high=paper["metric"])
     table = pd.concat([ours, paper], ignore_index=True)
     table["panel"] = table["dataset"] + " (" + table["metric_name"] + ")"
@@ -292,6 +296,7 @@ def figure4(mixtures: pd.DataFrame, *, width: int = 220, height: int = 150) -> a
     dashed lines with diamonds. y scales are independent (accuracy and RMSE differ by dataset).
     """
     data = figure4_data(mixtures)
+    color = _kind_color(data["kind"].unique())
     x = _experts_axis(data["experts"].unique())
     y = alt.Y("value:Q", title="test metric", scale=alt.Scale(zero=False))
     dash = alt.StrokeDash(
@@ -314,13 +319,11 @@ def figure4(mixtures: pd.DataFrame, *, width: int = 220, height: int = 150) -> a
     band = (
         alt.Chart()
         .mark_area(opacity=0.15)
-        .encode(x=x, y="low:Q", y2="high:Q", color=_kind_color())
+        .encode(x=x, y="low:Q", y2="high:Q", color=color)
         .transform_filter(alt.datum.source == "ours")
     )
-    curves = alt.Chart().mark_line().encode(x=x, y=y, color=_kind_color(), strokeDash=dash, detail="source:N")
-    points = (
-        alt.Chart().mark_point(filled=True, size=30).encode(x=x, y=y, color=_kind_color(), shape=shape, tooltip=tooltip)
-    )
+    curves = alt.Chart().mark_line().encode(x=x, y=y, color=color, strokeDash=dash, detail="source:N")
+    points = alt.Chart().mark_point(filled=True, size=30).encode(x=x, y=y, color=color, shape=shape, tooltip=tooltip)
     return (
         alt.layer(band, curves, points, data=inline_data(data))
         .properties(width=width, height=height)
@@ -343,7 +346,7 @@ def figure4(mixtures: pd.DataFrame, *, width: int = 220, height: int = 150) -> a
 
 def kinds_data(mixtures: pd.DataFrame) -> pd.DataFrame:
     """Test metric per (source, dataset, gating, kind, experts): ours (mean over repeats,
-    +-1 std) and the paper's at our gatings and numbers of experts only, so that both
+    +-1 std) and the paper's at our gatings, kinds and numbers of experts only, so that both
     sources answer the same question at every position of a slider.
 
     Columns: source, panel, dataset, metric_name, gating, kind, experts, metric, low, high,
@@ -353,7 +356,11 @@ def kinds_data(mixtures: pd.DataFrame) -> pd.DataFrame:
     spread = ours["metric_std"].fillna(0.0)
     ours = ours.assign(source="ours", low=ours["metric"] - spread, high=ours["metric"] + spread)
     paper = paper_mixture_points(datasets=sorted(ours["dataset"].unique()))
-    paper = paper[paper["gating"].isin(ours["gating"].unique()) & paper["experts"].isin(ours["experts"].unique())]
+    paper = paper[
+        paper["gating"].isin(ours["gating"].unique())
+        & paper["kind"].isin(ours["kind"].unique())
+        & paper["experts"].isin(ours["experts"].unique())
+    ]
     paper = paper.assign(source="paper", low=paper["metric"], high=paper["metric"])
     table = pd.concat([ours, paper], ignore_index=True)
     table["panel"] = table["dataset"] + " (" + table["metric_name"] + ")"
@@ -385,6 +392,7 @@ def _kinds_chart(
     each kind shows the largest number of experts not above the parameter's value;
     without, ``data`` must hold one number of experts."""
     x = alt.X("kind:N", title=None, sort=list(MIXTURE_KINDS), axis=alt.Axis(labelAngle=0))
+    color = _kind_color(data["kind"].unique())
     y = alt.Y("metric:Q", title="test metric", scale=alt.Scale(zero=False))
     tooltip = [
         "source:N",
@@ -399,15 +407,12 @@ def _kinds_chart(
     ]
     ours = alt.datum.source == "ours"
     spread = (
-        alt.Chart()
-        .mark_rule(strokeWidth=2)
-        .encode(x=x, y="low:Q", y2="high:Q", color=_kind_color())
-        .transform_filter(ours)
+        alt.Chart().mark_rule(strokeWidth=2).encode(x=x, y="low:Q", y2="high:Q", color=color).transform_filter(ours)
     )
     means = (
         alt.Chart()
         .mark_point(filled=True, size=70, opacity=1)
-        .encode(x=x, y=y, color=_kind_color(), tooltip=tooltip)
+        .encode(x=x, y=y, color=color, tooltip=tooltip)
         .transform_filter(ours)
     )
     # The title says what the ticks are: a tick mark has no legend symbol of its own.

@@ -6,8 +6,9 @@ folder named by ``ASYMLIB_VEGA_JS``, see ``vega_script``). Every notebook of the
 the section notebooks and the reports alike, runs one set-up, ``offline_charts()``: its
 output carries the scripts, and the charts after it (``chart_html``) draw from them.
 ``export_html`` moves the scripts into the head of an exported page, where widgets show
-their static view; ``trust_notebook`` signs an executed notebook so that JupyterLab runs
-the scripts of its stored outputs.
+their static view, code is folded into "code" toggles and wide outputs scroll sideways;
+``trust_notebook`` signs an executed notebook so that JupyterLab runs the scripts of its
+stored outputs.
 """
 
 from __future__ import annotations
@@ -198,8 +199,41 @@ def trust_notebook(path: str | os.PathLike) -> None:
     NotebookNotary().sign(notebook)
 
 
+#: Metadata key of a markdown output that shows code (``replay.show_executed``): the HTML
+#: folds it away like a code cell's input.
+CODE_OUTPUT = "asymlib_code"
+
+# For a reader of the page: each code cell's input (and each code shown again from a
+# dataset's notebook) folded into a <details> element, one click away; an output wider
+# than the page (a wide table) scrolls sideways instead of being cut off at the right.
+_READER_CSS = """\
+<style type="text/css">
+details.asymlib-code > summary {
+  cursor: pointer;
+  color: var(--jp-ui-font-color2, #616161);
+  font-family: var(--jp-code-font-family, monospace);
+  font-size: var(--jp-code-font-size, 13px);
+  padding: 2px 0;
+}
+.jp-OutputArea-child {
+  display: flex;
+}
+.jp-OutputArea-child > .jp-OutputArea-prompt {
+  flex: 0 0 auto;
+}
+.jp-OutputArea-child > .jp-OutputArea-output {
+  display: block;
+  flex: 1 1 auto;
+  min-width: 0;
+  max-width: 100%;
+  overflow-x: auto;
+}
+</style>
+"""
+
 # The lab template, without what it would fetch from a CDN: require.js (Altair's output
-# would then ask it for vega from the CDN), the widget manager, MathJax and Mermaid.
+# would then ask it for vega from the CDN), the widget manager, MathJax and Mermaid; with
+# code folded away and wide outputs scrolling (``_READER_CSS``).
 _OFFLINE_TEMPLATE = """\
 {%- extends 'index.html.j2' -%}
 {%- block html_head_js -%}
@@ -208,6 +242,24 @@ _OFFLINE_TEMPLATE = """\
 {%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+{% block notebook_css %}
+{{ super() }}
+{{ resources.reader_css }}
+{% endblock notebook_css %}
+{% block input_group -%}
+<details class="asymlib-code"><summary>code</summary>
+{{ super() }}
+</details>
+{%- endblock input_group %}
+{% block data_markdown scoped -%}
+{%- if output.metadata.get("asymlib_code") -%}
+<details class="asymlib-code"><summary>code</summary>
+{{ super() }}
+</details>
+{%- else -%}
+{{ super() }}
+{%- endif -%}
+{%- endblock data_markdown %}
 """
 
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
@@ -233,6 +285,9 @@ def _static_outputs(report: nbformat.NotebookNode) -> nbformat.NotebookNode:
 def export_html(path: str | os.PathLike, *, output: str | os.PathLike | None = None) -> Path:
     """Export a notebook to HTML that renders its Altair charts with no network.
 
+    For a reader: each code cell's input is folded away (a "code" toggle, one click to
+    open), and an output wider than the page scrolls sideways.
+
     Vega, Vega-Lite and Vega-Embed are written into the page (``vega_script``); no script
     is loaded from elsewhere. Widgets show their static view. Without ``vl-convert-python``
     (and ``ASYMLIB_VEGA_JS``) the charts fall back to Altair's CDN loader, with a warning:
@@ -255,7 +310,7 @@ def export_html(path: str | os.PathLike, *, output: str | os.PathLike | None = N
         template_file="asymlib_offline.html.j2",
     )
     report = _static_outputs(nbformat.read(path, as_version=4))
-    body, _ = exporter.from_notebook_node(report, resources={"offline_head": head})
+    body, _ = exporter.from_notebook_node(report, resources={"offline_head": head, "reader_css": _READER_CSS})
     output = Path(output) if output is not None else path.with_suffix(".html")
     output.write_text(body, encoding="utf-8")
     return output

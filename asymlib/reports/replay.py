@@ -20,7 +20,7 @@ from pathlib import Path
 import nbformat
 
 from ..core.project import project_path
-from .html import VEGA_OUTPUT
+from .html import CODE_OUTPUT, VEGA_OUTPUT
 
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -110,7 +110,8 @@ def show_executed(path: str | os.PathLike, *, section: str = "deep_ensembles") -
         if cell.cell_type == "markdown":
             display(Markdown(demote_headings(cell.source)))
         elif cell.cell_type == "code" and cell.source.strip():
-            display(Markdown(f"```python\n{cell.source}\n```"))
+            # The HTML copy folds it away like the report's own code (html.CODE_OUTPUT).
+            display(Markdown(f"```python\n{cell.source}\n```"), metadata={CODE_OUTPUT: True})
             for shown in _shown_outputs(cell.get("outputs", [])):
                 if "stream" in shown:
                     stream = sys.stderr if shown["stream"] == "stderr" else sys.stdout

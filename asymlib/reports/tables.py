@@ -34,25 +34,67 @@ class Results(NamedTuple):
     ensembles: pd.DataFrame
 
 
+#: Each section's tables, the first being the one a folder must hold to count as results.
+SECTION_TABLES = {"deep_ensembles": ("ensembles", "models"), "mixtures": ("mixtures", "usage")}
+
+
+def holds_results(folder: str | os.PathLike, section: str = "deep_ensembles") -> bool:
+    """Whether ``folder`` holds ``section``'s results: a ``shards/`` folder, or its combined
+    table as Parquet or CSV (a copy without shards, such as ``results/verdict/deep_ensembles``)."""
+    folder = Path(folder)
+    table = SECTION_TABLES[section][0]
+    return (folder / "shards").is_dir() or any((folder / f"{table}.{ext}").is_file() for ext in ("parquet", "csv"))
+
+
+def _results_folder(run_dir: str | os.PathLike, section: str) -> Path:
+    """``run_dir`` if it holds ``section``'s results, else its ``section`` subfolder if that
+    does (``run_dir`` is then the profile folder); FileNotFoundError otherwise."""
+    run_dir = Path(run_dir)
+    if not holds_results(run_dir, section) and holds_results(run_dir / section, section):
+        run_dir = run_dir / section
+    if not holds_results(run_dir, section):
+        raise FileNotFoundError(f"{run_dir} holds no results (no shards/ folder, nor a combined table)")
+    return run_dir
+
+
+def read_combined_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """A combined table written as CSV (``results/<profile>/<section>/<table>.csv``), with the
+    values the Parquet copy has: empty numbers NaN, an empty ``diverged_reason`` "" (not NaN)."""
+    table = pd.read_csv(path, keep_default_na=False, na_values=["", "NaN", "nan"])
+    if "diverged_reason" in table:
+        reason = table["diverged_reason"]
+        table["diverged_reason"] = reason.astype(object).where(reason.notna(), "").astype(str)
+    return table
+
+
+def _read_tables(run_dir: Path, tables: tuple[str, ...]) -> dict[str, pd.DataFrame]:
+    """The combined ``<table>.parquet`` of each table when present (they hold just the
+    profile's grid), else every shard, else (a folder without shards) ``<table>.csv``."""
+    read = {}
+    store = ShardStore(run_dir, tables=tables) if (run_dir / "shards").is_dir() else None
+    for table in tables:
+        combined = run_dir / f"{table}.parquet"
+        if combined.exists():
+            read[table] = pd.read_parquet(combined)
+        elif store is not None:
+            read[table] = store.read(store.units(), table)
+        else:
+            read[table] = read_combined_csv(run_dir / f"{table}.csv")
+    return read
+
+
 def load_results(run_dir: str | os.PathLike, *, section: str = "deep_ensembles") -> Results:
     """The tables of a run folder, as ``models, ensembles``.
 
     run_dir: a section folder (``runs/<profile>/deep_ensembles``, or a notebook's
-    ``out_dir``) or the profile folder above it. The runner's combined
+    ``out_dir``), the profile folder above it, or a copy of the combined tables without
+    shards (``results/verdict/deep_ensembles``). The runner's combined
     ``models.parquet`` / ``ensembles.parquet`` are used when present (they hold just the
-    profile's grid); otherwise every shard in the folder is concatenated.
+    profile's grid); otherwise every shard in the folder is concatenated, or, without
+    shards, the combined CSV tables are read.
     """
-    run_dir = Path(run_dir)
-    if not (run_dir / "shards").is_dir() and (run_dir / section / "shards").is_dir():
-        run_dir = run_dir / section
-    if not (run_dir / "shards").is_dir():
-        raise FileNotFoundError(f"{run_dir} holds no results (no shards/ folder)")
-    store = ShardStore(run_dir, tables=DEEP_ENSEMBLE_TABLES)
-    tables = []
-    for table in Results._fields:
-        combined = run_dir / f"{table}.parquet"
-        tables.append(pd.read_parquet(combined) if combined.exists() else store.read(store.units(), table))
-    return Results(*tables)
+    tables = _read_tables(_results_folder(run_dir, section), DEEP_ENSEMBLE_TABLES)
+    return Results(*(tables[table] for table in Results._fields))
 
 
 def summary_table(ensembles: pd.DataFrame, *, decimals: int = 4) -> pd.DataFrame:
@@ -325,18 +367,10 @@ class MixtureResults(NamedTuple):
 
 def load_mixture_results(run_dir: str | os.PathLike) -> MixtureResults:
     """The tables of a mixture run folder (``runs/<profile>/mixtures``, a notebook's
-    ``out_dir``, or the profile folder above it), as ``mixtures, usage``; like
-    ``load_results``, the runner's combined tables when present, else every shard."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "shards").is_dir() and (run_dir / "mixtures" / "shards").is_dir():
-        run_dir = run_dir / "mixtures"
-    if not (run_dir / "shards").is_dir():
-        raise FileNotFoundError(f"{run_dir} holds no results (no shards/ folder)")
-    store = ShardStore(run_dir, tables=MIXTURE_TABLES)
-    tables = {}
-    for table in MIXTURE_TABLES:
-        combined = run_dir / f"{table}.parquet"
-        tables[table] = pd.read_parquet(combined) if combined.exists() else store.read(store.units(), table)
+    ``out_dir``, the profile folder above it, or a copy of the combined tables), as
+    ``mixtures, usage``; like ``load_results``, the runner's combined tables when present,
+    else every shard, else the combined CSV tables."""
+    tables = _read_tables(_results_folder(run_dir, "mixtures"), MIXTURE_TABLES)
     return MixtureResults(mixtures=add_relative_to_two(tables["mixtures"]), usage=tables["usage"])
 
 
