@@ -171,7 +171,9 @@ def evaluate_ensemble(
     if excluded.shape != (model.members,):
         raise ValueError(f"exclude needs one flag per member ({model.members}), got shape {excluded.shape}")
     if variances is not None:
-        check_tensor(variances, name="variances", dims=1, dtype="floating", rows=model.members, rows_of="the model's members")
+        check_tensor(
+            variances, name="variances", dims=1, dtype="floating", rows=model.members, rows_of="the model's members"
+        )
     regression = task == "regression"
     outputs = predict(model, X, batch_size=batch_size)
     members = pd.DataFrame({"metric": score(outputs, y, task=task).cpu().numpy()})
