@@ -243,6 +243,7 @@ def load_dataset(
     Raises
     ------
     ValueError : unknown name or invalid parameter.
+    TypeError : ``standardize`` is not a bool.
     DataFileError : a raw file is missing (a FileNotFoundError).
     MalformedDataError : a raw file has unexpected content (a ValueError), such as
         a cell that is not a number within float32's range (NaN, inf, 1e44: the
@@ -250,6 +251,8 @@ def load_dataset(
     """
     record = DATASET_RECORDS[check_name(name)]
     rule, test_fraction, val_fraction = _check_options(split, test_fraction, val_fraction, split_seed, max_rows)
+    if not isinstance(standardize, (bool, np.bool_)):
+        raise TypeError(f"standardize: expected True or False, got {type(standardize).__name__} {standardize!r}")
     data_dir = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
     require_files(record, data_dir)
     # read -> subsample -> split -> fit the scaling -> scaled tensors

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backprop import Workspace
+from .checks import check_choice, check_input, check_int, check_n_fix, check_number, check_seeds
 from .layers import ExpertLinear, LinearEnsemble, set_stacked_parameters, wasym_entries
 from .mixture_backprop import mixture_loss_and_gradients
 from .models import default_n_fix
@@ -95,6 +96,11 @@ class MixtureEnsemble(nn.Module):
             adds nothing.
         architecture: "paper" (the text's networks) or "release" (the code release's MoIE:
             five interpolated layers with ReLU; module docstring).
+
+    Every argument is checked here (``core/checks.py``): sizes are positive integers, seeds
+    integers (``mask_seed`` non-negative), tau > 0, balance_weight and kappa finite and
+    >= 0, n_fix one entry per layer in 1..its in_features; a wrong type raises TypeError
+    and a wrong value ValueError, naming the argument.
     """
 
     def __init__(
@@ -119,16 +125,18 @@ class MixtureEnsemble(nn.Module):
         architecture: str = "paper",
     ) -> None:
         super().__init__()
-        if kind not in MIXTURE_KINDS:
-            raise ValueError(f"kind must be one of {MIXTURE_KINDS}, got {kind!r}")
-        if architecture not in ARCHITECTURES:
-            raise ValueError(f"architecture must be one of {ARCHITECTURES}, got {architecture!r}")
-        if gating not in GATINGS:
-            raise ValueError(f"gating must be one of {GATINGS}, got {gating!r}")
-        if experts < 1 or samples < 1 or tau <= 0:
-            raise ValueError(f"need experts >= 1, samples >= 1 and tau > 0, got {experts}, {samples}, {tau}")
-        if balance_weight < 0:
-            raise ValueError(f"balance_weight must be >= 0, got {balance_weight}")
+        for name, size in (("in_features", in_features), ("hidden", hidden), ("out_features", out_features)):
+            check_int(size, name=name)
+        for name, size in (("members", members), ("experts", experts), ("samples", samples)):
+            check_int(size, name=name)
+        check_choice(kind, MIXTURE_KINDS, name="kind")
+        check_choice(architecture, ARCHITECTURES, name="architecture")
+        check_choice(gating, GATINGS, name="gating")
+        check_number(tau, name="tau", minimum=0.0, strict=True)
+        check_number(balance_weight, name="balance_weight", minimum=0.0)
+        check_number(kappa, name="kappa", minimum=0.0)
+        check_int(mask_seed, name="mask_seed", minimum=0)
+        check_int(eval_seed, name="eval_seed", minimum=None)
         self.balance_weight = float(balance_weight)
         self._balance: Tensor | None = None
         self.kind, self.gating, self.members, self.experts, self.hidden = kind, gating, members, experts, hidden
@@ -140,10 +148,9 @@ class MixtureEnsemble(nn.Module):
         sizes = [in_features] + [hidden] * (4 if release_moie else 3) + [out_features]
         self.activation = "relu" if release_moie else "gelu"
         if n_fix is None:
-            n_fix = (2,) * (len(sizes) - 1) if release_moie else default_n_fix(hidden)
-        self.n_fix = tuple(n_fix)
-        if len(self.n_fix) != len(sizes) - 1:
-            raise ValueError(f"n_fix needs one entry per layer ({len(sizes) - 1}), got {self.n_fix}")
+            self.n_fix = (2,) * (len(sizes) - 1) if release_moie else default_n_fix(hidden)
+        else:
+            self.n_fix = check_n_fix(n_fix, fan_ins=sizes[:-1], frozen=kind in ("wmlp", "iwmlp"))
         self.gate = LinearEnsemble(in_features, experts, members=members)
         layers = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -154,10 +161,12 @@ class MixtureEnsemble(nn.Module):
             layers.append(ExpertLinear(fan_in, fan_out, members=members, experts=experts, frozen=frozen))
         self.layers = nn.ModuleList(layers)
 
+        if init_seeds is not None:
+            check_seeds(init_seeds, name="init_seeds", count=members)
+        if noise_seeds is not None:
+            check_seeds(noise_seeds, name="noise_seeds", count=members)
         seeds = list(range(members)) if init_seeds is None else [int(s) for s in init_seeds]
         noise = seeds if noise_seeds is None else [int(s) for s in noise_seeds]
-        if len(seeds) != members or len(noise) != members:
-            raise ValueError(f"init_seeds and noise_seeds need {members} seeds each, got {len(seeds)} and {len(noise)}")
         self.init_seeds, self.noise_seeds = seeds, noise
         for member, seed in enumerate(seeds):
             generator = torch.Generator().manual_seed(seed)
@@ -245,9 +254,16 @@ class MixtureEnsemble(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: (batch, in_features) or (members, batch, in_features) -> (members, batch, out_features).
 
+        x must be a torch tensor of the model's dtype (float32 unless converted) on the
+        model's device: a numpy array or a float64 tensor is refused (TypeError), not
+        converted, and the message gives the conversion (``torch.as_tensor(x,
+        dtype=torch.float32)``, ``x.to(torch.float32)``). Under autocast any floating dtype
+        passes. A wrong shape or device is a ValueError.
+
         In training with a ``balance_weight``, also keeps this batch's load-balancing loss
         for ``auxiliary_losses``.
         """
+        check_input(x, self.gate.weight)
         alpha = self.gate_weights(x)
         if self.training and self.balance_weight:
             self._balance = self.balance_weight * importance_cv2(alpha)

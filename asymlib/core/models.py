@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backprop import Workspace, mlp_loss_and_gradients
+from .checks import check_choice, check_input, check_int, check_n_fix, check_number, check_seeds
 from .layers import LinearEnsemble, set_stacked_parameters, sigma_gate, wasym_entries
 
 Kind = Literal["mlp", "wmlp", "smlp"]
@@ -48,9 +49,13 @@ class MLPEnsemble(nn.Module):
         init_seeds: E seeds, one per member, for PyTorch's default initialisation;
             ``None`` uses 0..E-1.
         mask_seed: seed of the W-Asymmetric frozen entries (or of the sigma-Asymmetric gates),
-            shared by every member.
-        n_fix: frozen entries per output unit for each of the 4 layers (default: the paper's).
-        kappa: standard deviation of the frozen values.
+            shared by every member; a non-negative integer.
+        n_fix: frozen entries per output unit for each of the 4 layers (default: the paper's),
+            each in 1..that layer's in_features.
+        kappa: standard deviation of the frozen values (finite, >= 0).
+
+    Every argument is checked here (``core/checks.py``): sizes are positive integers, a
+    wrong type raises TypeError and a wrong value ValueError, naming the argument.
     """
 
     def __init__(
@@ -67,14 +72,18 @@ class MLPEnsemble(nn.Module):
         kappa: float = 1.0,
     ) -> None:
         super().__init__()
-        if kind not in MODEL_TYPES:
-            raise ValueError(f"kind must be one of {MODEL_TYPES}, got {kind!r}")
+        for name, size in (("in_features", in_features), ("hidden", hidden), ("out_features", out_features)):
+            check_int(size, name=name)
+        check_int(members, name="members")
+        check_choice(kind, MODEL_TYPES, name="kind")
+        check_int(mask_seed, name="mask_seed", minimum=0)
+        check_number(kappa, name="kappa", minimum=0.0)
         self.kind, self.members, self.hidden = kind, members, hidden
         self.mask_seed, self.kappa = mask_seed, kappa
         sizes = [in_features, hidden, hidden, hidden, out_features]
-        self.n_fix = tuple(n_fix) if n_fix is not None else default_n_fix(hidden)
-        if len(self.n_fix) != len(sizes) - 1:
-            raise ValueError(f"n_fix needs one entry per layer ({len(sizes) - 1}), got {self.n_fix}")
+        self.n_fix = default_n_fix(hidden)
+        if n_fix is not None:
+            self.n_fix = check_n_fix(n_fix, fan_ins=sizes[:-1], frozen=kind == "wmlp")
         layers = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             frozen = None
@@ -87,9 +96,9 @@ class MLPEnsemble(nn.Module):
         for i in range(len(sizes) - 2):
             if kind == "smlp":
                 self.register_buffer(f"gate{i}", sigma_gate(hidden, seed=(mask_seed, i)))
-        seeds = list(range(members)) if init_seeds is None else list(init_seeds)
-        if len(seeds) != members:
-            raise ValueError(f"init_seeds needs {members} seeds, got {len(seeds)}")
+        seeds = list(range(members))
+        if init_seeds is not None:
+            seeds = check_seeds(init_seeds, name="init_seeds", count=members)
         self.init_seeds = seeds
         self._workspace: Workspace | None = None  # the hand-written step's buffers, made at its first call
         for member, seed in enumerate(seeds):
@@ -117,7 +126,15 @@ class MLPEnsemble(nn.Module):
         return z * torch.sigmoid(torch.matmul(z, getattr(self, f"gate{i}")))
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: (members, batch, in_features) or (batch, in_features) -> (members, batch, out_features)."""
+        """x: (members, batch, in_features) or (batch, in_features) -> (members, batch, out_features).
+
+        x must be a torch tensor of the model's dtype (float32 unless converted) on the
+        model's device: a numpy array or a float64 tensor is refused (TypeError), not
+        converted, and the message gives the conversion (``torch.as_tensor(x,
+        dtype=torch.float32)``, ``x.to(torch.float32)``). Under autocast any floating dtype
+        passes. A wrong shape or device is a ValueError.
+        """
+        check_input(x, self.layers[0].weight)
         for i, layer in enumerate(self.layers[:-1]):
             x = self.activation(i, layer(x))
         return self.layers[-1](x)

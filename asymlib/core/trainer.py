@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .backprop import member_losses
+from .checks import check_data, check_features, check_int, check_number, check_outputs_for, check_seeds, check_task
 from .steps import PRECISIONS, EpochBatches, EpochRunner
 
 __all__ = [
@@ -99,8 +100,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise ValueError(f"TrainConfig needs lr > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}")
+        check_number(self.lr, name="TrainConfig.lr", minimum=0.0, strict=True)
+        check_number(self.weight_decay, name="TrainConfig.weight_decay", minimum=0.0)
 
 
 @dataclass
@@ -212,7 +213,13 @@ def _eval_rows(model: nn.Module, batch_size: int) -> int:
 
 
 def predict(model: nn.Module, X: Tensor, *, batch_size: int = 4096) -> Tensor:
-    """Outputs of every member on a shared input. X: (n, d) -> (E, n, out_features)."""
+    """Outputs of every member on a shared input. X: (n, d) -> (E, n, out_features).
+
+    X: a non-empty float32 tensor (the model's dtype) with the model's in_features columns,
+    on its device; anything else is refused (TypeError for a type, ValueError for a value).
+    """
+    check_features(model, X, name="X")
+    check_int(batch_size, name="batch_size")
     rows = _eval_rows(model, batch_size)
     with evaluating(model):
         parts = [model(X[start : start + rows]) for start in range(0, len(X), rows)]
@@ -220,7 +227,20 @@ def predict(model: nn.Module, X: Tensor, *, batch_size: int = 4096) -> Tensor:
 
 
 def evaluate_losses(model: nn.Module, X: Tensor, y: Tensor, *, task: str, batch_size: int = 4096) -> Tensor:
-    """(E,) mean loss of every member on a shared (X, y), computed in chunks of rows."""
+    """(E,) mean loss of every member on a shared (X, y), computed in chunks of rows.
+
+    X as ``predict``'s; y: (n,) float32 targets for regression, int64 class indices in
+    [0, out_features) otherwise (checked once here: one host read on a GPU).
+    """
+    check_task(task)
+    check_outputs_for(model, task)
+    check_data(model, X, y, task=task, X_name="X", y_name="y")
+    check_int(batch_size, name="batch_size")
+    return _evaluate_losses(model, X, y, task=task, batch_size=batch_size)
+
+
+def _evaluate_losses(model: nn.Module, X: Tensor, y: Tensor, *, task: str, batch_size: int) -> Tensor:
+    """``evaluate_losses`` without the checks (``fit`` made them at its entrance)."""
     total = None
     rows = _eval_rows(model, batch_size)
     with evaluating(model):
@@ -247,7 +267,8 @@ def fit(
 ) -> TrainResult:
     """Train every member of ``model`` (a ``BatchedModel``: an MLP ensemble, a batch of mixtures).
 
-    X_train: (n, d); y_train: (n,) float32 for regression, int64 classes otherwise.
+    X_train: (n, d); y_train: (n,) float32 for regression, int64 classes otherwise;
+    X_val, y_val likewise. task: "regression", "binary" or "multiclass" (``Dataset.task``).
     order_seeds: E seeds; member e shuffles the training rows with its own generator.
     monitor: called after every epoch's validation, in inference mode, with the model
         holding the members still training; returns a (members still training, ...) tensor
@@ -261,13 +282,28 @@ def fit(
     epoch, so there is no host synchronisation per step). With ``restore_best`` each member is
     reset to its best-validation epoch at the end; by default (as the paper's code) the
     model kept is the one at the epoch training stopped.
+
+    Every argument is checked here, once, before any step (``core/checks.py``): the data
+    are non-empty tensors on the model's device, X 2-D of the model's dtype (float32) with
+    its in_features columns, y as long as X with the task's dtype and, for classification,
+    labels in [0, out_features) (the only value check, one host read on a GPU); a
+    regression model has one output. A wrong type raises TypeError, a wrong value
+    ValueError, naming the argument. Nothing is checked inside the epochs.
     """
     from tqdm.auto import tqdm
 
     members = _check_batched(model)
-    order_seeds = list(order_seeds)
-    if len(order_seeds) != members:
-        raise ValueError(f"order_seeds needs one seed per member ({members}), got {len(order_seeds)}")
+    check_task(task)
+    check_outputs_for(model, task)
+    check_data(model, X_train, y_train, task=task, X_name="X_train", y_name="y_train")
+    check_data(model, X_val, y_val, task=task, X_name="X_val", y_name="y_val")
+    if X_val.shape[1] != X_train.shape[1]:
+        raise ValueError(f"X_val: expected {X_train.shape[1]} columns (as X_train), got shape {tuple(X_val.shape)}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+    order_seeds = check_seeds(order_seeds, name="order_seeds", count=members)
+    if monitor is not None and not callable(monitor):
+        raise TypeError(f"monitor: expected a callable or None, got {type(monitor).__name__}")
     generators = [torch.Generator().manual_seed(int(s)) for s in order_seeds]
     n = len(X_train)
     book = _Bookkeeping.start(model, config)
@@ -283,7 +319,7 @@ def fit(
     for epoch in range(config.max_epochs):
         order = torch.stack([torch.randperm(n, generator=generators[m]) for m in book.running.tolist()])
         train_finite = runner.run_epoch(order)
-        val = evaluate_losses(model, X_val, y_val, task=task, batch_size=config.eval_batch_size).double().cpu()
+        val = _evaluate_losses(model, X_val, y_val, task=task, batch_size=config.eval_batch_size).double().cpu()
         watched = None
         if monitor is not None:
             with evaluating(model):
