@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
 
@@ -131,7 +132,7 @@ def write_if_changed(frame: pd.DataFrame, path: Path) -> None:
     )
 
 
-def unit_priority(dataset: str, coordinates: dict, settings: dict) -> int:
+def unit_priority(dataset: str, coordinates: dict, settings: Mapping) -> int:
     """Larger units first, so that no long unit starts last while the other workers idle:
     the matrix-multiply work of one epoch of one member (a mixture's experts all count),
     in millions of multiply-adds, from the dataset's rows and features and the unit's
