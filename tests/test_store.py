@@ -73,6 +73,15 @@ def test_settings_are_frozen_read_like_a_mapping_and_record_what_makes_results_c
     assert TINY.config.max_epochs == 1 and TINY.units("churn") == {UNIT: {"hidden": 8, "repeat": 0}}
 
 
+def test_rows_name_their_unit():
+    row = {"dataset": "churn", "gating": "gumbel", "kind": "iwmlp", "experts": 4}
+    assert MixtureSettings.unit_of(row) == "churn-gumbel-iwmlp-e4"  # from before the load-balancing axis
+    assert MixtureSettings.unit_of({**row, "balance_weight": 0.0}) == "churn-gumbel-iwmlp-e4"
+    assert MixtureSettings.unit_of({**row, "balance_weight": 0.1}) == "churn-gumbel-iwmlp-e4-b0.1"
+    assert set(MixtureSettings.UNIT_COLUMNS) == set(row) | {"balance_weight"}
+    assert DeepEnsembleSettings.unit_of({"dataset": "adult", "hidden": 64, "repeat": 2}) == "adult-h64-r2"
+
+
 def test_a_notebook_built_from_its_parameters_gets_the_profiles_settings():
     parameters = {**TINY.as_dict(), "dataset": "churn", "out_dir": "runs/x", "progress": False}
     assert DeepEnsembleSettings.from_namespace(parameters, datasets=["churn"]) == TINY

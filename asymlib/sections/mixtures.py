@@ -68,7 +68,7 @@ class MixtureSettings(SectionSettings):
 
     SECTION = "mixtures"
     TABLES = MIXTURE_TABLES
-    UNIT_COLUMNS = ("dataset", "gating", "kind", "experts")
+    UNIT_COLUMNS = ("dataset", "gating", "kind", "experts", "balance_weight")
 
     gatings: tuple[str, ...] = setting(
         GATINGS,

@@ -280,7 +280,8 @@ class SectionSettings(Mapping):
         """The name of the unit that a row of any of the section's tables belongs to."""
         raise NotImplementedError
 
-    #: The columns ``unit_of`` reads (a table without one of them cannot be a unit's).
+    #: The columns ``unit_of`` reads, those a shard has (a shard without one it needs
+    #: cannot be a unit's).
     UNIT_COLUMNS: ClassVar[tuple[str, ...]] = ()
 
     def table_settings(self) -> str:
