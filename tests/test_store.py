@@ -176,6 +176,17 @@ def test_old_shards_keep_their_settings_when_a_dataset_entry_changes(stored):
     assert stored.done(UNIT) and not ShardStore(stored.root, settings=other).problems("churn-h8-r1")
 
 
+def test_settings_yaml_follows_the_units_saved_and_deleted(stored, tmp_path):
+    assert stored.summary() == {"churn": TINY.record()}
+    stored.delete(UNIT)
+    assert not (stored.root / "settings.yaml").exists()  # no unit left, no entry
+    from asymlib.execution.params import SECTIONS
+    from asymlib.execution.records import record_settings  # kept for older callers
+
+    record_settings(SECTIONS["deep_ensembles"], TINY, out_dir=tmp_path / "new", dataset="churn")
+    assert yaml.safe_load((tmp_path / "new" / "settings.yaml").read_text()) == {"churn": TINY.record()}
+
+
 # --------------------------------------------------------------------------- a task's result
 
 

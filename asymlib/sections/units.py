@@ -194,7 +194,7 @@ class ShardStore:
             )
         self.shards.mkdir(parents=True, exist_ok=True)
         if self.settings is not None:
-            self._note_settings(_dataset_of(unit))
+            self.note_settings(_dataset_of(unit))
         settings = None if self.settings is None else self.settings.record()
         for table, frame in tables.items():
             record = {"unit": unit, "table": table, "schema": self._schema(), "settings": settings}
@@ -212,6 +212,24 @@ class ShardStore:
                 write_yaml(self.root / SUMMARY_NAME, summary)
             else:
                 (self.root / SUMMARY_NAME).unlink()
+
+    def note_settings(self, dataset: str) -> None:
+        """Record the store's settings for ``dataset`` in ``settings.yaml`` (``save`` does, before
+        a unit's first shard), first writing the entry they replace into the dataset's shards
+        that have no record."""
+        if self.settings is None:
+            raise ValueError("a ShardStore without settings has no settings to record")
+        summary, now = self.summary(), self.settings.record()
+        if summary.get(dataset) == now:
+            return
+        for unit in self.dataset_units(dataset):
+            for table in self.tables:
+                path = self.path(unit, table)
+                if self.record(unit, table) is None:
+                    record = {"unit": unit, "table": table, "schema": self._schema(), "settings": summary.get(dataset)}
+                    _write(path, pq.read_table(path), record)
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_yaml(self.root / SUMMARY_NAME, {**summary, dataset: now})
 
     # ----------------------------------------------------------------- reading
 
@@ -287,20 +305,6 @@ class ShardStore:
             if named - {unit}:
                 problems.append(f"the {table} table holds rows of {', '.join(sorted(named - {unit}))}")
         return problems
-
-    def _note_settings(self, dataset: str) -> None:
-        """Record the store's settings for ``dataset`` in ``settings.yaml``, first writing the
-        entry they replace into the dataset's shards that have no record."""
-        summary, now = self.summary(), self.settings.record()
-        if summary.get(dataset) == now:
-            return
-        for unit in self.dataset_units(dataset):
-            for table in self.tables:
-                path = self.path(unit, table)
-                if self.record(unit, table) is None:
-                    record = {"unit": unit, "table": table, "schema": self._schema(), "settings": summary.get(dataset)}
-                    _write(path, pq.read_table(path), record)
-        write_yaml(self.root / SUMMARY_NAME, {**summary, dataset: now})
 
 
 def _dataset_of(unit: str) -> str:
