@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -30,7 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from asymlib.execution.params import SECTIONS, load_params  # noqa: E402
-from asymlib.execution.records import record_settings  # noqa: E402
 from asymlib.execution.serial import LOG_NAME, train_units  # noqa: E402
 
 
@@ -58,14 +56,11 @@ def keep(run: Path, params: Path, root: Path) -> int:
     settings = load_params(params, sections=list(SECTIONS))
     copied = 0
     for name, section in SECTIONS.items():
-        source, target = section.store(run / name), section.store(root / "paper" / name)
+        source, target = section.store(run / name, settings[name]), section.store(root / "paper" / name, settings[name])
         log = pd.read_csv(run / name / LOG_NAME)
         new = [unit for unit in source.units() if not target.done(unit)]
-        target.shards.mkdir(parents=True, exist_ok=True)
-        for unit in new:
-            record_settings(section, settings[name], out_dir=target.root, dataset=unit.split("-", 1)[0])
-            for table in section.tables:  # the completion marker last
-                shutil.copyfile(source.path(unit, table), target.path(unit, table))
+        for unit in new:  # saved again: the target records the unit's settings as it saves it
+            target.save(unit, **{table: pd.read_parquet(source.path(unit, table)) for table in section.tables})
         rows = log[log["unit"].isin(new)]
         path = target.root / LOG_NAME
         rows.to_csv(path, mode="a", header=not path.exists(), index=False)

@@ -7,6 +7,7 @@ epoch of every recordable model runs on the meta device, so it reads nothing on 
 ``benchmarks/gpu_check.sh`` runs this file and the GPU benchmarks in one go.
 """
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -117,9 +118,12 @@ def test_opt_in_precisions_train_and_are_recorded(precision):
 def test_a_unit_on_the_gpu_gives_the_cpus_tables(section, unit):
     """A whole work unit (real data, early stopping, scoring) in float32 on the GPU against
     the CPU: the same epochs per member, every number within float32 rounding."""
-    settings = {**load_params(SMOKE, sections=[section])[section], "max_epochs": 15, "patience": 3}
+    settings = dataclasses.replace(load_params(SMOKE, sections=[section])[section], max_epochs=15, patience=3)
     data = load_dataset("churn", max_rows=1500)
-    tables = {device: SECTIONS[section].train(data, {**settings, "device": device}, unit) for device in ("cpu", "cuda")}
+    tables = {
+        device: SECTIONS[section].train(data, dataclasses.replace(settings, device=device), **unit, progress=False)
+        for device in ("cpu", "cuda")
+    }
     for name, cpu in tables["cpu"].items():
         gpu = tables["cuda"][name]
         timing = [c for c in cpu.columns if "time" in c or "seconds" in c]

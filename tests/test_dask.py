@@ -28,12 +28,11 @@ import yaml
 from fingerprint import table_fingerprint
 
 from asymlib.core.data import RAW_FILES, load_dataset
-from asymlib.core.trainer import TrainConfig
 from asymlib.execution.cli import main
 from asymlib.execution.cluster import open_cluster, resources_for
 from asymlib.execution.estimate import estimate_profile, unit_seconds, wall_hours
-from asymlib.sections.deep_ensembles import run_deep_ensembles
-from asymlib.sections.mixtures import run_mixtures
+from asymlib.sections.deep_ensembles import DeepEnsembleSettings, run_deep_ensembles
+from asymlib.sections.mixtures import MixtureSettings, run_mixtures
 from asymlib.sections.units import on_device
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,35 +87,11 @@ def serial(tmp_path_factory) -> dict[str, dict[str, str]]:
     """Fingerprints of every table of PROFILE, its units trained one after the other in this
     process (one torch thread, tests/conftest.py) by the functions the notebooks call."""
     folder, data = tmp_path_factory.mktemp("serial"), _data_dir()
-    common = lambda s: dict(  # noqa: E731
-        seed=s["seed"],
-        config=TrainConfig(max_epochs=s["max_epochs"], patience=s["patience"]),
-        data_dir=data,
-        max_rows=s["max_rows"],
-        val_fraction=s["val_fraction"],
-        progress=False,
-    )
-    de = PROFILE["deep_ensembles"]
-    models, ensembles = run_deep_ensembles(
-        "churn",
-        out_dir=folder / "de",
-        hidden_sizes=de["hidden_sizes"],
-        members=de["members"],
-        ensemble_sizes=de["ensemble_sizes"],
-        repeats=de["repeats"],
-        **common(de),
-    )
-    mx = PROFILE["mixtures"]
-    mixtures, usage = run_mixtures(
-        "churn",
-        out_dir=folder / "mx",
-        gatings=mx["gatings"],
-        kinds=mx["kinds"],
-        experts=mx["experts"],
-        hidden=mx["hidden"],
-        repeats=mx["repeats"],
-        **common(mx),
-    )
+    where = dict(data_dir=data, progress=False)
+    de = DeepEnsembleSettings.from_profile(PROFILE["deep_ensembles"], where="PROFILE")
+    models, ensembles = run_deep_ensembles("churn", de, out_dir=folder / "de", **where)
+    mx = MixtureSettings.from_profile(PROFILE["mixtures"], where="PROFILE")
+    mixtures, usage = run_mixtures("churn", mx, out_dir=folder / "mx", **where)
     frames = {"models": models, "ensembles": ensembles, "mixtures": mixtures, "usage": usage}
     return {section: {t: table_fingerprint(frames[t]) for t in tables} for section, tables in TABLES.items()}
 

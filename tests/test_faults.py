@@ -120,6 +120,19 @@ def test_other_settings_are_refused_for_the_dataset_itself(finished, data_env, t
     assert "holds churn results made with other settings (patience: 2 -> 1)" in capsys.readouterr().err
 
 
+def test_a_shard_of_another_unit_is_refused_then_redone_with_force(finished, data_env, tmp_path, capsys):
+    profile, out = _copy_of(finished, tmp_path)
+    shards = out / "pair" / "deep_ensembles" / "shards"
+    for table in ("models", "ensembles"):  # california's unit under churn's name
+        shutil.copyfile(shards / f"california-h8-r0-{table}.parquet", shards / f"churn-h8-r0-{table}.parquet")
+    assert _run(profile, "--out", out, "--no-report") == 2
+    message = capsys.readouterr().err
+    assert "holds churn results that are not what their names say" in message
+    assert "its models shard was written for unit california-h8-r0" in message
+    assert _run(profile, "--out", out, "--datasets", "churn", "--force", "--no-report") == 0
+    assert set(pd.read_parquet(shards / "churn-h8-r0-models.parquet")["dataset"]) == {"churn"}
+
+
 # --------------------------------------------------------------------------- failed runs
 
 

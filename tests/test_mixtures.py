@@ -311,17 +311,10 @@ def test_mixture_units_give_tidy_tables_and_resume(tmp_path, monkeypatch):
     import asymlib.sections.mixtures as experiments
     from asymlib.sections.units import ShardStore
 
-    settings = dict(
-        out_dir=tmp_path,
-        gatings=["gumbel"],
-        kinds=["mlp", "iwmlp"],
-        experts=[2, 3],
-        repeats=2,
-        config=TrainConfig(max_epochs=2, patience=2),
-        max_rows=600,
-        progress=False,
+    settings = experiments.MixtureSettings(
+        gatings=["gumbel"], kinds=["mlp", "iwmlp"], experts=[2, 3], repeats=2, max_epochs=2, patience=2, max_rows=600
     )
-    mixtures, usage = experiments.run_mixtures("churn", **settings)
+    mixtures, usage = experiments.run_mixtures("churn", settings, out_dir=tmp_path, progress=False)
     # one unit per (gating, kind, experts), its repeats trained together; one row per repeat
     assert ShardStore(tmp_path, tables=("usage", "mixtures")).units() == sorted(
         f"churn-gumbel-{kind}-e{k}" for kind in ["mlp", "iwmlp"] for k in [2, 3]
@@ -336,7 +329,7 @@ def test_mixture_units_give_tidy_tables_and_resume(tmp_path, monkeypatch):
         raise AssertionError("a finished unit was trained again")
 
     monkeypatch.setattr(experiments, "train_mixtures", no_training)
-    again, _ = experiments.run_mixtures("churn", **settings)
+    again, _ = experiments.run_mixtures("churn", settings, out_dir=tmp_path, progress=False)
     pd.testing.assert_frame_equal(mixtures, again)
 
 
@@ -386,19 +379,12 @@ def test_load_balancing_evens_out_expert_usage():
 def test_a_folder_of_one_architecture_refuses_the_other(tmp_path):
     """Unit names do not carry the architecture, so a folder's finished units of one must not
     pass for the other's (real data: churn, a few rows)."""
-    from asymlib.sections.mixtures import run_mixtures
+    from asymlib.sections.mixtures import MixtureSettings, run_mixtures
+    from asymlib.sections.units import ShardMismatch
 
-    common = dict(
-        out_dir=tmp_path,
-        gatings=["standard"],
-        kinds=["imlp"],
-        experts=[2],
-        repeats=1,
-        max_rows=300,
-        config=TrainConfig(max_epochs=1, patience=1),
-        progress=False,
-    )
-    mixtures, _ = run_mixtures("churn", architecture="release", **common)
+    common = dict(gatings=["standard"], kinds=["imlp"], experts=[2], repeats=1, max_rows=300, max_epochs=1, patience=1)
+    release = MixtureSettings(architecture="release", **common)
+    mixtures, _ = run_mixtures("churn", release, out_dir=tmp_path, progress=False)
     assert list(mixtures["architecture"]) == ["release"]
-    with pytest.raises(ValueError, match="architecture release, not 'paper'"):
-        run_mixtures("churn", architecture="paper", **common)
+    with pytest.raises(ShardMismatch, match="architecture: 'release' -> 'paper'"):
+        run_mixtures("churn", MixtureSettings(architecture="paper", **common), out_dir=tmp_path, progress=False)

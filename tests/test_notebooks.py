@@ -35,7 +35,7 @@ def test_notebook_defaults_are_the_smoke_profile():
         assert defaults["dataset"] in profile["datasets"]
         assert defaults["progress"] is False
         for key in section.keys:
-            assert defaults[key] == profile.get(key, section.keys[key].default), key
+            assert defaults[key] == profile.get(key, section.settings.default(key)), key
 
 
 def test_committed_notebooks_are_small():

@@ -8,6 +8,7 @@ raw data: $ASYMLIB_DATA, <repo>/data or ../shared/data beside the checkout; they
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import pytest
 import yaml
 from fingerprint import TABLES, read_reference, reference_mismatches, table_fingerprint
 
-from asymlib.core.data import DATASETS, RAW_FILES
+from asymlib.core.data import DATASETS, RAW_FILES, load_dataset
 from asymlib.core.project import notebook_succeeded
 from asymlib.execution import params, records, runner
 from asymlib.execution.cli import main
@@ -258,9 +259,9 @@ def test_shipped_profiles_are_valid():
         path = REPO / "params" / f"{profile}.yaml"
         assert params.profile_sections(path) == sections
         for settings in load_params(path, sections=sections).values():
-            assert settings["datasets"] == list(DATASETS)
+            assert settings["datasets"] == DATASETS
     verdict = load_params(REPO / "params" / "verdict.yaml")["deep_ensembles"]
-    assert verdict["split"] == "release" and verdict["repeats"] >= 5 and verdict["hidden_sizes"] == [64]
+    assert verdict["split"] == "release" and verdict["repeats"] >= 5 and verdict["hidden_sizes"] == (64,)
     assert verdict["patience"] == 16 and verdict["max_epochs"] == 1000 and verdict["max_rows"] is None
 
 
@@ -353,19 +354,20 @@ def test_missing_section_or_file(tmp_path):
         load_params(tmp_path / "absent.yaml")
 
 
+@needs_data
 def test_changed_settings_need_force(tmp_path):
     section = params.SECTIONS["deep_ensembles"]
-    settings = load_params(SMOKE)["deep_ensembles"]
+    settings = dataclasses.replace(load_params(SMOKE)["deep_ensembles"], max_rows=300, max_epochs=1)
     check = dict(out_dir=tmp_path, datasets=["adult"], in_tables=["adult"])
     records.check_settings(section, settings, **check, force=False)  # no results: nothing to mix
-    frame = pd.DataFrame({"x": [1]})
-    section.store(tmp_path).save("adult-h8-r0", models=frame, ensembles=frame)
-    records.save_settings(section, settings, out_dir=tmp_path, datasets=["adult"])
+    data = load_dataset("adult", data_dir=DATA, max_rows=300, val_fraction=0.2)
+    unit = {"hidden": 8, "repeat": 0}
+    section.store(tmp_path, settings).save("adult-h8-r0", **section.train(data, settings, **unit, progress=False))
     # More repeats only grow the grid; other changes would mix incomparable results.
-    records.check_settings(section, {**settings, "repeats": 3}, **check, force=False)
+    records.check_settings(section, dataclasses.replace(settings, repeats=3), **check, force=False)
     with pytest.raises(ParamsError, match=r"adult results made with other settings \(members: 4 -> 8\)"):
-        records.check_settings(section, {**settings, "members": 8}, **check, force=False)
-    records.check_settings(section, {**settings, "members": 8}, **check, force=True)
+        records.check_settings(section, dataclasses.replace(settings, members=8), **check, force=False)
+    records.check_settings(section, dataclasses.replace(settings, members=8), **check, force=True)
 
 
 def test_scheduler_comes_from_the_file_and_is_checked(tmp_path, capsys, monkeypatch):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -101,6 +102,22 @@ def test_a_notebook_run_after_training_trains_nothing(churn_profile, tmp_path, m
     run = runs["deep_ensembles"]
     assert run.ok and run.trained == {} and run.executed == ["churn"]
     assert len(run.tables["models"]) == 8  # smoke: 4 MLPs and 4 WMLPs
+
+
+def test_a_unit_that_is_not_what_its_name_says_is_not_done(churn_profile, tmp_path):
+    """A unit's shards replaced by another unit's (copied under its name) do not count as
+    done: ``asymlib train`` refuses the folder before training anything."""
+    profile = yaml.safe_load(churn_profile.read_text())
+    profile["deep_ensembles"]["repeats"] = 2
+    path = tmp_path / "two.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    assert len(serial.train_units(path, out_root=tmp_path, sections=["deep_ensembles"], progress=False).trained) == 2
+    shards = tmp_path / "two" / "deep_ensembles" / "shards"
+    for table in ("models", "ensembles"):
+        shutil.copyfile(shards / f"churn-h8-r0-{table}.parquet", shards / f"churn-h8-r1-{table}.parquet")
+    words = r"holds churn results that are not what their names say \(its models shard was written for unit churn-h8-r0"
+    with pytest.raises(ParamsError, match=words):
+        serial.train_units(path, out_root=tmp_path, sections=["deep_ensembles"], progress=False)
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from typing import Iterable, Iterator
 import torch
 
 from ..core.data import DataFileError
+from ..sections.settings import SectionSettings
 from .tasks import UnitResult, missing_raw_files, train_unit
 
 #: Seconds to wait for an existing scheduler to answer before giving up.
@@ -152,7 +153,7 @@ class Cluster:
         self,
         jobs: Iterable[Job],
         *,
-        settings: dict,
+        settings: SectionSettings,
         threads: int,
         resources: dict[str, int],
         progress: bool = True,

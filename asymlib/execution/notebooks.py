@@ -20,6 +20,7 @@ import yaml
 
 from ..core.project import project_root
 from ..reports.html import trust_notebook
+from ..sections.settings import SectionSettings
 from .params import Section
 
 #: The kernel papermill starts. Jupyter always knows "python3" where ipykernel is installed,
@@ -55,8 +56,11 @@ def check_kernel(kernel: str) -> None:
         )
 
 
-def notebook_parameters(section: Section, settings: dict, dataset: str, out_dir: Path, threads: int) -> dict:
-    own = {key: settings[key] for key in section.keys}
+def notebook_parameters(section: Section, settings: SectionSettings, dataset: str, out_dir: Path, threads: int) -> dict:
+    """The notebook's papermill parameters: the section's own settings (plain values) and
+    where and how to run; the notebook builds its settings object back from them."""
+    values = settings.as_dict()
+    own = {key: values[key] for key in section.keys}
     return {"dataset": dataset, **own, "out_dir": str(out_dir), "threads": threads, "progress": False}
 
 

@@ -1,133 +1,102 @@
-"""What an output folder records beside its shards: the settings each dataset's results were
-made with (``settings.yaml``), and how writes into it fail.
+"""What a run checks and writes in an output folder beside the shard store: whether its
+combined tables would mix settings (``check_settings``, from what the store records of each
+unit), logs and combined tables, and how writes into the folder fail.
 
 Shared by every way of training a section's units (``runner``: Dask tasks and notebooks;
 ``serial``: one process, no Dask), so that results made either way can be combined, resumed
-and checked the same way. It imports nothing beyond the sections and the parameter files.
+and checked the same way. Which settings made each unit is the shard store's to record
+(``sections.units.ShardStore``, with ``settings.yaml`` beside the shards). It imports
+nothing beyond the sections and the parameter files.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Mapping
 
 import pandas as pd
-import yaml
 
 from ..core.data import DATASET_SHAPES
+from ..sections.settings import SectionSettings
+from ..sections.units import replace_atomically
 from .params import ParamsError, Section
+
+__all__ = [
+    "OutputError",
+    "append_row",
+    "check_settings",
+    "check_writable",
+    "forget",
+    "record_settings",
+    "replace_atomically",
+    "unit_priority",
+    "write_if_changed",
+    "writing",
+]
 
 
 class OutputError(OSError):
     """The output folder cannot be written (read-only, a file in the way, no space)."""
 
 
-def dataset_units(store, dataset: str) -> list[str]:
-    """Every finished unit of ``dataset`` in the store, of whatever grid made it."""
-    return [unit for unit in store.units() if unit.startswith(f"{dataset}-")]
-
-
-def datasets_with_results(store) -> set[str]:
-    """The datasets with at least one finished unit (unit names start with the dataset's)."""
-    return {unit.split("-", 1)[0] for unit in store.units()}
-
-
 def forget(section: Section, dataset: str, out_dir: Path) -> None:
     """Delete a dataset's shards and executed notebook, so that it is redone from scratch."""
     store = section.store(out_dir)
-    for unit in dataset_units(store, dataset):
+    for unit in store.dataset_units(dataset):
         store.delete(unit)
     (out_dir / f"{dataset}.ipynb").unlink(missing_ok=True)
 
 
-def compared_settings(section: Section, settings: dict) -> dict:
-    """The settings that make results comparable: all the section's keys but those that only
-    grow or shrink the grid (``section.resume_keys``) and the device."""
-    return {k: settings[k] for k in section.keys if k not in section.resume_keys and k != "device"}
-
-
-def read_recorded(out_dir: Path) -> dict:
-    """``settings.yaml``: dataset -> the settings its results were made with."""
-    path = out_dir / "settings.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
-
-
-def differences(section: Section, before: dict, now: dict) -> list[str]:
-    """What changed; a key missing from an older record had its default then."""
-    was = {k: before.get(k, section.keys[k].default) for k in now}
-    return [f"{k}: {was[k]!r} -> {v!r}" for k, v in now.items() if was[k] != v]
-
-
 def check_settings(
-    section: Section, settings: dict, *, out_dir: Path, datasets: list[str], in_tables: list[str], force: bool
+    section: Section,
+    settings: SectionSettings,
+    *,
+    out_dir: Path,
+    datasets: list[str],
+    in_tables: list[str],
+    force: bool,
 ) -> None:
     """Refuse any run whose combined tables would hold results of different settings.
 
-    Only datasets with finished results count: a record without results (a run that
-    trained nothing) blocks nothing. ``datasets`` are about to run: with ``force`` they
-    are redone, without it their results must have been made with today's settings.
-    The other datasets in the tables (``in_tables``) must match today's settings as well,
-    since they are combined with the new results.
+    The shard store says which stored units do not match today's settings
+    (``ShardStore.problems``: other settings, another unit's rows, no record of their
+    settings). ``datasets`` are about to run: with ``force`` they are redone, without it
+    their units must match. The other datasets in the tables (``in_tables``) must match as
+    well, since they are combined with the new results.
     """
-    with_results, recorded = datasets_with_results(section.store(out_dir)), read_recorded(out_dir)
-    now = compared_settings(section, settings)
+    store = section.store(out_dir, settings)
     for dataset in in_tables:
-        if (force and dataset in datasets) or dataset not in with_results:
+        if force and dataset in datasets:
             continue
-        before = recorded.get(dataset)
-        changed = (
-            ["no record of the settings they were made with"] if before is None else differences(section, before, now)
-        )
+        changed = []
+        for unit in store.dataset_units(dataset):
+            changed += [problem for problem in store.problems(unit) if problem not in changed]
         if not changed:
             continue
+        # problems of a shard itself (another unit's rows, another table) start with "its"
+        mislabelled = changed[0].startswith("its ")
+        made = "that are not what their names say" if mislabelled else "made with other settings"
         if dataset in datasets:
             raise ParamsError(
-                f"{out_dir} holds {dataset} results made with other settings ({'; '.join(changed)}); "
+                f"{out_dir} holds {dataset} results {made} ({'; '.join(changed)}); "
                 "re-run with force=True (--force) to redo them, or choose another output folder"
             )
-        stale = [d for d in in_tables if d not in datasets and d in with_results]
+        stale = [d for d in in_tables if d not in datasets and store.dataset_units(d)]
         raise ParamsError(
-            f"{out_dir}: the combined tables would mix settings: {dataset} results were made with other "
-            f"settings ({'; '.join(changed)}). Redo every dataset of the section with --force "
+            f"{out_dir}: the combined tables would mix settings: {dataset} results "
+            f"{'were not what their names say' if mislabelled else 'were made with other settings'} "
+            f"({'; '.join(changed)}). Redo every dataset of the section with --force "
             f"(without --datasets), or add {', '.join(stale)} to --datasets with --force, "
             "or choose another output folder"
         )
 
 
-def save_settings(section: Section, settings: dict, *, out_dir: Path, datasets: list[str]) -> None:
-    """Record today's settings for the datasets that now have results, and forget records
-    of datasets that have none; ``settings.yaml`` is written only if that changes it (and
-    removed when no dataset has results)."""
-    with_results, recorded = datasets_with_results(section.store(out_dir)), read_recorded(out_dir)
-    updated = {d: values for d, values in recorded.items() if d in with_results}
-    updated.update({d: compared_settings(section, settings) for d in datasets if d in with_results})
-    if updated == recorded:
-        return
-    path = out_dir / "settings.yaml"
-    writing(out_dir, lambda: write_yaml(path, updated) if updated else path.unlink())
-
-
-def record_settings(section: Section, settings: dict, *, out_dir: Path, dataset: str) -> None:
-    """Record today's settings for ``dataset`` now (before its first shard is written), if
-    ``settings.yaml`` does not hold them yet."""
-    recorded = read_recorded(out_dir)
-    now = compared_settings(section, settings)
-    if recorded.get(dataset) != now:
-        writing(out_dir, lambda: write_yaml(out_dir / "settings.yaml", {**recorded, dataset: now}))
-
-
-def write_yaml(path: Path, document: dict) -> None:
-    """Write ``path`` atomically (``replace_atomically``)."""
-    replace_atomically(path, lambda partial: partial.write_text(yaml.safe_dump(document, sort_keys=False)))
-
-
-def replace_atomically(path: Path, write) -> None:
-    """``write(partial)`` a file beside ``path``, then rename it into place: a reader (or a
-    run killed meanwhile) sees the old file or the new one, never half of it. The partial
-    name keeps the suffix (``<stem>.partial<suffix>``), for writers that go by it."""
-    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
-    write(partial)
-    partial.replace(path)
+def record_settings(section: Section, settings: SectionSettings, *, out_dir: Path, dataset: str) -> None:
+    """Record ``settings`` for ``dataset`` in ``settings.yaml`` now, if it does not hold them
+    yet. Kept for callers from before the shard store did it itself: ``ShardStore.save``
+    records them before a unit's first shard (``ShardStore.note_settings``)."""
+    writing(out_dir, lambda: section.store(out_dir, settings).note_settings(dataset))
 
 
 def append_row(row: pd.DataFrame, path: Path) -> None:
@@ -171,7 +140,7 @@ def write_if_changed(frame: pd.DataFrame, path: Path) -> None:
     )
 
 
-def unit_priority(dataset: str, coordinates: dict, settings: dict) -> int:
+def unit_priority(dataset: str, coordinates: dict, settings: Mapping) -> int:
     """Larger units first, so that no long unit starts last while the other workers idle:
     the matrix-multiply work of one epoch of one member (a mixture's experts all count),
     in millions of multiply-adds, from the dataset's rows and features and the unit's

@@ -19,7 +19,8 @@ file runs, in that order. For each section the runner
     runs/<profile>/<section>/
         <dataset>.ipynb        executed notebook (with the traceback if it failed)
         <dataset>.log          papermill's own output, or the traceback of a failed unit
-        shards/                one pair of Parquet files per finished work unit
+        shards/                one pair of Parquet files per finished work unit, each recording
+                               its unit and the settings that made it (``ShardStore``)
         settings.yaml          the settings each dataset's results were made with
         models.parquet, ensembles.parquet (+ .csv)   deep_ensembles' combined tables
         mixtures.parquet, usage.parquet (+ .csv)     mixtures' combined tables
@@ -50,6 +51,7 @@ from ..reports.tables import (
     improvement_table,
     mixture_improvement_table,
 )
+from ..sections.settings import SectionSettings
 from .cluster import Job, TaskFailure, available_cores, open_cluster, resources_for
 from .notebooks import (
     DEFAULT_KERNEL,
@@ -72,8 +74,6 @@ from .records import (
     check_settings,
     check_writable,
     forget,
-    record_settings,
-    save_settings,
     unit_priority,
     write_if_changed,
     writing,
@@ -124,16 +124,18 @@ class RunInterrupted(KeyboardInterrupt):
         self.units_kept = units_kept
 
 
-def combine(section: Section, settings: dict, datasets: Iterable[str], out_dir: Path) -> dict[str, pd.DataFrame]:
+def combine(
+    section: Section, settings: SectionSettings, datasets: Iterable[str], out_dir: Path
+) -> dict[str, pd.DataFrame]:
     """The section's tables over the finished units of ``datasets`` (stale shards left out)."""
-    store = section.store(out_dir)
+    store = section.store(out_dir, settings)
     units = [u for d in datasets for u in section.units(settings, d)]
     return section.finish({table: store.read(units, table) for table in section.tables})
 
 
 def _run_section(
     section: Section,
-    settings: dict,
+    settings: SectionSettings,
     *,
     out_dir: Path,
     datasets: list[str],
@@ -144,10 +146,11 @@ def _run_section(
     scheduler: str | None = None,
 ) -> SectionRun:
     run = SectionRun(section.name, out_dir)
-    in_tables = list(dict.fromkeys(settings["datasets"] + datasets))
+    in_tables = list(dict.fromkeys([*settings.datasets, *datasets]))
     check_settings(section, settings, out_dir=out_dir, datasets=datasets, in_tables=in_tables, force=force)
 
-    store = section.store(out_dir)
+    # with force, the chosen datasets' units that do not match are redone (they are forgotten below)
+    store = section.store(out_dir, settings, redo=force)
     todo = []
     for dataset in datasets:
         complete = all(store.done(u) for u in section.units(settings, dataset))
@@ -168,30 +171,27 @@ def _run_section(
             for unit, coordinates in section.grid(settings, dataset).items()
             if not store.done(unit)
         ]
-        try:
-            if jobs:
-                _train_units(
-                    run,
-                    section,
-                    settings,
-                    jobs,
-                    out_dir=out_dir,
-                    workers=min(workers, len(jobs)),
-                    scheduler=scheduler,
-                    progress=progress,
-                )
-            _execute_notebooks(
+        if jobs:
+            _train_units(
                 run,
                 section,
                 settings,
-                [d for d in todo if d not in run.failed],
+                jobs,
                 out_dir=out_dir,
-                workers=workers,
+                workers=min(workers, len(jobs)),
+                scheduler=scheduler,
                 progress=progress,
-                kernel=kernel,
             )
-        finally:
-            save_settings(section, settings, out_dir=out_dir, datasets=todo)
+        _execute_notebooks(
+            run,
+            section,
+            settings,
+            [d for d in todo if d not in run.failed],
+            out_dir=out_dir,
+            workers=workers,
+            progress=progress,
+            kernel=kernel,
+        )
 
     run.tables = combine(section, settings, in_tables, out_dir)
     for table, frame in run.tables.items():
@@ -204,7 +204,7 @@ def _run_section(
 def _train_units(
     run: SectionRun,
     section: Section,
-    settings: dict,
+    settings: SectionSettings,
     jobs: list[Job],
     *,
     out_dir: Path,
@@ -214,17 +214,17 @@ def _train_units(
 ) -> None:
     """Train ``jobs`` as Dask tasks and write each unit's shards as its tables arrive.
 
-    A dataset's settings are recorded before its first shard is written, so that a run
-    killed at any moment leaves only shards whose settings are known and resumes from them.
-    A failed unit marks its dataset failed, with the worker's traceback in ``<dataset>.log``;
-    the dataset's other units still run.
+    Each shard records its unit and settings (the store checks that the task's tables are
+    that unit's, made with these settings), so that a run killed at any moment leaves only
+    shards whose settings are known and resumes from them. A failed unit marks its dataset
+    failed, with the worker's traceback in ``<dataset>.log``; the dataset's other units still run.
     """
-    store = section.store(out_dir)
-    resources = resources_for(settings["device"])
+    store = section.store(out_dir, settings)
+    resources = resources_for(settings.device)
     datasets = list(dict.fromkeys(job.dataset for job in jobs))
     with open_cluster(scheduler, workers=workers, resources=resources) as cluster:
         cluster.check_workers(datasets, resources)
-        threads = cluster.threads(settings["threads"])
+        threads = cluster.threads(settings.threads)
         print(
             f"{section.name}: {len(jobs)} units of {', '.join(datasets)} on {cluster.describe()}, "
             f"{threads} torch thread{'s' if threads > 1 else ''} per task; dashboard: {cluster.dashboard}",
@@ -251,8 +251,7 @@ def _train_units(
                 with open(run.failed[dataset], "a") as log:
                     log.write(f"unit {job.unit} failed:\n{outcome.traceback}\n")
                 continue
-            record_settings(section, settings, out_dir=out_dir, dataset=dataset)
-            writing(out_dir, lambda: store.save(job.unit, **outcome.tables))
+            writing(out_dir, lambda: store.save(job.unit, made_with=outcome.made_with, **outcome.tables))
             run.trained[dataset] = run.trained.get(dataset, 0) + 1
             run.seconds[dataset] = run.seconds.get(dataset, 0.0) + outcome.seconds
 
@@ -260,7 +259,7 @@ def _train_units(
 def _execute_notebooks(
     run: SectionRun,
     section: Section,
-    settings: dict,
+    settings: SectionSettings,
     datasets: list[str],
     *,
     out_dir: Path,
@@ -275,7 +274,7 @@ def _execute_notebooks(
     if not datasets:
         return
     workers = min(workers, len(datasets))
-    threads = settings["threads"] or max(1, available_cores() // workers)
+    threads = settings.threads or max(1, available_cores() // workers)
     notebook = project_root() / section.notebook
     # Threads only wait here: each notebook runs in its own papermill process and kernel.
     pool = ThreadPoolExecutor(max_workers=workers)
@@ -361,14 +360,14 @@ def run_profile(
         raise ParamsError(f"workers must be a positive integer, got {workers!r}")
     runs = {}
     for name in sections:
-        chosen = check_datasets(datasets, "datasets") if datasets else settings[name]["datasets"]
+        chosen = check_datasets(datasets, "datasets") if datasets else settings[name].datasets
         try:
             run = _run_section(
                 SECTIONS[name],
                 settings[name],
                 out_dir=profile_dir / name,
                 datasets=list(chosen),
-                workers=workers or settings[name]["workers"],
+                workers=workers or settings[name].workers,
                 force=force,
                 progress=progress,
                 kernel=kernel,

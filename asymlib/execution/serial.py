@@ -4,8 +4,8 @@ reports: ``asymlib train PARAMS.yaml [--device cuda] [--slots N] [--stop-after S
 For a machine where only the training matters, such as a GPU box lent for a few minutes or
 a batch node without Jupyter: it needs torch, pandas, pyarrow, scikit-learn and PyYAML, and
 imports nothing of Dask, papermill or the reports. It writes what ``asymlib run`` writes,
-into the same folders: each unit's shards as it finishes (``sections.units.ShardStore``)
-and the settings they were made with (``records``), so that ``asymlib run PARAMS.yaml``
+into the same folders: each unit's shards as it finishes, recording the settings they were
+made with (``sections.units.ShardStore``), so that ``asymlib run PARAMS.yaml``
 later, on any machine, finds those units done and only executes the notebooks and reports.
 
 - ``slots``: units trained at once, each in a process of its own. On one GPU they share the
@@ -23,6 +23,7 @@ later, on any machine, finds those units done and only executes the notebooks an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import os
 import socket
@@ -37,9 +38,10 @@ import pandas as pd
 import torch
 
 from ..core.data import DATASETS, DataFileError
+from ..sections.settings import SectionSettings
 from .cluster import available_cores  # no Dask at import: the module imports it where it uses it
 from .params import SECTIONS, ParamsError, check_datasets, load_params, positive_int, profile_sections
-from .records import OutputError, append_row, check_settings, check_writable, record_settings, unit_priority, writing
+from .records import OutputError, append_row, check_settings, check_writable, unit_priority, writing
 from .tasks import UnitResult, missing_raw_files, train_unit
 
 LOG_NAME = "train_log.csv"
@@ -68,7 +70,7 @@ class TrainSummary:
     seconds: float = 0.0
 
 
-def _train_job(job: SerialJob, settings: dict, threads: int, deadline: float) -> tuple[SerialJob, object]:
+def _train_job(job: SerialJob, settings: SectionSettings, threads: int, deadline: float) -> tuple[SerialJob, object]:
     """A worker's part: train ``job`` unless the deadline (``time.time()``) has passed.
     Returns the job and its ``UnitResult``, ``None`` (not started) or a traceback string."""
     if time.time() >= deadline:
@@ -79,12 +81,12 @@ def _train_job(job: SerialJob, settings: dict, threads: int, deadline: float) ->
         return job, traceback.format_exc()
 
 
-def _pending_jobs(settings: dict[str, dict], datasets: dict[str, list[str]], out_dirs: dict[str, Path]):
+def _pending_jobs(settings: dict[str, SectionSettings], datasets: dict[str, list[str]], out_dirs: dict[str, Path]):
     """Every unit of the chosen datasets not yet done in its store, largest first; and how
-    many were done already."""
+    many were done already (units made with other settings were refused before: ``_checked``)."""
     jobs, done = [], 0
     for name, section_settings in settings.items():
-        store = SECTIONS[name].store(out_dirs[name])
+        store = SECTIONS[name].store(out_dirs[name], section_settings)
         for dataset in datasets[name]:
             for unit, coordinates in SECTIONS[name].grid(section_settings, dataset).items():
                 if store.done(unit):
@@ -102,7 +104,7 @@ def _checked(
     datasets: Sequence[str] | None,
     device: str | None,
     out_dirs: dict[str, Path],
-) -> tuple[dict[str, dict], dict[str, list[str]]]:
+) -> tuple[dict[str, SectionSettings], dict[str, list[str]]]:
     """The sections' settings (``device`` applied) and chosen datasets, after every check
     that can fail before training: the profile, the device, stored results of other
     settings (``records.check_settings``), the output folders and the raw files."""
@@ -110,10 +112,10 @@ def _checked(
     chosen = {}
     for name in sections:
         if device is not None:
-            settings[name] = {**settings[name], "device": device}
-        _check_device(settings[name]["device"])
-        chosen[name] = check_datasets(datasets, "datasets") if datasets else settings[name]["datasets"]
-        in_tables = list(dict.fromkeys(settings[name]["datasets"] + chosen[name]))
+            settings[name] = dataclasses.replace(settings[name], device=device)
+        _check_device(settings[name].device)
+        chosen[name] = check_datasets(datasets, "datasets") if datasets else list(settings[name].datasets)
+        in_tables = list(dict.fromkeys([*settings[name].datasets, *chosen[name]]))
         check_settings(
             SECTIONS[name],
             settings[name],
@@ -166,7 +168,7 @@ def train_units(
     summary = TrainSummary(already_done=already_done)
     started = time.perf_counter()
     deadline = time.time() + (stop_after if stop_after is not None else float("inf"))
-    threads = {name: s["threads"] or max(1, available_cores() // slots) for name, s in settings.items()}
+    threads = {name: s.threads or max(1, available_cores() // slots) for name, s in settings.items()}
     calls = [(job, settings[job.section], threads[job.section], deadline) for job in jobs]
     bar = tqdm(total=len(jobs), desc="units", unit="unit", disable=not progress)
     pool = multiprocessing.get_context("spawn").Pool(slots) if slots > 1 and len(jobs) > 1 else None
@@ -192,17 +194,18 @@ def _status(outcome: object) -> str:
     return "ok" if isinstance(outcome, UnitResult) else "not started" if outcome is None else "FAILED"
 
 
-def _keep(job: SerialJob, outcome: object, settings: dict, out_dir: Path, summary: TrainSummary, *, slots: int) -> None:
-    """Write a finished unit's shards (settings recorded first) and its line of the log."""
+def _keep(
+    job: SerialJob, outcome: object, settings: SectionSettings, out_dir: Path, summary: TrainSummary, *, slots: int
+) -> None:
+    """Write a finished unit's shards (each with its unit and settings) and its line of the log."""
     if outcome is None:
         summary.not_started.append(job.unit)
         return
     if not isinstance(outcome, UnitResult):
         summary.failed[job.unit] = outcome
         return
-    section = SECTIONS[job.section]
-    record_settings(section, settings, out_dir=out_dir, dataset=job.dataset)
-    writing(out_dir, lambda: section.store(out_dir).save(job.unit, **outcome.tables))
+    store = SECTIONS[job.section].store(out_dir, settings)
+    writing(out_dir, lambda: store.save(job.unit, made_with=outcome.made_with, **outcome.tables))
     row = pd.DataFrame(
         [
             {
@@ -210,13 +213,13 @@ def _keep(job: SerialJob, outcome: object, settings: dict, out_dir: Path, summar
                 # run beside it is not seen), for ``asymlib estimate --measured``
                 "unit": job.unit,
                 "dataset": job.dataset,
-                "device": settings["device"],
+                "device": settings.device,
                 "slots": slots,
                 "sharing": slots,
                 "seconds": round(outcome.seconds, 3),
                 "worker": outcome.worker,
                 "finished": pd.Timestamp.now(tz="UTC").isoformat(timespec="seconds"),
-                "gpu": torch.cuda.get_device_name() if settings["device"].startswith("cuda") else "",
+                "gpu": torch.cuda.get_device_name() if settings.device.startswith("cuda") else "",
             }
         ]
     )

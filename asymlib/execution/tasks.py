@@ -22,38 +22,41 @@ import pandas as pd
 import torch
 
 from ..core.data import RAW_FILES, Dataset, default_data_dir, load_dataset
+from ..sections.settings import SectionSettings
 from .params import SECTIONS
 
 
 @dataclass(frozen=True)
 class UnitResult:
     """What a task sends back: the unit's tables (``Section.tables`` order), the seconds its
-    training and scoring took, and where it ran (``host:pid``)."""
+    training and scoring took, where it ran (``host:pid``), and the settings it was trained
+    with (the store that saves the tables checks them: ``ShardStore.save(made_with=...)``)."""
 
     tables: dict[str, pd.DataFrame]
     seconds: float
     worker: str
+    made_with: SectionSettings | None = None
 
 
-def train_unit(section: str, settings: dict, dataset: str, unit: dict, *, threads: int) -> UnitResult:
+def train_unit(section: str, settings: SectionSettings, dataset: str, unit: dict, *, threads: int) -> UnitResult:
     """Train and score one work unit of ``section`` (a name of ``SECTIONS``).
 
-    settings: the section's checked settings (``load_params``); unit: the unit's coordinates
-    (``Section.grid``, e.g. ``{"hidden": 64, "repeat": 0}``); threads: torch threads for the
-    task. The same unit and settings give the same tables bit for bit on any worker with the
-    same ``threads`` (a sum split over another number of threads rounds otherwise).
+    settings: the section's settings (``load_params``); unit: the unit's coordinates
+    (``SectionSettings.units``, e.g. ``{"hidden": 64, "repeat": 0}``); threads: torch threads
+    for the task. The same unit and settings give the same tables bit for bit on any worker
+    with the same ``threads`` (a sum split over another number of threads rounds otherwise).
     """
     torch.set_num_threads(threads)
     data = _dataset(
         dataset,
-        max_rows=settings["max_rows"],
-        split=settings["split"],
-        val_fraction=settings["val_fraction"],
+        max_rows=settings.max_rows,
+        split=settings.split,
+        val_fraction=settings.val_fraction,
         data_dir=str(default_data_dir()),
     )
     started = time.perf_counter()
-    tables = SECTIONS[section].train(data, settings, unit)
-    return UnitResult(tables, time.perf_counter() - started, f"{socket.gethostname()}:{os.getpid()}")
+    tables = SECTIONS[section].train(data, settings, **unit, progress=False)
+    return UnitResult(tables, time.perf_counter() - started, f"{socket.gethostname()}:{os.getpid()}", settings)
 
 
 @functools.lru_cache(maxsize=2)

@@ -6,23 +6,27 @@ stopped run loses at most the unit in progress and a re-run skips what is done.
 
 Seeds: member e of repeat r uses the same initialisation and data-order seeds for MLP and
 WMLP, so the two types differ only by the frozen entries (a paired comparison).
+
+``DeepEnsembleSettings`` holds the section's settings (one field per setting, with its
+check); the trainers take it whole, and the shard store records it beside every unit.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..core.data import Dataset, load_dataset
 from ..core.evaluation import UNCERTAINTY_SCORES, evaluate_ensemble, metric_name, relative_improvement, score
-from ..core.models import KINDS, MLPEnsemble, default_n_fix
-from ..core.trainer import TrainConfig, fit, predict
+from ..core.models import KINDS, MODEL_TYPES, MLPEnsemble, default_n_fix
+from ..core.trainer import TrainResult, fit, predict
 from ..core.uncertainty import residual_variances
+from .settings import SectionSettings, list_of, positive_int, positive_number, setting
 from .units import ShardStore, derive_seed, mask_seed, on_device
 
 PAPER_ENSEMBLE_SIZES = (2, 4, 8, 16, 32, 64)
@@ -56,49 +60,125 @@ def model_type(kind: str, *, hidden: int, n_fix: int | None = None, kappa: float
     return f"wmlp n_fix={fixed} kappa={kappa:g}"
 
 
-def train_deep_ensemble(
+def deep_ensemble_unit(dataset: str, hidden: int, repeat: int) -> str:
+    return f"{dataset}-h{hidden}-r{repeat}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeepEnsembleSettings(SectionSettings):
+    """The deep-ensemble section's settings (``params/*.yaml``'s ``deep_ensembles:``, the
+    notebook's parameters); the defaults are the paper's grid.
+
+    A new setting is one field here (default, check, what a good value looks like, whether a
+    profile must give it, whether results made with another value are incomparable) and its
+    use in the trainer below.
+    """
+
+    SECTION = "deep_ensembles"
+    TABLES = DEEP_ENSEMBLE_TABLES
+    UNIT_COLUMNS = ("dataset", "hidden", "repeat")
+
+    hidden_sizes: tuple[int, ...] = setting(
+        PAPER_HIDDEN_SIZES,
+        list_of(positive_int),
+        "a non-empty list of positive integers (hidden widths)",
+        required=True,
+        compared=False,
+    )
+    members: int = setting(64, positive_int, "a positive integer (members trained per type)", required=True)
+    ensemble_sizes: tuple[int, ...] = setting(
+        PAPER_ENSEMBLE_SIZES,
+        list_of(positive_int),
+        "a non-empty list of positive integers, none above members",
+        required=True,
+    )
+    repeats: int = setting(
+        5, positive_int, "a positive integer (independent repeats of the whole grid)", required=True, compared=False
+    )
+    types: tuple[str, ...] = setting(
+        KINDS,
+        list_of(lambda v: v in MODEL_TYPES),
+        f"a non-empty list out of {', '.join(MODEL_TYPES)} (smlp: sigma-Asymmetric)",
+    )
+    n_fix: tuple[int, ...] | None = setting(
+        None,
+        lambda v: v is None or list_of(positive_int)(v),
+        "null (the paper's frozen entries per unit) or a non-empty list of positive integers "
+        "(a WMLP per value: frozen entries per unit after the first layer)",
+    )
+    kappa: tuple[float, ...] = setting(
+        (1.0,),
+        list_of(positive_number),
+        "a non-empty list of positive numbers (standard deviations of the frozen values)",
+    )
+
+    def cross_problems(self) -> list[tuple[str, str]]:
+        largest = max(self.ensemble_sizes)
+        if largest > self.members:
+            return [("ensemble_sizes", f"has {largest}, more than members = {self.members}")]
+        too_many = [n for n in self.n_fix or () if n > min(self.hidden_sizes)]
+        if too_many:  # a unit has only `hidden` incoming weights to freeze
+            return [("n_fix", f"has {too_many[0]}, more than the smallest hidden size {min(self.hidden_sizes)}")]
+        return []
+
+    def units(self, dataset: str) -> dict[str, dict]:
+        return {
+            deep_ensemble_unit(dataset, hidden, repeat): {"hidden": hidden, "repeat": repeat}
+            for hidden in self.hidden_sizes
+            for repeat in range(self.repeats)
+        }
+
+    @classmethod
+    def unit_of(cls, row: Mapping[str, Any]) -> str:
+        return deep_ensemble_unit(row["dataset"], int(row["hidden"]), int(row["repeat"]))
+
+    def table_settings(self) -> str:
+        return str({"seed": self.seed, "members": self.members, **self.config.as_record()})
+
+    def variants(self) -> list[tuple[str, int | None, float]]:
+        """The models of a unit, (kind, n_fix, kappa): every type of ``types``; a WMLP for
+        every (n_fix, kappa) of the two ablation axes (``wasym_variants``)."""
+        return [
+            (kind, fixed, scale)
+            for kind in self.types
+            for fixed, scale in (wasym_variants(self.n_fix, self.kappa) if kind == "wmlp" else [(None, 1.0)])
+        ]
+
+
+@dataclass
+class TrainedEnsemble:
+    """One type's ``members`` networks of a unit after training: the batched model, what
+    ``fit`` recorded, the wall seconds it took and the members' seeds."""
+
+    model: MLPEnsemble
+    result: TrainResult
+    wall: float
+    init_seeds: list[int]
+    order_seeds: list[int]
+
+
+def fit_deep_ensemble(
     data: Dataset,
+    settings: DeepEnsembleSettings,
     *,
     hidden: int,
+    repeat: int,
     kind: str,
-    members: int = 64,
-    ensemble_sizes: Sequence[int] = PAPER_ENSEMBLE_SIZES,
-    seed: int = 0,
-    repeat: int = 0,
     n_fix: int | None = None,
     kappa: float = 1.0,
-    config: TrainConfig = TrainConfig(),
-    device: str | torch.device = "cpu",
     progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train ``members`` networks of one type as one batched model and evaluate them.
-
-    kind: "mlp", "wmlp" or "smlp" (``core.models``).
-    n_fix, kappa: a WMLP's frozen entries per unit after the first layer (None: the
-        paper's) and the standard deviation of their values; other kinds ignore them and
-        record 0 for both.
-    Returns two tidy tables:
-      models: one row per member (test metric; NLL, Brier score and ECE; epochs, training
-      time, seeds, whether it diverged and why, a diverged member's scores being NaN; the
-      metric without the test rows beyond training's range, and how many there are and
-      the largest |z| among them; for regression the residual variance on the validation
-      set that its NLL uses);
-      ensembles: one row per ensemble size (ensemble and interpolated metric, mean pairwise
-      L2 distance, the ensemble's NLL, Brier score and ECE, the members' disagreement or
-      ambiguity, the mean single model of this type and repeat and its scores, relative
-      improvement, and how many of the first k members were left out because they diverged).
-      Both carry ``type`` (``model_type``), ``n_fix`` and ``kappa``.
-    """
-    init_seeds, order_seeds = member_seeds(seed, repeat, members)
-    wasym = kind == "wmlp"
+) -> TrainedEnsemble:
+    """Train ``settings.members`` networks of one type as one batched model (no scoring)."""
+    init_seeds, order_seeds = member_seeds(settings.seed, repeat, settings.members)
+    device = settings.device
     model = MLPEnsemble(
         data.n_features,
         hidden,
         data.n_outputs,
-        members=members,
+        members=settings.members,
         kind=kind,
         init_seeds=init_seeds,
-        mask_seed=mask_seed(seed, repeat),
+        mask_seed=mask_seed(settings.seed, repeat),
         n_fix=wasym_n_fix(hidden, n_fix),
         kappa=kappa,
     ).to(device)
@@ -112,21 +192,38 @@ def train_deep_ensemble(
         to(data.y_val),
         task=data.task,
         order_seeds=order_seeds,
-        config=config,
+        config=settings.config,
         progress=progress,
         description=f"{data.name} h={hidden} r={repeat} {kind}",
     )
-    wall = time.perf_counter() - started
+    return TrainedEnsemble(model, result, time.perf_counter() - started, init_seeds, order_seeds)
+
+
+def deep_ensemble_tables(
+    data: Dataset,
+    settings: DeepEnsembleSettings,
+    trained: TrainedEnsemble,
+    *,
+    hidden: int,
+    repeat: int,
+    kind: str,
+    n_fix: int | None = None,
+    kappa: float = 1.0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score a trained type on the test set: its ``models`` and ``ensembles`` tables
+    (``train_deep_ensemble``)."""
+    model, result, device = trained.model, trained.result, settings.device
+    batch_size = settings.config.eval_batch_size
+    to = lambda t: t.to(device)  # noqa: E731
     variances = None
     if data.task == "regression":
-        val_outputs = predict(model, to(data.X_val), batch_size=config.eval_batch_size)
-        variances = residual_variances(val_outputs, to(data.y_val))
+        variances = residual_variances(predict(model, to(data.X_val), batch_size=batch_size), to(data.y_val))
     member_scores, ensembles = evaluate_ensemble(
         model,
         to(data.X_test),
         to(data.y_test),
         task=data.task,
-        sizes=ensemble_sizes,
+        sizes=settings.ensemble_sizes,
         exclude=result.diverged,
         variances=variances,
     )
@@ -135,10 +232,11 @@ def train_deep_ensemble(
     member_in_range = member_metric.copy()
     if out_of_range.any() and not out_of_range.all():
         kept = ~out_of_range
-        outputs = predict(model, to(data.X_test[kept]), batch_size=config.eval_batch_size)
+        outputs = predict(model, to(data.X_test[kept]), batch_size=batch_size)
         member_in_range = score(outputs, to(data.y_test[kept]), task=data.task).cpu().numpy()
         member_in_range[result.diverged] = np.nan
     worst = data.X_test.abs().amax(dim=0)
+    wasym = kind == "wmlp"
     key = {
         "dataset": data.name,
         "split": data.split,
@@ -152,7 +250,7 @@ def train_deep_ensemble(
     models = pd.DataFrame(
         {
             **key,
-            "member": np.arange(members),
+            "member": np.arange(settings.members),
             "metric": member_metric,
             **{name: member_scores[name].to_numpy() for name in UNCERTAINTY_SCORES},
             "val_residual_variance": np.nan if variances is None else variances.cpu().numpy(),
@@ -166,26 +264,77 @@ def train_deep_ensemble(
             "test_rows_out_of_range": int(out_of_range.sum()),
             "worst_test_z": float(worst.max()),
             "worst_test_feature": data.feature_names[int(worst.argmax())],
-            "init_seed": init_seeds,
-            "order_seed": order_seeds,
+            "init_seed": trained.init_seeds,
+            "order_seed": trained.order_seeds,
         }
     )
+    ensembles = _ensembles_table(data, settings, trained, key, member_scores, ensembles)
+    if result.precision != "float32":  # an opt-in lower matmul precision is part of the result
+        models["precision"] = ensembles["precision"] = result.precision
+    front = list(key) + ["ensemble_size"]
+    return models, ensembles[front + [c for c in ensembles.columns if c not in front]]
+
+
+def _ensembles_table(
+    data: Dataset,
+    settings: DeepEnsembleSettings,
+    trained: TrainedEnsemble,
+    key: dict,
+    member_scores: pd.DataFrame,
+    ensembles: pd.DataFrame,
+) -> pd.DataFrame:
+    """The ensembles beside the mean single model of their type and repeat, and the gain."""
     # Diverged members have NaN scores: the baselines are the means of the others.
-    everyone_diverged = bool(result.diverged.all())
+    everyone_diverged = bool(trained.result.diverged.all())
     mean = lambda column: float("nan") if everyone_diverged else float(np.nanmean(member_scores[column]))  # noqa: E731
     single = mean("metric")
     singles = {
         f"single_{name}": mean(name) if member_scores[name].notna().any() else np.nan for name in UNCERTAINTY_SCORES
     }
-    ensembles = ensembles.assign(**key, single_mean=single, **singles, members_trained=members, batch_wall_time=wall)
+    ensembles = ensembles.assign(
+        **key, single_mean=single, **singles, members_trained=settings.members, batch_wall_time=trained.wall
+    )
     ensembles["relative_improvement"] = relative_improvement(ensembles["ensemble_metric"], single, task=data.task)
     ensembles["interpolated_relative_improvement"] = relative_improvement(
         ensembles["interpolated_metric"], single, task=data.task
     )
-    if result.precision != "float32":  # an opt-in lower matmul precision is part of the result
-        models["precision"] = ensembles["precision"] = result.precision
-    front = list(key) + ["ensemble_size"]
-    return models, ensembles[front + [c for c in ensembles.columns if c not in front]]
+    return ensembles
+
+
+def train_deep_ensemble(
+    data: Dataset,
+    settings: DeepEnsembleSettings,
+    *,
+    hidden: int,
+    kind: str,
+    repeat: int = 0,
+    n_fix: int | None = None,
+    kappa: float = 1.0,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train ``settings.members`` networks of one type as one batched model and evaluate them.
+
+    kind: "mlp", "wmlp" or "smlp" (``core.models``).
+    n_fix, kappa: a WMLP's frozen entries per unit after the first layer (None: the
+        paper's) and the standard deviation of their values; other kinds ignore them and
+        record 0 for both.
+    settings: members, ensemble_sizes, seed, the training settings (``settings.config``)
+        and the device.
+    Returns two tidy tables:
+      models: one row per member (test metric; NLL, Brier score and ECE; epochs, training
+      time, seeds, whether it diverged and why, a diverged member's scores being NaN; the
+      metric without the test rows beyond training's range, and how many there are and
+      the largest |z| among them; for regression the residual variance on the validation
+      set that its NLL uses);
+      ensembles: one row per ensemble size (ensemble and interpolated metric, mean pairwise
+      L2 distance, the ensemble's NLL, Brier score and ECE, the members' disagreement or
+      ambiguity, the mean single model of this type and repeat and its scores, relative
+      improvement, and how many of the first k members were left out because they diverged).
+      Both carry ``type`` (``model_type``), ``n_fix`` and ``kappa``.
+    """
+    model = dict(hidden=hidden, repeat=repeat, kind=kind, n_fix=n_fix, kappa=kappa)
+    trained = fit_deep_ensemble(data, settings, **model, progress=progress)
+    return deep_ensemble_tables(data, settings, trained, **model)
 
 
 def wasym_variants(n_fix: Sequence[int] | None, kappa: Sequence[float]) -> list[tuple[int | None, float]]:
@@ -194,110 +343,57 @@ def wasym_variants(n_fix: Sequence[int] | None, kappa: Sequence[float]) -> list[
 
 
 def train_deep_ensemble_unit(
-    data: Dataset,
-    *,
-    hidden: int,
-    repeat: int,
-    types: Sequence[str] = KINDS,
-    members: int = 64,
-    ensemble_sizes: Sequence[int] = PAPER_ENSEMBLE_SIZES,
-    seed: int = 0,
-    n_fix: Sequence[int] | None = None,
-    kappa: Sequence[float] = (1.0,),
-    config: TrainConfig = TrainConfig(),
-    device: str | torch.device = "cpu",
-    progress: bool = True,
+    data: Dataset, settings: DeepEnsembleSettings, *, hidden: int, repeat: int, progress: bool = True
 ) -> dict[str, pd.DataFrame]:
-    """One work unit (dataset, hidden, repeat): every type of ``types`` trained and scored.
+    """One work unit (dataset, hidden, repeat): every model of ``settings.variants()`` trained
+    and scored (the types of ``types``; a WMLP for every (n_fix, kappa) of the ablation axes).
 
-    types: out of "mlp", "wmlp", "smlp"; a WMLP is trained for every (n_fix, kappa) of the
-        ablation axes ``n_fix`` (frozen entries per unit after the first layer; None: the
-        paper's) and ``kappa`` (``wasym_variants``), an MLP or sigma-Asymmetric MLP once.
     A pure function of the unit and its settings: it writes nothing, so a task that runs it
     on a cluster can be retried anywhere, and whoever holds the ``ShardStore`` saves the
-    result. The data are placed on ``device`` once for the whole unit.
+    result. The data are placed on ``settings.device`` once for the whole unit.
     Returns ``{"models": ..., "ensembles": ...}`` (``DEEP_ENSEMBLE_TABLES`` order), the
-    tables of ``train_deep_ensemble`` of every type one below the other.
+    tables of ``train_deep_ensemble`` of every model one below the other.
     """
-    data = on_device(data, device)
-    trained = [
-        (kind, fixed, scale)
-        for kind in types
-        for fixed, scale in (wasym_variants(n_fix, kappa) if kind == "wmlp" else [(None, 1.0)])
-    ]
+    data = on_device(data, settings.device)
     tables = [
         train_deep_ensemble(
-            data,
-            hidden=hidden,
-            kind=kind,
-            members=members,
-            ensemble_sizes=ensemble_sizes,
-            seed=seed,
-            repeat=repeat,
-            n_fix=fixed,
-            kappa=scale,
-            config=config,
-            device=device,
-            progress=progress,
+            data, settings, hidden=hidden, repeat=repeat, kind=kind, n_fix=fixed, kappa=scale, progress=progress
         )
-        for kind, fixed, scale in trained
+        for kind, fixed, scale in settings.variants()
     ]
     models = pd.concat([m for m, _ in tables], ignore_index=True)
     ensembles = pd.concat([e for _, e in tables], ignore_index=True)
-    settings = {"seed": seed, "members": members, **config.as_record()}
-    return {"models": models, "ensembles": ensembles.assign(settings=str(settings))}
-
-
-def deep_ensemble_unit(dataset: str, hidden: int, repeat: int) -> str:
-    return f"{dataset}-h{hidden}-r{repeat}"
+    return {"models": models, "ensembles": ensembles.assign(settings=settings.table_settings())}
 
 
 def run_deep_ensembles(
     dataset: str,
+    settings: DeepEnsembleSettings,
     *,
     out_dir: str | os.PathLike,
-    hidden_sizes: Sequence[int] = PAPER_HIDDEN_SIZES,
-    types: Sequence[str] = KINDS,
-    members: int = 64,
-    ensemble_sizes: Sequence[int] = PAPER_ENSEMBLE_SIZES,
-    repeats: int = 5,
-    seed: int = 0,
-    n_fix: Sequence[int] | None = None,
-    kappa: Sequence[float] = (1.0,),
-    config: TrainConfig = TrainConfig(),
     data_dir: str | os.PathLike | None = None,
-    max_rows: int | None = None,
-    split: str = "paper",
-    val_fraction: float | None = None,
-    device: str = "cpu",
+    redo: bool = False,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (hidden, repeat) unit of one dataset, skipping units already in ``out_dir``.
 
-    types, n_fix, kappa: what each unit trains (``train_deep_ensemble_unit``).
-    split, val_fraction, max_rows: how the data are cut (``load_dataset``).
+    settings: what each unit trains (``train_deep_ensemble_unit``) and how the data are cut
+        (split, val_fraction, max_rows: ``load_dataset``).
+    A unit stored in ``out_dir`` with other settings (or that is not what its name says)
+    raises ``ShardMismatch``, or with ``redo`` is trained again (``ShardStore``).
     Returns the dataset's models and ensembles tables (finished units, old and new).
     """
-    store = ShardStore(out_dir, tables=DEEP_ENSEMBLE_TABLES)
-    units = [(h, r) for h in hidden_sizes for r in range(repeats)]
-    todo = [(h, r) for h, r in units if not store.done(deep_ensemble_unit(dataset, h, r))]
+    store = ShardStore(out_dir, settings=settings, redo=redo)
+    units = settings.units(dataset)
+    todo = {name: unit for name, unit in units.items() if not store.done(name)}
     if todo:
-        data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, split=split, val_fraction=val_fraction)
-        for hidden, repeat in todo:
-            tables = train_deep_ensemble_unit(
-                data,
-                hidden=hidden,
-                repeat=repeat,
-                types=types,
-                members=members,
-                ensemble_sizes=ensemble_sizes,
-                seed=seed,
-                n_fix=n_fix,
-                kappa=kappa,
-                config=config,
-                device=device,
-                progress=progress,
-            )
-            store.save(deep_ensemble_unit(dataset, hidden, repeat), **tables)
-    names = [deep_ensemble_unit(dataset, h, r) for h, r in units]
-    return store.read(names, "models"), store.read(names, "ensembles")
+        data = load_dataset(
+            dataset,
+            data_dir=data_dir,
+            max_rows=settings.max_rows,
+            split=settings.split,
+            val_fraction=settings.val_fraction,
+        )
+        for name, unit in todo.items():
+            store.save(name, **train_deep_ensemble_unit(data, settings, **unit, progress=progress))
+    return store.read(list(units), "models"), store.read(list(units), "ensembles")

@@ -12,13 +12,17 @@ mixture start as those of a smaller one (experts are drawn in turn from one gene
 The W-Asymmetric entries are those of the deep-ensemble WMLPs of repeat 0: the protocol wants them
 identical for every expert and every mixture, and the mixtures of a unit share one set
 anyway (a stacked layer has one mask).
+
+``MixtureSettings`` holds the section's settings (one field per setting, with its check);
+the trainers take it whole, and the shard store records it beside every unit.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -29,8 +33,9 @@ from ..core.data import Dataset, load_dataset
 from ..core.diversity import ambiguity, pairwise_disagreement
 from ..core.evaluation import UNCERTAINTY_SCORES, metric_name, score
 from ..core.mixtures import ARCHITECTURES, GATINGS, MIXTURE_KINDS, PAPER_EXPERTS, MixtureEnsemble
-from ..core.trainer import TrainConfig, evaluating, fit, predict
+from ..core.trainer import TrainResult, evaluating, fit, predict
 from ..core.uncertainty import member_uncertainty, residual_variances
+from .settings import SectionSettings, list_of, number, one_of, positive_int, setting
 from .units import ShardStore, derive_seed, mask_seed, on_device
 
 #: Tag mixed into the mixtures' seeds so that they differ from the deep ensembles' members.
@@ -51,39 +56,120 @@ def mixture_unit(dataset: str, gating: str, kind: str, experts: int, balance_wei
     return name if not balance_weight else f"{name}-b{balance_weight:g}"
 
 
-def train_mixtures(
+@dataclass(frozen=True, kw_only=True)
+class MixtureSettings(SectionSettings):
+    """The mixture section's settings (``params/*.yaml``'s ``mixtures:``, the notebook's
+    parameters); the defaults are the paper's grid.
+
+    A new setting is one field here (default, check, what a good value looks like, whether a
+    profile must give it, whether results made with another value are incomparable) and its
+    use in the trainer below.
+    """
+
+    SECTION = "mixtures"
+    TABLES = MIXTURE_TABLES
+    UNIT_COLUMNS = ("dataset", "gating", "kind", "experts", "balance_weight")
+
+    gatings: tuple[str, ...] = setting(
+        GATINGS,
+        list_of(one_of(GATINGS)),
+        f"a non-empty list out of {', '.join(GATINGS)}",
+        required=True,
+        compared=False,
+    )
+    kinds: tuple[str, ...] = setting(
+        MIXTURE_KINDS,
+        list_of(one_of(MIXTURE_KINDS)),
+        f"a non-empty list out of {', '.join(MIXTURE_KINDS)}",
+        required=True,
+        compared=False,
+    )
+    experts: tuple[int, ...] = setting(
+        PAPER_EXPERTS,
+        list_of(positive_int),
+        "a non-empty list of positive integers (experts per mixture)",
+        required=True,
+        compared=False,
+    )
+    hidden: int = setting(64, positive_int, "a positive integer (every expert's hidden width)", required=True)
+    # repeats are the members of a unit, so more repeats means redoing every unit: compared
+    repeats: int = setting(5, positive_int, "a positive integer (mixtures per model, trained together)", required=True)
+    balance_weights: tuple[float, ...] = setting(
+        (0.0,),
+        list_of(lambda v: number(v) and v >= 0),
+        "a non-empty list of non-negative numbers (weights of the load-balancing loss; 0: none, the paper's)",
+        compared=False,
+    )
+    architecture: str = setting(
+        "paper",
+        one_of(ARCHITECTURES),
+        f"one of {', '.join(ARCHITECTURES)} (the paper's text's networks, or its code release's MoIE)",
+    )
+
+    def cross_problems(self) -> list[tuple[str, str]]:
+        if 2 not in self.experts:
+            # Figure 2 and every summary measure the gain over the same model with 2 experts.
+            return [("experts", f"must include 2 (gains are measured against 2 experts), got {list(self.experts)}")]
+        return []
+
+    def units(self, dataset: str) -> dict[str, dict]:
+        # smallest mixtures first: the 2-expert baselines are there early on in a long run
+        return {
+            mixture_unit(dataset, gating, kind, experts, weight): {
+                "gating": gating,
+                "kind": kind,
+                "experts": experts,
+                "balance_weight": weight,
+            }
+            for experts in sorted(self.experts)
+            for gating in self.gatings
+            for kind in self.kinds
+            for weight in self.balance_weights
+        }
+
+    @classmethod
+    def unit_of(cls, row: Mapping[str, Any]) -> str:
+        # results from before the load-balancing axis have no balance_weight: the paper's 0
+        weight = float(row.get("balance_weight", 0.0))
+        return mixture_unit(row["dataset"], row["gating"], row["kind"], int(row["experts"]), weight)
+
+    def table_settings(self) -> str:
+        record = {"seed": self.seed, "repeats": self.repeats, "hidden": self.hidden, **self.config.as_record()}
+        if self.architecture != "paper":
+            record["architecture"] = self.architecture
+        return str(record)
+
+
+@dataclass
+class TrainedMixtures:
+    """One model's ``repeats`` mixtures of a unit after training: the batched model, what
+    ``fit`` recorded (expert usage per epoch in ``monitored``), the wall seconds and seeds."""
+
+    model: MixtureEnsemble
+    result: TrainResult
+    wall: float
+    init_seeds: list[int]
+    order_seeds: list[int]
+    noise_seeds: list[int]
+
+
+def fit_mixtures(
     data: Dataset,
+    settings: MixtureSettings,
     *,
     gating: str,
     kind: str,
     experts: int,
-    hidden: int = 64,
-    repeats: int = 5,
-    seed: int = 0,
     balance_weight: float = 0.0,
-    architecture: str = "paper",
-    config: TrainConfig = TrainConfig(),
-    device: str | torch.device = "cpu",
     progress: bool = True,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Train the ``repeats`` mixtures of one model as one batched model and score them.
-
-    balance_weight: weight of the load-balancing loss (``core.mixtures``; 0: the paper's).
-    architecture: "paper" (the text's networks) or "release" (the code release's MoIE;
-    ``core.mixtures``), written to both tables.
-    Returns two tidy tables, both with ``balance_weight``:
-      mixtures: one row per repeat (test metric; NLL, Brier score and ECE of the mixture's
-      prediction; the disagreement or ambiguity between its experts, each expert run as
-      its own network; epochs, training time, parameters, seeds, whether it diverged and
-      why; a diverged mixture's scores are NaN);
-      usage: one row per repeat, epoch and expert: the expert's mean gate weight on the
-      validation set after that epoch (inference gate).
-    """
-    seeds = [mixture_seeds(seed, r) for r in range(repeats)]
+) -> TrainedMixtures:
+    """Train the ``settings.repeats`` mixtures of one model as one batched model (no scoring)."""
+    repeats, device = settings.repeats, settings.device
+    seeds = [mixture_seeds(settings.seed, r) for r in range(repeats)]
     init_seeds, order_seeds, noise_seeds = (list(column) for column in zip(*seeds))
     model = MixtureEnsemble(
         data.n_features,
-        hidden,
+        settings.hidden,
         data.n_outputs,
         members=repeats,
         experts=experts,
@@ -91,13 +177,14 @@ def train_mixtures(
         gating=gating,
         init_seeds=init_seeds,
         noise_seeds=noise_seeds,
-        mask_seed=mask_seed(seed, 0),
-        eval_seed=derive_seed(seed, _MIXTURE_SEED_TAG + 3),
+        mask_seed=mask_seed(settings.seed, 0),
+        eval_seed=derive_seed(settings.seed, _MIXTURE_SEED_TAG + 3),
         balance_weight=balance_weight,
-        architecture=architecture,
+        architecture=settings.architecture,
     ).to(device)
     to = lambda t: t.to(device)  # noqa: E731
     X_val = to(data.X_val)
+    batch_size = settings.config.eval_batch_size
     started = time.perf_counter()
     result = fit(
         model,
@@ -107,18 +194,36 @@ def train_mixtures(
         to(data.y_val),
         task=data.task,
         order_seeds=order_seeds,
-        config=config,
+        config=settings.config,
         progress=progress,
-        monitor=lambda m: m.expert_usage(X_val, batch_size=config.eval_batch_size),
+        monitor=lambda m: m.expert_usage(X_val, batch_size=batch_size),
         description=f"{data.name} {gating} {kind} K={experts}",
     )
     wall = time.perf_counter() - started
-    X_test, y_test = to(data.X_test), to(data.y_test)
-    outputs = predict(model, X_test, batch_size=config.eval_batch_size)
+    return TrainedMixtures(model, result, wall, init_seeds, order_seeds, noise_seeds)
+
+
+def mixture_tables(
+    data: Dataset,
+    settings: MixtureSettings,
+    trained: TrainedMixtures,
+    *,
+    gating: str,
+    kind: str,
+    experts: int,
+    balance_weight: float = 0.0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score trained mixtures on the test set: their ``mixtures`` and ``usage`` tables
+    (``train_mixtures``)."""
+    model, result, repeats, device = trained.model, trained.result, settings.repeats, settings.device
+    batch_size = settings.config.eval_batch_size
+    to = lambda t: t.to(device)  # noqa: E731
+    X_val, X_test, y_test = to(data.X_val), to(data.X_test), to(data.y_test)
+    outputs = predict(model, X_test, batch_size=batch_size)
     metric = score(outputs, y_test, task=data.task).cpu().numpy()
     variances = None
     if data.task == "regression":
-        variances = residual_variances(predict(model, X_val, batch_size=config.eval_batch_size), to(data.y_val))
+        variances = residual_variances(predict(model, X_val, batch_size=batch_size), to(data.y_val))
     scores = {name: np.full(repeats, np.nan) for name in UNCERTAINTY_SCORES}
     healthy = np.flatnonzero(~result.diverged)
     if len(healthy):  # a diverged mixture's outputs may not be numbers at all
@@ -127,7 +232,7 @@ def train_mixtures(
         )
         for name, values in found.items():
             scores[name][healthy] = values
-    diversity = _expert_diversity(model, X_test, task=data.task, batch_size=config.eval_batch_size)
+    diversity = _expert_diversity(model, X_test, task=data.task, batch_size=batch_size)
     metric[result.diverged] = np.nan  # a diverged mixture has no result, only its reason
     for values in diversity.values():
         values[result.diverged] = np.nan
@@ -139,7 +244,7 @@ def train_mixtures(
         "kind": kind,
         "experts": experts,
         "balance_weight": float(balance_weight),
-        "architecture": architecture,
+        "architecture": settings.architecture,
     }
     mixtures = pd.DataFrame(
         {
@@ -157,20 +262,24 @@ def train_mixtures(
             "diverged": result.diverged,
             "diverged_reason": result.diverged_reason,
             "parameters": model.parameters_per_mixture(),
-            "hidden": hidden,
-            "init_seed": init_seeds,
-            "order_seed": order_seeds,
-            "noise_seed": noise_seeds,
-            "batch_wall_time": wall,
+            "hidden": settings.hidden,
+            "init_seed": trained.init_seeds,
+            "order_seed": trained.order_seeds,
+            "noise_seed": trained.noise_seeds,
+            "batch_wall_time": trained.wall,
         }
     )
     if result.precision != "float32":  # an opt-in lower matmul precision is part of the result
         mixtures["precision"] = result.precision
-    usage = result.monitored  # (epochs, repeats, experts), NaN after a repeat stopped
-    epoch, repeat, expert = np.meshgrid(
-        np.arange(1, usage.shape[0] + 1), np.arange(repeats), np.arange(experts), indexing="ij"
-    )
-    usage_table = pd.DataFrame(
+    return mixtures, _usage_table(result.monitored, key)
+
+
+def _usage_table(usage: np.ndarray, key: dict) -> pd.DataFrame:
+    """One row per repeat, epoch and expert from ``fit``'s monitored usage, an array
+    (epochs, repeats, experts), NaN after a repeat stopped (those rows are left out)."""
+    epochs, repeats, experts = usage.shape
+    epoch, repeat, expert = np.meshgrid(np.arange(1, epochs + 1), np.arange(repeats), np.arange(experts), indexing="ij")
+    table = pd.DataFrame(
         {
             **key,
             "repeat": repeat.ravel(),
@@ -179,7 +288,36 @@ def train_mixtures(
             "usage": usage.ravel().astype(np.float32),
         }
     )
-    return mixtures, usage_table.dropna(subset=["usage"]).reset_index(drop=True)
+    return table.dropna(subset=["usage"]).reset_index(drop=True)
+
+
+def train_mixtures(
+    data: Dataset,
+    settings: MixtureSettings,
+    *,
+    gating: str,
+    kind: str,
+    experts: int,
+    balance_weight: float = 0.0,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train the ``settings.repeats`` mixtures of one model as one batched model and score them.
+
+    balance_weight: weight of the load-balancing loss (``core.mixtures``; 0: the paper's).
+    settings: hidden, repeats, seed, architecture ("paper": the text's networks, "release":
+    the code release's MoIE; ``core.mixtures``; written to both tables), the training
+    settings (``settings.config``) and the device.
+    Returns two tidy tables, both with ``balance_weight``:
+      mixtures: one row per repeat (test metric; NLL, Brier score and ECE of the mixture's
+      prediction; the disagreement or ambiguity between its experts, each expert run as
+      its own network; epochs, training time, parameters, seeds, whether it diverged and
+      why; a diverged mixture's scores are NaN);
+      usage: one row per repeat, epoch and expert: the expert's mean gate weight on the
+      validation set after that epoch (inference gate).
+    """
+    model = dict(gating=gating, kind=kind, experts=experts, balance_weight=balance_weight)
+    trained = fit_mixtures(data, settings, **model, progress=progress)
+    return mixture_tables(data, settings, trained, **model)
 
 
 def _expert_diversity(model: MixtureEnsemble, X: Tensor, *, task: str, batch_size: int) -> dict[str, np.ndarray]:
@@ -203,45 +341,33 @@ def _expert_diversity(model: MixtureEnsemble, X: Tensor, *, task: str, batch_siz
 
 def train_mixture_unit(
     data: Dataset,
+    settings: MixtureSettings,
     *,
     gating: str,
     kind: str,
     experts: int,
-    hidden: int = 64,
-    repeats: int = 5,
-    seed: int = 0,
     balance_weight: float = 0.0,
-    architecture: str = "paper",
-    config: TrainConfig = TrainConfig(),
-    device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[str, pd.DataFrame]:
-    """One work unit (dataset, gating, kind, experts): its ``repeats`` mixtures trained together.
+    """One work unit (dataset, gating, kind, experts, balance weight): its ``repeats``
+    mixtures trained together.
 
     A pure function of the unit and its settings: it writes nothing, so a task that runs it
     on a cluster can be retried anywhere, and whoever holds the ``ShardStore`` saves the
-    result. The data are placed on ``device`` once for the whole unit.
+    result. The data are placed on ``settings.device`` once for the whole unit.
     Returns ``{"usage": ..., "mixtures": ...}`` (``MIXTURE_TABLES`` order, the completion
     marker last), the tables of ``train_mixtures``.
     """
     mixtures, usage = train_mixtures(
-        on_device(data, device),
+        on_device(data, settings.device),
+        settings,
         gating=gating,
         kind=kind,
         experts=experts,
-        hidden=hidden,
-        repeats=repeats,
-        seed=seed,
         balance_weight=balance_weight,
-        architecture=architecture,
-        config=config,
-        device=device,
         progress=progress,
     )
-    settings = {"seed": seed, "repeats": repeats, "hidden": hidden, **config.as_record()}
-    if architecture != "paper":
-        settings["architecture"] = architecture
-    return {"usage": usage, "mixtures": mixtures.assign(settings=str(settings))}
+    return {"usage": usage, "mixtures": mixtures.assign(settings=settings.table_settings())}
 
 
 def add_relative_to_two(mixtures: pd.DataFrame) -> pd.DataFrame:
@@ -272,70 +398,36 @@ def finish_mixture_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataF
 
 def run_mixtures(
     dataset: str,
+    settings: MixtureSettings,
     *,
     out_dir: str | os.PathLike,
-    gatings: Sequence[str] = GATINGS,
-    kinds: Sequence[str] = MIXTURE_KINDS,
-    experts: Sequence[int] = PAPER_EXPERTS,
-    hidden: int = 64,
-    repeats: int = 5,
-    seed: int = 0,
-    balance_weights: Sequence[float] = (0.0,),
-    architecture: str = "paper",
-    config: TrainConfig = TrainConfig(),
     data_dir: str | os.PathLike | None = None,
-    max_rows: int | None = None,
-    split: str = "paper",
-    val_fraction: float | None = None,
-    device: str = "cpu",
+    redo: bool = False,
     progress: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (gating, kind, experts, balance weight) unit of one dataset, skipping units
     already in ``out_dir``.
 
-    balance_weights: the load-balancing weights to train with (an ablation axis; the paper: 0).
-    architecture: "paper" or "release" (whose networks; ``core.mixtures``). It is a setting of
+    settings: what each unit trains (``train_mixture_unit``) and how the data are cut
+        (split, val_fraction, max_rows: ``load_dataset``). The architecture is a setting of
         the output folder, as the split is: the unit names do not carry it.
-    split, val_fraction, max_rows: how the data are cut (``load_dataset``).
+    A unit stored in ``out_dir`` with other settings (another architecture, say) or that is
+    not what its name says raises ``ShardMismatch``, or with ``redo`` is trained again
+    (``ShardStore``).
     Returns the dataset's ``mixtures`` table (one row per gating, kind, experts, repeat,
     with ``relative_to_2``) and its ``usage`` table (finished units, old and new).
     """
-    for name, given, valid in (
-        ("gatings", gatings, GATINGS),
-        ("kinds", kinds, MIXTURE_KINDS),
-        ("architecture", [architecture], ARCHITECTURES),
-    ):
-        unknown = [v for v in given if v not in valid]
-        if unknown:
-            raise ValueError(f"unknown {name} {unknown}; valid: {', '.join(valid)}")
-    store = ShardStore(out_dir, tables=MIXTURE_TABLES)
-    # smallest mixtures first: the 2-expert baselines are there early on in a long run
-    units = [(g, k, e, w) for e in sorted(experts) for g in gatings for k in kinds for w in balance_weights]
-    todo = [u for u in units if not store.done(mixture_unit(dataset, *u))]
+    store = ShardStore(out_dir, settings=settings, redo=redo)
+    units = settings.units(dataset)
+    todo = {name: unit for name, unit in units.items() if not store.done(name)}
     if todo:
-        data = load_dataset(dataset, data_dir=data_dir, max_rows=max_rows, split=split, val_fraction=val_fraction)
-        for gating, kind, n_experts, weight in todo:
-            tables = train_mixture_unit(
-                data,
-                gating=gating,
-                kind=kind,
-                experts=n_experts,
-                hidden=hidden,
-                repeats=repeats,
-                seed=seed,
-                balance_weight=weight,
-                architecture=architecture,
-                config=config,
-                device=device,
-                progress=progress,
-            )
-            store.save(mixture_unit(dataset, gating, kind, n_experts, weight), **tables)
-    names = [mixture_unit(dataset, *u) for u in units]
-    mixtures = add_relative_to_two(store.read(names, "mixtures"))
-    stored = set(mixtures["architecture"]) if len(mixtures) else set()
-    if stored - {architecture}:  # units of the other networks, found done under the same names
-        raise ValueError(
-            f"{out_dir} holds {dataset} mixtures of architecture {', '.join(sorted(stored - {architecture}))}, "
-            f"not {architecture!r}: give each architecture an output folder of its own"
+        data = load_dataset(
+            dataset,
+            data_dir=data_dir,
+            max_rows=settings.max_rows,
+            split=settings.split,
+            val_fraction=settings.val_fraction,
         )
-    return mixtures, store.read(names, "usage")
+        for name, unit in todo.items():
+            store.save(name, **train_mixture_unit(data, settings, **unit, progress=progress))
+    return add_relative_to_two(store.read(list(units), "mixtures")), store.read(list(units), "usage")

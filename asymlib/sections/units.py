@@ -6,22 +6,30 @@ experts). Its seeds derive from integers alone (never from Python's ``hash()``),
 gives the same numbers in any process; its tables are written as Parquet shards, the
 completion marker last, so a stopped run loses at most the unit in progress. A unit's
 data move to its device (CPU or GPU) in one place, ``on_device``.
+
+The store owns "which settings made this": every shard records its unit, its table, the
+format of its tables and the settings that made it, and a store opened with settings counts
+a unit as done only when all of that matches (``ShardStore``).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import yaml
 
 from ..core.data import Dataset
+from .settings import ParamsError, SectionSettings
 
 
 def derive_seed(*key: int) -> int:
@@ -48,63 +56,322 @@ def on_device(data: Dataset, device: str | torch.device) -> Dataset:
     return dataclasses.replace(data, **moved)
 
 
+#: The key of a shard's record in its Parquet file's metadata.
+RECORD_KEY = b"asymlib"
+#: Beside the shards: the settings each dataset's units were made with (``ShardStore.summary``).
+SUMMARY_NAME = "settings.yaml"
+
+
+class ShardMismatch(ParamsError):
+    """A stored unit is not what the store was asked for: another unit's rows, another
+    table format, or other settings. ``problems`` says how, e.g. ``["members: 4 -> 8"]``."""
+
+    def __init__(self, message: str, *, unit: str, problems: list[str]) -> None:
+        super().__init__(message)
+        self.unit = unit
+        self.problems = problems
+
+
 class ShardStore:
     """Finished work units as Parquet shards under ``root/shards``, one file per table.
 
-    tables: the tables every unit writes, the completion marker last (deep ensembles:
-        models, ensembles; mixtures: usage, mixtures).
+    settings: the section's settings (``SectionSettings``) the units are made with; they
+        give the tables (``settings.TABLES``, the completion marker last). Without them
+        (``tables`` alone) the store reads and writes shards of whatever settings, which is
+        what reports reading a finished folder need.
+    redo: what ``done`` does with a stored unit that does not match (``problems``): False,
+        refuse it (raise ``ShardMismatch``); True, count it as not done, so that it is
+        trained again and overwritten.
+
     Each file is written to a temporary name and renamed, so a kill mid-write leaves no
-    partial shard under the real name. A unit is done when every one of its files is there
-    and readable as Parquet (its footer checks out), so a shard damaged later (truncated by
-    a full disk, say) makes the unit count as not done, and a resume redoes it.
+    partial shard under the real name; its Parquet metadata holds its record (``RECORD_KEY``:
+    unit, table, ``settings.SCHEMA``, ``settings.record()``). A unit is complete when every one
+    of its files is there and readable as Parquet (its footer checks out), so a shard damaged
+    later (truncated by a full disk, say) makes the unit count as not done, and a resume
+    redoes it. A complete unit is done, for a store with settings, when each shard's record
+    and rows name this unit and table and its settings are these (``problems``).
+
+    ``settings.yaml`` beside the shards says, per dataset, the settings its units were last
+    saved with (read by reports and estimates). Shards written before shards carried a record
+    are accepted by this rule: such a shard was made with the settings ``settings.yaml``
+    records for its dataset (none recorded: unknown, so it does not match), and its rows must
+    still name its unit. Before the store changes a dataset's entry there, it writes that
+    entry into the dataset's shards that have no record, so the rule never relabels them.
     """
 
-    def __init__(self, root: str | os.PathLike, *, tables: Sequence[str]) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        tables: Sequence[str] | None = None,
+        settings: SectionSettings | None = None,
+        redo: bool = False,
+    ) -> None:
+        if settings is not None:
+            if tables is not None and tuple(tables) != settings.TABLES:
+                raise ValueError(f"{type(settings).__name__} writes the tables {settings.TABLES}, not {tuple(tables)}")
+            tables = settings.TABLES
         if not tables:
             raise ValueError("a ShardStore needs the names of its tables, the completion marker last")
         self.root = Path(root)
         self.shards = self.root / "shards"
         self.tables = tuple(tables)
         self.marker = self.tables[-1]
+        self.settings = settings
+        self.redo = redo
+        self._summary: tuple[tuple | None, dict] = (None, {})
+        self._checked: dict[str, tuple[tuple, list[str]]] = {}
 
     def path(self, unit: str, table: str) -> Path:
         return self.shards / f"{unit}-{table}.parquet"
 
-    def done(self, unit: str) -> bool:
-        return all(_readable(self.path(unit, table)) for table in self.tables)
+    # ----------------------------------------------------------------- state
 
-    def save(self, unit: str, **tables: pd.DataFrame) -> None:
-        """Write the unit's tables, in ``self.tables`` order (the completion marker last)."""
+    def complete(self, unit: str) -> bool:
+        """Whether every table of the unit is stored and readable, whatever made it."""
+        return all(_metadata(self.path(unit, table)) is not None for table in self.tables)
+
+    def problems(self, unit: str) -> list[str]:
+        """Why a stored unit is not this store's, e.g. ``["members: 4 -> 8"]``; empty when it
+        matches or is not complete. Without settings, only the records' unit and table count."""
+        stamps = (*(_stamp(self.path(unit, table)) for table in self.tables), _stamp(self.root / SUMMARY_NAME))
+        if unit in self._checked and self._checked[unit][0] == stamps:  # files unchanged since
+            return list(self._checked[unit][1])
+        found: list[str] = []
+        for table in self.tables:
+            metadata = _metadata(self.path(unit, table))
+            if metadata is None:
+                return []
+            for problem in self._problems(unit, table, metadata):
+                if problem not in found:
+                    found.append(problem)
+        self._checked[unit] = (stamps, found)
+        return list(found)
+
+    def done(self, unit: str) -> bool:
+        """Whether the unit is finished here: complete and without ``problems``. A complete
+        unit with problems raises ``ShardMismatch``, or with ``redo`` is not done."""
+        if not self.complete(unit):
+            return False
+        problems = self.problems(unit)
+        if not problems:
+            return True
+        if self.redo:
+            return False
+        raise ShardMismatch(
+            f"{self.root} holds a unit {unit} that is not this one ({'; '.join(problems)}); "
+            "train it again with redo=True (--force), or choose another output folder",
+            unit=unit,
+            problems=problems,
+        )
+
+    def units(self) -> list[str]:
+        """Every complete unit in the store, whatever made it."""
+        suffix = f"-{self.marker}.parquet"
+        names = sorted(p.name[: -len(suffix)] for p in self.shards.glob(f"*{suffix}"))
+        return [name for name in names if self.complete(name)]
+
+    def dataset_units(self, dataset: str) -> list[str]:
+        """Every complete unit of ``dataset`` (unit names start with the dataset's)."""
+        return [unit for unit in self.units() if unit.startswith(f"{dataset}-")]
+
+    # ----------------------------------------------------------------- writing
+
+    def save(self, unit: str, *, made_with: SectionSettings | None = None, **tables: pd.DataFrame) -> None:
+        """Write the unit's tables, in ``self.tables`` order (the completion marker last),
+        each with its record.
+
+        made_with: the settings the tables were made with, when someone else made them (a
+        Dask task): they must be the store's. A store with settings also refuses tables
+        whose rows name another unit. Refused tables raise ``ShardMismatch``; nothing is written.
+        """
         if tuple(tables) != self.tables:
             raise ValueError(f"save the tables {self.tables} in that order (the marker last), got {tuple(tables)}")
+        problems = self._refusals(unit, tables, made_with)
+        if problems:
+            raise ShardMismatch(
+                f"{self.root}: refused to save {unit}: {'; '.join(problems)}", unit=unit, problems=problems
+            )
         self.shards.mkdir(parents=True, exist_ok=True)
+        if self.settings is not None:
+            self.note_settings(_dataset_of(unit))
+        settings = None if self.settings is None else self.settings.record()
         for table, frame in tables.items():
-            target = self.path(unit, table)
-            partial = target.with_suffix(".partial")
-            frame.to_parquet(partial, index=False)
-            partial.replace(target)
+            record = {"unit": unit, "table": table, "schema": self._schema(), "settings": settings}
+            _write(self.path(unit, table), pa.Table.from_pandas(frame, preserve_index=False), record)
+
+    def delete(self, unit: str) -> None:
+        """Forget a unit (completion marker first, so a crash leaves it 'not done'), and its
+        dataset's entry in ``settings.yaml`` once the dataset has no unit left."""
+        for table in reversed(self.tables):
+            self.path(unit, table).unlink(missing_ok=True)
+        dataset, summary = _dataset_of(unit), self.summary()
+        if dataset in summary and not self.dataset_units(dataset):
+            del summary[dataset]
+            if summary:
+                write_yaml(self.root / SUMMARY_NAME, summary)
+            else:
+                (self.root / SUMMARY_NAME).unlink()
+
+    def note_settings(self, dataset: str) -> None:
+        """Record the store's settings for ``dataset`` in ``settings.yaml`` (``save`` does, before
+        a unit's first shard), first writing the entry they replace into the dataset's shards
+        that have no record."""
+        if self.settings is None:
+            raise ValueError("a ShardStore without settings has no settings to record")
+        summary, now = self.summary(), self.settings.record()
+        if summary.get(dataset) == now:
+            return
+        for unit in self.dataset_units(dataset):
+            for table in self.tables:
+                path = self.path(unit, table)
+                if self.record(unit, table) is None:
+                    record = {"unit": unit, "table": table, "schema": self._schema(), "settings": summary.get(dataset)}
+                    _write(path, pq.read_table(path), record)
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_yaml(self.root / SUMMARY_NAME, {**summary, dataset: now})
+
+    # ----------------------------------------------------------------- reading
 
     def read(self, units: Sequence[str], table: str) -> pd.DataFrame:
         """One table of the given finished units, concatenated (empty if there are none)."""
         parts = [pd.read_parquet(self.path(unit, table)) for unit in units if self.done(unit)]
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
-    def units(self) -> list[str]:
-        """Every finished unit in the store."""
-        suffix = f"-{self.marker}.parquet"
-        names = sorted(p.name[: -len(suffix)] for p in self.shards.glob(f"*{suffix}"))
-        return [name for name in names if self.done(name)]
+    def summary(self) -> dict:
+        """``settings.yaml``: dataset -> the settings its units were last saved with (read
+        again only when the file changed)."""
+        path = self.root / SUMMARY_NAME
+        stamp = _stamp(path)
+        if stamp is None:
+            return {}
+        if self._summary[0] != stamp:
+            self._summary = (stamp, yaml.safe_load(path.read_text()) or {})
+        return dict(self._summary[1])
 
-    def delete(self, unit: str) -> None:
-        """Forget a unit (completion marker first, so a crash leaves it 'not done')."""
-        for table in reversed(self.tables):
-            self.path(unit, table).unlink(missing_ok=True)
+    def record(self, unit: str, table: str) -> dict | None:
+        """A shard's record (unit, table, schema, settings), None for a shard from before
+        records (or a missing one)."""
+        return _record(_metadata(self.path(unit, table)))
+
+    # ----------------------------------------------------------------- inside
+
+    def _schema(self) -> int | None:
+        return None if self.settings is None else self.settings.SCHEMA
+
+    def _problems(self, unit: str, table: str, metadata: pq.FileMetaData) -> list[str]:
+        record, name = _record(metadata), f"its {table} shard"
+        if record is not None:
+            if record.get("unit") != unit:
+                return [f"{name} was written for unit {record.get('unit')}"]
+            if record.get("table") != table:
+                return [f"{name} holds the {record.get('table')} table"]
+        if self.settings is None:
+            return []
+        if record is not None and record.get("schema") not in (None, self.settings.SCHEMA):  # None: not said
+            return [f"{name} has table format {record.get('schema')}, not {self.settings.SCHEMA}"]
+        rows = _rows(self.path(unit, table), [*type(self.settings).UNIT_COLUMNS, "settings"])
+        try:
+            named = {type(self.settings).unit_of(row) for row in rows}
+        except KeyError as missing:
+            return [f"{name} lacks the column {missing}"]
+        if named - {unit}:
+            return [f"{name} holds rows of {', '.join(sorted(named - {unit}))}"]
+        # a shard from before records: made with what settings.yaml records for its dataset
+        made_with = record["settings"] if record is not None else self.summary().get(_dataset_of(unit))
+        if made_with is None:
+            return ["no record of the settings it was made with"]
+        found = type(self.settings).differences(made_with, self.settings.record())
+        if table == self.marker:  # what the rows themselves say
+            column = {row["settings"] for row in rows if "settings" in row}
+            found += _column_differences(sorted(column), self.settings.table_settings())
+        return found
+
+    def _refusals(self, unit: str, tables: Mapping[str, pd.DataFrame], made_with: SectionSettings | None) -> list[str]:
+        if self.settings is None:
+            return []
+        problems = []
+        if made_with is not None and made_with.record() != self.settings.record():
+            problems += type(self.settings).differences(made_with.record(), self.settings.record())
+        for table, frame in tables.items():
+            columns = [c for c in type(self.settings).UNIT_COLUMNS if c in frame]
+            try:
+                named = {
+                    type(self.settings).unit_of(row) for row in frame[columns].drop_duplicates().to_dict("records")
+                }
+            except KeyError as missing:
+                problems.append(f"the {table} table lacks the column {missing}")
+                continue
+            if named - {unit}:
+                problems.append(f"the {table} table holds rows of {', '.join(sorted(named - {unit}))}")
+        return problems
 
 
-def _readable(path: Path) -> bool:
-    """Whether ``path`` is a complete Parquet file (its footer parses); reads no data."""
+def _dataset_of(unit: str) -> str:
+    return unit.split("-", 1)[0]
+
+
+def _metadata(path: Path) -> pq.FileMetaData | None:
+    """A complete Parquet file's footer (it parses), else None; reads no data."""
     try:
-        pq.read_metadata(path)
+        return pq.read_metadata(path)
     except (OSError, pa.ArrowException):  # missing, unreadable or not (all) Parquet
-        return False
-    return True
+        return None
+
+
+def _record(metadata: pq.FileMetaData | None) -> dict | None:
+    raw = (metadata.metadata or {}).get(RECORD_KEY) if metadata is not None else None
+    return json.loads(raw) if raw is not None else None
+
+
+def _rows(path: Path, columns: Sequence[str]) -> list[dict]:
+    """The distinct rows of those of ``columns`` that the shard has."""
+    shard = pq.ParquetFile(path)
+    present = [c for c in columns if c in shard.schema_arrow.names]
+    return shard.read(columns=present).group_by(present).aggregate([]).to_pylist() if present else []
+
+
+def _stamp(path: Path) -> tuple | None:
+    """What changes when a file is written again (None: no file)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+def _column_differences(column: Sequence[str], expected: str) -> list[str]:
+    """How a marker table's ``settings`` column (its distinct values) differs from what
+    these settings write."""
+    found = []
+    for value in column:
+        try:
+            was, now = ast.literal_eval(value), ast.literal_eval(expected)
+        except (ValueError, SyntaxError):
+            was, now = {"settings": value}, {"settings": expected}
+        keys = list(dict.fromkeys([*now, *was]))
+        found += [f"{k}: {was.get(k)!r} -> {now.get(k)!r}" for k in keys if was.get(k) != now.get(k)]
+    return found
+
+
+def _write(path: Path, table: pa.Table, record: dict) -> None:
+    """Write a shard with ``record`` in its metadata under a temporary name (``.partial``, which
+    no glob for shards matches), then rename it into place."""
+    metadata = {**(table.schema.metadata or {}), RECORD_KEY: json.dumps(record).encode()}
+    partial = path.with_suffix(".partial")
+    pq.write_table(table.replace_schema_metadata(metadata), partial)
+    partial.replace(path)
+
+
+def write_yaml(path: Path, document: dict) -> None:
+    """Write ``path`` atomically (``replace_atomically``)."""
+    replace_atomically(path, lambda partial: partial.write_text(yaml.safe_dump(document, sort_keys=False)))
+
+
+def replace_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(partial)`` a file beside ``path``, then rename it into place: a reader (or a
+    run killed meanwhile) sees the old file or the new one, never half of it. The partial
+    name keeps the suffix (``<stem>.partial<suffix>``), for writers that go by it."""
+    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
+    write(partial)
+    partial.replace(path)

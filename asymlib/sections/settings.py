@@ -1,0 +1,303 @@
+"""A section's settings as one typed, frozen dataclass that checks its own values.
+
+Each section declares its settings class (``DeepEnsembleSettings`` in ``deep_ensembles``,
+``MixtureSettings`` in ``mixtures``) out of ``setting`` fields: a field is one setting, with
+its default, its check and a phrase saying what a good value looks like. That one object is
+what a YAML profile is read into (``SectionSettings.from_profile``, used by
+``execution/params.py``), what a notebook builds from its papermill parameters
+(``from_namespace``), what a Dask task trains with, and what the shard store records beside
+every unit it writes (``record``: the settings that make results comparable). A value that
+fails its check raises ``ParamsError`` naming the key, and the file when it came from one.
+
+The object also reads like the mapping the profile was (``settings["members"]``), so code
+that looks settings up by key works on it and on a recorded ``settings.yaml`` entry alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Iterator
+
+from ..core.data import DATASETS
+from ..core.splits import SPLITS
+from ..core.steps import PRECISIONS
+from ..core.trainer import TrainConfig
+
+
+class ParamsError(ValueError):
+    """A profile file is missing a key, has an unknown one, or a value of the wrong kind."""
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_int(value: Any) -> bool:
+    return is_int(value) and value >= 1
+
+
+def optional_positive_int(value: Any) -> bool:
+    return value is None or positive_int(value)
+
+
+def number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def positive_number(value: Any) -> bool:
+    return number(value) and value > 0
+
+
+def fraction(value: Any) -> bool:
+    return number(value) and 0 < value < 1
+
+
+def list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    """A non-empty list (or tuple) whose every item passes ``check``."""
+    return lambda value: isinstance(value, (list, tuple)) and len(value) > 0 and all(check(v) for v in value)
+
+
+def one_of(values: Iterable[Any]) -> Callable[[Any], bool]:
+    allowed = tuple(values)
+    return lambda value: isinstance(value, str) and value in allowed
+
+
+def setting(
+    default: Any, check: Callable[[Any], bool], expected: str, *, required: bool = False, compared: bool = True
+):
+    """One setting of a section, as a dataclass field.
+
+    default: its value when not given (a sequence as a tuple). check: value -> whether it is
+    good; expected: what a good value looks like, for the error message. required: a profile
+    must give it (the class default then only serves callers in Python, such as notebooks and
+    tests). compared: whether results made with another value are incomparable; False for
+    settings that only grow or shrink the grid or say where and how fast it runs.
+    """
+    return field(
+        default=default, metadata={"check": check, "expected": expected, "required": required, "compared": compared}
+    )
+
+
+def _first_repeat(value: Any) -> Any:
+    """The first item that a list value holds twice, else None (also for non-lists)."""
+    if not isinstance(value, (list, tuple)):
+        return None
+    seen = []
+    for item in value:
+        if item in seen:
+            return item
+        seen.append(item)
+    return None
+
+
+def check_datasets(names: Iterable[str], where: str) -> list[str]:
+    """``names`` if each is a known dataset named once, else ParamsError starting with ``where``."""
+    names = list(names)
+    unknown = [n for n in names if n not in DATASETS]
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise ParamsError(
+            f"{where}: unknown dataset{plural} {', '.join(map(repr, unknown))}; valid: {', '.join(DATASETS)}"
+        )
+    repeated = _first_repeat(names)
+    if repeated is not None:
+        raise ParamsError(f"{where}: lists {repeated!r} more than once; each dataset may appear once")
+    return names
+
+
+def _plain(value: Any) -> Any:
+    """A setting's value as YAML and JSON write it: tuples as lists."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True, kw_only=True)
+class SectionSettings(Mapping):
+    """What every section takes: which datasets, how to share the machine, how to train.
+
+    A subclass adds its section's settings as ``setting`` fields, names its section
+    (``SECTION``) and its result tables (``TABLES``, the completion marker last), says which
+    columns of its tables name the unit a row belongs to (``unit_of``), and may add checks
+    across settings (``cross_problems``). ``SCHEMA``: the version of the tables' format,
+    recorded in every shard; raise it when stored shards can no longer be read as new ones.
+    """
+
+    SECTION: ClassVar[str] = "section"
+    TABLES: ClassVar[tuple[str, ...]] = ()
+    SCHEMA: ClassVar[int] = 1
+    #: Settings of the run, not of the results: neither recorded nor passed to a notebook.
+    RUNNER_KEYS: ClassVar[tuple[str, ...]] = ("datasets", "workers", "threads")
+
+    datasets: tuple[str, ...] = setting(
+        DATASETS,
+        list_of(lambda v: isinstance(v, str)),
+        f"a non-empty list of dataset names out of {', '.join(DATASETS)}",
+        required=True,
+        compared=False,
+    )
+    workers: int = setting(
+        1,
+        positive_int,
+        "a positive integer (LocalCluster worker processes, and notebooks executed at once)",
+        required=True,
+        compared=False,
+    )
+    threads: int | None = setting(
+        None,
+        optional_positive_int,
+        "a positive integer or null (torch threads per task; null: cores // workers, or 1 on an existing cluster)",
+        required=True,
+        compared=False,
+    )
+    seed: int = setting(0, lambda v: is_int(v) and v >= 0, "a non-negative integer", required=True)
+    max_epochs: int = setting(1000, positive_int, "a positive integer", required=True)
+    patience: int = setting(
+        16, positive_int, "a positive integer (epochs without validation improvement)", required=True
+    )
+    max_rows: int | None = setting(
+        None, optional_positive_int, "a positive integer or null (null: the full dataset)", required=True
+    )
+    split: str = setting("paper", one_of(SPLITS), f"one of {', '.join(SPLITS)} (the paper's text, or its code release)")
+    val_fraction: float | None = setting(
+        None, lambda v: v is None or fraction(v), "a number strictly between 0 and 1, or null (the split's own)"
+    )
+    device: str = setting(
+        "cpu", lambda v: isinstance(v, str) and v != "", "a torch device such as cpu or cuda", compared=False
+    )
+    precision: str = setting(
+        "float32",
+        one_of(PRECISIONS),
+        f"one of {', '.join(PRECISIONS)} (the training steps' matrix multiplies; tf32 needs CUDA)",
+    )
+
+    # ----------------------------------------------------------------- checking
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if not f.metadata["check"](value):
+                raise ParamsError(f"{self.SECTION}.{f.name} must be {f.metadata['expected']}, got {value!r}")
+            repeated = _first_repeat(value)
+            if repeated is not None:
+                raise ParamsError(
+                    f"{self.SECTION}.{f.name} lists {repeated!r} more than once; each value may appear once "
+                    "(a repeated grid value would count its results twice)"
+                )
+            if isinstance(value, list):
+                object.__setattr__(self, f.name, tuple(value))
+        unknown = [n for n in self.datasets if n not in DATASETS]
+        if unknown:
+            plural = "s" if len(unknown) > 1 else ""
+            raise ParamsError(
+                f"{self.SECTION}.datasets has unknown dataset{plural} {', '.join(map(repr, unknown))}; "
+                f"valid: {', '.join(DATASETS)}"
+            )
+        for key, problem in self.cross_problems():
+            raise ParamsError(f"{self.SECTION}.{key} {problem}")
+
+    def cross_problems(self) -> list[tuple[str, str]]:
+        """Checks across settings, as (key, problem) pairs; none here."""
+        return []
+
+    # ----------------------------------------------------------------- building
+
+    @classmethod
+    def from_profile(cls, raw: Any, *, where: str) -> SectionSettings:
+        """The settings of a profile's section mapping ``raw``; optional keys get their
+        defaults. A ParamsError starts with ``where`` (the file) and names the key."""
+        name = cls.SECTION
+        if not isinstance(raw, dict):
+            problem = "is missing" if raw is None else f"must be a mapping, got {type(raw).__name__}"
+            raise ParamsError(f"{where}: section {name!r} {problem}")
+        keys = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(raw) - set(keys))
+        if unknown:
+            raise ParamsError(f"{where}: {name}.{unknown[0]} is not a known key; {name} takes {', '.join(keys)}")
+        for f in dataclasses.fields(cls):
+            if f.metadata["required"] and f.name not in raw:
+                raise ParamsError(f"{where}: {name}.{f.name} is missing; expected {f.metadata['expected']}")
+        try:
+            return cls(**raw)
+        except ParamsError as error:
+            raise ParamsError(f"{where}: {error}") from None
+
+    @classmethod
+    def from_namespace(cls, namespace: Mapping[str, Any], **given: Any) -> SectionSettings:
+        """The settings named in ``namespace`` (a notebook's ``globals()``, holding its
+        papermill parameters), other names ignored; ``given`` adds or overrides some."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in namespace.items() if k in names}, **given})
+
+    # ----------------------------------------------------------------- reading
+
+    @property
+    def config(self) -> TrainConfig:
+        """The training settings of a unit (``core.trainer``)."""
+        return TrainConfig(max_epochs=self.max_epochs, patience=self.patience, precision=self.precision)
+
+    @classmethod
+    def section_keys(cls) -> list[str]:
+        """The section's own settings, those a notebook takes as parameters (not the runner's)."""
+        return [f.name for f in dataclasses.fields(cls) if f.name not in cls.RUNNER_KEYS]
+
+    @classmethod
+    def default(cls, key: str) -> Any:
+        """A setting's default, as a profile would write it (a list, not a tuple)."""
+        return _plain(next(f for f in dataclasses.fields(cls) if f.name == key).default)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every setting as plain values (lists, not tuples), as YAML and papermill take them."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    def record(self) -> dict[str, Any]:
+        """The settings that make results comparable, as plain values: what the shard store
+        records beside each unit and ``settings.yaml`` beside each dataset. Settings that
+        only grow or shrink the grid and where it runs (``compared=False``) are left out."""
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["compared"]}
+
+    @classmethod
+    def differences(cls, recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+        """What changed between two records, e.g. ``["members: 4 -> 8"]``; a key missing
+        from an older record had its default then."""
+        was = {k: recorded.get(k, cls.default(k)) for k in now}
+        return [f"{k}: {was[k]!r} -> {v!r}" for k, v in now.items() if was[k] != v]
+
+    # ----------------------------------------------------------------- units
+
+    def units(self, dataset: str) -> dict[str, dict]:
+        """The work units of one dataset, ``{unit name: its coordinates}``, in training order."""
+        raise NotImplementedError
+
+    @classmethod
+    def unit_of(cls, rows: Mapping[str, Any]) -> str:
+        """The name of the unit that a row of any of the section's tables belongs to."""
+        raise NotImplementedError
+
+    #: The columns ``unit_of`` reads, those a shard has (a shard without one it needs
+    #: cannot be a unit's).
+    UNIT_COLUMNS: ClassVar[tuple[str, ...]] = ()
+
+    def table_settings(self) -> str:
+        """The ``settings`` column the completion-marker table carries (a unit's own record
+        of the settings that made it, kept as it has always been written)."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- mapping
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(f.name for f in dataclasses.fields(self))
+
+    def __len__(self) -> int:
+        return len(dataclasses.fields(self))
