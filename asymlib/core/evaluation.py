@@ -119,6 +119,38 @@ def _check_members(members, *, count: int) -> None:
 UNCERTAINTY_SCORES = ("nll", "brier", "ece")
 
 
+def _check_ensemble_inputs(model, X, y, *, task, sizes, exclude, batch_size, variances) -> tuple[list[int], np.ndarray]:
+    """``evaluate_ensemble``'s argument checks; returns the sizes as ints and the (E,) bool
+    exclusion flags."""
+    if not all(hasattr(model, name) for name in ("members", "interpolate", "flat_parameters")):
+        raise TypeError(
+            f"model: expected an ensemble with members, interpolate and flat_parameters (an MLPEnsemble), "
+            f"got {type(model).__name__}"
+        )
+    check_task(task)
+    check_outputs_for(model, task)
+    check_data(model, X, y, task=task, X_name="X", y_name="y")
+    check_int(batch_size, name="batch_size")
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes: expected a sequence of ensemble sizes, got {type(sizes).__name__}")
+    sizes = list(sizes)
+    if not sizes:
+        raise ValueError(f"sizes: expected at least one ensemble size in 1..{model.members}, got none")
+    for i, k in enumerate(sizes):
+        check_int(k, name=f"sizes[{i}]", minimum=None)
+    sizes = [int(k) for k in sizes]
+    if max(sizes) > model.members or min(sizes) < 1:
+        raise ValueError(f"ensemble sizes must lie in 1..{model.members} (the members trained), got {sizes}")
+    excluded = np.zeros(model.members, dtype=bool) if exclude is None else np.asarray(exclude, dtype=bool)
+    if excluded.shape != (model.members,):
+        raise ValueError(f"exclude needs one flag per member ({model.members}), got shape {excluded.shape}")
+    if variances is not None:
+        check_tensor(
+            variances, name="variances", dims=1, dtype="floating", rows=model.members, rows_of="the model's members"
+        )
+    return sizes, excluded
+
+
 def evaluate_ensemble(
     model,
     X: Tensor,
@@ -148,32 +180,9 @@ def evaluate_ensemble(
       regression; NaN for the other task and with fewer than 2 members), all NaN where no
       member is left, and excluded_members (how many of the first k were left out).
     """
-    if not all(hasattr(model, name) for name in ("members", "interpolate", "flat_parameters")):
-        raise TypeError(
-            f"model: expected an ensemble with members, interpolate and flat_parameters (an MLPEnsemble), "
-            f"got {type(model).__name__}"
-        )
-    check_task(task)
-    check_outputs_for(model, task)
-    check_data(model, X, y, task=task, X_name="X", y_name="y")
-    check_int(batch_size, name="batch_size")
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-        raise TypeError(f"sizes: expected a sequence of ensemble sizes, got {type(sizes).__name__}")
-    sizes = list(sizes)
-    if not sizes:
-        raise ValueError(f"sizes: expected at least one ensemble size in 1..{model.members}, got none")
-    for i, k in enumerate(sizes):
-        check_int(k, name=f"sizes[{i}]", minimum=None)
-    sizes = [int(k) for k in sizes]
-    if max(sizes) > model.members or min(sizes) < 1:
-        raise ValueError(f"ensemble sizes must lie in 1..{model.members} (the members trained), got {sizes}")
-    excluded = np.zeros(model.members, dtype=bool) if exclude is None else np.asarray(exclude, dtype=bool)
-    if excluded.shape != (model.members,):
-        raise ValueError(f"exclude needs one flag per member ({model.members}), got shape {excluded.shape}")
-    if variances is not None:
-        check_tensor(
-            variances, name="variances", dims=1, dtype="floating", rows=model.members, rows_of="the model's members"
-        )
+    sizes, excluded = _check_ensemble_inputs(
+        model, X, y, task=task, sizes=sizes, exclude=exclude, batch_size=batch_size, variances=variances
+    )
     regression = task == "regression"
     outputs = predict(model, X, batch_size=batch_size)
     members = pd.DataFrame({"metric": score(outputs, y, task=task).cpu().numpy()})

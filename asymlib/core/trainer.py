@@ -251,6 +251,21 @@ def _evaluate_losses(model: nn.Module, X: Tensor, y: Tensor, *, task: str, batch
     return total / len(X)
 
 
+def _check_fit_inputs(model, X_train, y_train, X_val, y_val, task, order_seeds, config, monitor) -> list[int]:
+    """``fit``'s argument checks (its docstring says which); returns the order seeds as ints."""
+    check_task(task)
+    check_outputs_for(model, task)
+    check_data(model, X_train, y_train, task=task, X_name="X_train", y_name="y_train")
+    check_data(model, X_val, y_val, task=task, X_name="X_val", y_name="y_val")
+    if X_val.shape[1] != X_train.shape[1]:
+        raise ValueError(f"X_val: expected {X_train.shape[1]} columns (as X_train), got shape {tuple(X_val.shape)}")
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+    if monitor is not None and not callable(monitor):
+        raise TypeError(f"monitor: expected a callable or None, got {type(monitor).__name__}")
+    return check_seeds(order_seeds, name="order_seeds", count=model.members)
+
+
 def fit(
     model: nn.Module,
     X_train: Tensor,
@@ -293,17 +308,7 @@ def fit(
     from tqdm.auto import tqdm
 
     members = _check_batched(model)
-    check_task(task)
-    check_outputs_for(model, task)
-    check_data(model, X_train, y_train, task=task, X_name="X_train", y_name="y_train")
-    check_data(model, X_val, y_val, task=task, X_name="X_val", y_name="y_val")
-    if X_val.shape[1] != X_train.shape[1]:
-        raise ValueError(f"X_val: expected {X_train.shape[1]} columns (as X_train), got shape {tuple(X_val.shape)}")
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
-    order_seeds = check_seeds(order_seeds, name="order_seeds", count=members)
-    if monitor is not None and not callable(monitor):
-        raise TypeError(f"monitor: expected a callable or None, got {type(monitor).__name__}")
+    order_seeds = _check_fit_inputs(model, X_train, y_train, X_val, y_val, task, order_seeds, config, monitor)
     generators = [torch.Generator().manual_seed(int(s)) for s in order_seeds]
     n = len(X_train)
     book = _Bookkeeping.start(model, config)
