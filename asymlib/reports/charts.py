@@ -8,6 +8,8 @@ view it shows, so that a page with no kernel (the report's HTML copy) still show
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import altair as alt
@@ -109,3 +111,19 @@ def table_and_chart(table: pd.DataFrame, chart: alt.TopLevelMixin) -> list[dict[
         {"text/html": caption + table.to_html(float_format=lambda v: f"{v:.4g}"), "text/plain": table.to_string()},
         {"text/html": chart_html(chart), "text/plain": f"<chart: {chart.title}>"},
     ]
+
+
+def save_charts(
+    charts: dict[str, alt.TopLevelMixin], folder: str | os.PathLike, *, formats: Sequence[str]
+) -> list[Path]:
+    """Each chart as ``<folder>/<name>.<format>`` (SVG or PNG), drawn by ``vl-convert-python``
+    without a browser; returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, chart in charts.items():
+        for extension in formats:
+            path = folder / f"{name}.{extension}"
+            chart.save(str(path))
+            paths.append(path)
+    return paths

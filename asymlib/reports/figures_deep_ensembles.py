@@ -36,6 +36,7 @@ from .charts import (
     inline_data,
     present_scale,
     range_slider,
+    save_charts,
     table_and_chart,
 )
 from .tables import paper_reference
@@ -668,12 +669,4 @@ def save_figures(
 ) -> list[Path]:
     """Figures 1 and 3 as image files (``figure1.svg``, ``figure3.svg``, ...), drawn by
     ``vl-convert-python`` without a browser; returns their paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, chart in (("figure1", figure1(ensembles)), ("figure3", figure3(ensembles))):
-        for extension in formats:
-            path = folder / f"{name}.{extension}"
-            chart.save(str(path))
-            paths.append(path)
-    return paths
+    return save_charts({"figure1": figure1(ensembles), "figure3": figure3(ensembles)}, folder, formats=formats)

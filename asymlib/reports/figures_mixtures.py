@@ -39,6 +39,7 @@ from .charts import (
     dash_legend,
     inline_data,
     range_slider,
+    save_charts,
     table_and_chart,
 )
 from .tables import grid_order, paper_reference
@@ -573,12 +574,4 @@ def mixture_explorer(
 def save_figures(mixtures: pd.DataFrame, folder: str | os.PathLike, *, formats: Sequence[str] = ("svg",)) -> list[Path]:
     """Figures 2 and 4 as image files (``figure2.svg``, ``figure4.svg``, ...), drawn by
     ``vl-convert-python`` without a browser; returns their paths."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, chart in (("figure2", figure2(mixtures)), ("figure4", figure4(mixtures))):
-        for extension in formats:
-            path = folder / f"{name}.{extension}"
-            chart.save(str(path))
-            paths.append(path)
-    return paths
+    return save_charts({"figure2": figure2(mixtures), "figure4": figure4(mixtures)}, folder, formats=formats)

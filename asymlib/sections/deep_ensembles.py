@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..core.data import Dataset, load_dataset
+from ..core.data import Dataset
 from ..core.evaluation import UNCERTAINTY_SCORES, evaluate_ensemble, metric_name, relative_improvement, score
 from ..core.models import KINDS, MODEL_TYPES, MLPEnsemble, default_n_fix
 from ..core.trainer import TrainResult, fit, predict
@@ -387,13 +387,7 @@ def run_deep_ensembles(
     units = settings.units(dataset)
     todo = {name: unit for name, unit in units.items() if not store.done(name)}
     if todo:
-        data = load_dataset(
-            dataset,
-            data_dir=data_dir,
-            max_rows=settings.max_rows,
-            split=settings.split,
-            val_fraction=settings.val_fraction,
-        )
+        data = settings.load_data(dataset, data_dir=data_dir)
         for name, unit in todo.items():
             store.save(name, **train_deep_ensemble_unit(data, settings, **unit, progress=progress))
     return store.read(list(units), "models"), store.read(list(units), "ensembles")

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from ..core.data import Dataset, load_dataset
+from ..core.data import Dataset
 from ..core.diversity import ambiguity, pairwise_disagreement
 from ..core.evaluation import UNCERTAINTY_SCORES, metric_name, score
 from ..core.mixtures import ARCHITECTURES, GATINGS, MIXTURE_KINDS, PAPER_EXPERTS, MixtureEnsemble
@@ -421,13 +421,7 @@ def run_mixtures(
     units = settings.units(dataset)
     todo = {name: unit for name, unit in units.items() if not store.done(name)}
     if todo:
-        data = load_dataset(
-            dataset,
-            data_dir=data_dir,
-            max_rows=settings.max_rows,
-            split=settings.split,
-            val_fraction=settings.val_fraction,
-        )
+        data = settings.load_data(dataset, data_dir=data_dir)
         for name, unit in todo.items():
             store.save(name, **train_mixture_unit(data, settings, **unit, progress=progress))
     return add_relative_to_two(store.read(list(units), "mixtures")), store.read(list(units), "usage")

@@ -242,6 +242,14 @@ class SectionSettings(Mapping):
         """The training settings of a unit (``core.trainer``)."""
         return TrainConfig(max_epochs=self.max_epochs, patience=self.patience, precision=self.precision)
 
+    def load_data(self, dataset: str, *, data_dir=None):
+        """``dataset`` loaded as these settings say (row cap, split, validation fraction)."""
+        from ..core.data import load_dataset
+
+        return load_dataset(
+            dataset, data_dir=data_dir, max_rows=self.max_rows, split=self.split, val_fraction=self.val_fraction
+        )
+
     @classmethod
     def section_keys(cls) -> list[str]:
         """The section's own settings, those a notebook takes as parameters (not the runner's)."""
