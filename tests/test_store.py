@@ -180,10 +180,7 @@ def test_settings_yaml_follows_the_units_saved_and_deleted(stored, tmp_path):
     assert stored.summary() == {"churn": TINY.record()}
     stored.delete(UNIT)
     assert not (stored.root / "settings.yaml").exists()  # no unit left, no entry
-    from asymlib.execution.params import SECTIONS
-    from asymlib.execution.records import record_settings  # kept for older callers
-
-    record_settings(SECTIONS["deep_ensembles"], TINY, out_dir=tmp_path / "new", dataset="churn")
+    ShardStore(tmp_path / "new", settings=TINY).note_settings("churn")
     assert yaml.safe_load((tmp_path / "new" / "settings.yaml").read_text()) == {"churn": TINY.record()}
 
 

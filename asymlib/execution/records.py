@@ -28,7 +28,6 @@ __all__ = [
     "check_settings",
     "check_writable",
     "forget",
-    "record_settings",
     "replace_atomically",
     "unit_priority",
     "write_if_changed",
@@ -90,13 +89,6 @@ def check_settings(
             f"(without --datasets), or add {', '.join(stale)} to --datasets with --force, "
             "or choose another output folder"
         )
-
-
-def record_settings(section: Section, settings: SectionSettings, *, out_dir: Path, dataset: str) -> None:
-    """Record ``settings`` for ``dataset`` in ``settings.yaml`` now, if it does not hold them
-    yet. Kept for callers from before the shard store did it itself: ``ShardStore.save``
-    records them before a unit's first shard (``ShardStore.note_settings``)."""
-    writing(out_dir, lambda: section.store(out_dir, settings).note_settings(dataset))
 
 
 def append_row(row: pd.DataFrame, path: Path) -> None:

@@ -80,17 +80,18 @@ def _paper_rule(settings_file: Path) -> bool:
     return bool(recorded) and all(follows_paper_rule(s) for s in recorded.values())
 
 
-def read_source(profile_dir: str | os.PathLike) -> Source:
-    """The paper's points in a profile folder (``runs/<profile>``): its deep ensembles and
-    mixtures made with the paper's stopping rule on full data (others are left out)."""
+def read_source(profile_dir: str | os.PathLike, *, sections: Sequence[str] = ("deep_ensembles", "mixtures")) -> Source:
+    """The paper's points in a profile folder (``runs/<profile>``): those of its ``sections``
+    (deep ensembles, mixtures) made with the paper's stopping rule on full data (others are
+    left out)."""
     profile_dir = Path(profile_dir)
     parts = []
-    if _paper_rule(profile_dir / "deep_ensembles" / "settings.yaml"):
+    if "deep_ensembles" in sections and _paper_rule(profile_dir / "deep_ensembles" / "settings.yaml"):
         ensembles = _committed(profile_dir / "deep_ensembles" / "ensembles.csv")
         if ensembles is None:
             ensembles = load_results(profile_dir / "deep_ensembles").ensembles
         parts.append(_ensemble_points(paper_types(ensembles)))
-    if _paper_rule(profile_dir / "mixtures" / "settings.yaml"):
+    if "mixtures" in sections and _paper_rule(profile_dir / "mixtures" / "settings.yaml"):
         mixtures = _committed(profile_dir / "mixtures" / "mixtures.csv")
         if mixtures is None:
             mixtures = load_mixture_results(profile_dir / "mixtures").mixtures
@@ -320,4 +321,4 @@ def architectures_beside(profile_dir: str | os.PathLike) -> pd.DataFrame:
     siblings = sorted(
         p for p in profile_dir.parent.iterdir() if p != profile_dir and (p / "mixtures" / "settings.yaml").is_file()
     )
-    return architecture_comparison([read_source(p) for p in [profile_dir, *siblings]])
+    return architecture_comparison([read_source(p, sections=("mixtures",)) for p in [profile_dir, *siblings]])
