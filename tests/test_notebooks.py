@@ -41,3 +41,47 @@ def test_notebook_defaults_are_the_smoke_profile():
 def test_committed_notebooks_are_small():
     for notebook in (REPO / "notebooks").glob("*.ipynb"):
         assert notebook.stat().st_size < 200_000, f"{notebook} has large outputs; aggregate before charting"
+
+
+FLAKY_KERNEL = """
+import os, runpy, sys
+marker = sys.argv.pop(1)
+if not os.path.exists(marker):  # the first start dies, as a kernel that lost a port race does
+    open(marker, "w").close()
+    sys.exit(1)
+sys.argv[0] = "ipykernel_launcher"
+runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_kernel_that_dies_starting_is_tried_once_more(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    import nbformat
+
+    from asymlib.execution.notebooks import execute_notebook
+
+    script = tmp_path / "flaky_kernel.py"
+    script.write_text(FLAKY_KERNEL)
+    spec = tmp_path / "jupyter" / "kernels" / "flaky"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, str(script), str(tmp_path / "started_once"), "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "flaky", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("x * 6"),
+        ],
+        metadata={"kernelspec": {"name": "flaky", "language": "python", "display_name": "flaky"}},
+    )
+    nbformat.write(notebook, tmp_path / "in.ipynb")
+
+    succeeded, _ = execute_notebook(tmp_path / "in.ipynb", tmp_path / "out.ipynb", {"x": 7}, threads=1, kernel="flaky")
+
+    log = (tmp_path / "out.log").read_text()
+    assert succeeded, log
+    assert "the kernel ran no cell" in log and "trying once more" in log
+    executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
+    assert executed.cells[-1].outputs[0]["data"]["text/plain"] == "42"

@@ -18,6 +18,7 @@ import nbformat
 import pytest
 import yaml
 
+from asymlib.core.project import notebook_error
 from asymlib.execution.runner import run_profile
 from asymlib.reports import html as offline
 from asymlib.reports import stitch
@@ -70,11 +71,21 @@ def built_report(tmp_path_factory: pytest.TempPathFactory, section: str = "deep_
         params.write_text(yaml.safe_dump({section: profile}))
         runs = run_profile(params, out_root=root / "runs", sections=[section], progress=False, report=False)
         run = runs[section]
-        assert run.ok, run.failed
+        assert run.ok, _why_failed(run.failed)
         # The plain-Python entry: stitch_section, execute_report, export_html.
         html = stitch.build_report(run.out_dir, section=section)
         _BUILT[section] = BuiltReport(run.out_dir, html.with_suffix(".ipynb"), html)
     return _BUILT[section]
+
+
+def _why_failed(failed: dict[str, Path]) -> str:
+    """Each failed dataset's error and the end of its papermill log, for the assertion message."""
+    lines = []
+    for dataset, where in failed.items():
+        log = where.with_suffix(".log")
+        tail = log.read_text()[-3000:] if log.is_file() else "(no log)"
+        lines.append(f"{dataset}: {notebook_error(where)}\n{tail}")
+    return "\n".join(lines)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ another Python than this one.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -64,6 +65,12 @@ def notebook_parameters(section: Section, settings: SectionSettings, dataset: st
     return {"dataset": dataset, **own, "out_dir": str(out_dir), "threads": threads, "progress": False}
 
 
+#: Seconds papermill waits for a kernel to start (its default, 60, is short on a 2-core
+#: machine starting several kernels while others train).
+KERNEL_START_SECONDS = 180
+#: Tries for a notebook whose kernel ran no cell.
+KERNEL_START_TRIES = 2
+
 #: The papermill processes running now, so that an interrupted runner can stop them.
 _running: set[subprocess.Popen] = set()
 _running_lock = threading.Lock()
@@ -75,8 +82,11 @@ def execute_notebook(
     """Run one notebook with papermill in a subprocess; its output goes to ``<output>.log``.
 
     The subprocess exits when this process does, however it ends (``papermill_child``).
-    The executed notebook is signed for this user's Jupyter (``trust_notebook``), so that
-    JupyterLab draws its stored charts. Returns whether it succeeded and the seconds it took.
+    A run whose kernel never executed a cell (it did not start in time, or died starting, as
+    happens now and then when several kernels start at once on a busy machine) is tried once
+    more; the log keeps both tries. The executed notebook is signed for this user's Jupyter
+    (``trust_notebook``), so that JupyterLab draws its stored charts. Returns whether it
+    succeeded and the seconds it took.
     """
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     command = [
@@ -89,20 +99,23 @@ def execute_notebook(
         yaml.safe_dump(parameters),
         "--kernel",
         kernel,
+        "--start-timeout",
+        str(KERNEL_START_SECONDS),
         "--no-progress-bar",
         "--cwd",
         str(project_root()),
     ]
     started = time.perf_counter()
-    with open(output.with_suffix(".log"), "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        with _running_lock:
-            _running.add(process)
-        try:
-            returncode = process.wait()
-        finally:
-            with _running_lock:
-                _running.discard(process)
+    log_path = output.with_suffix(".log")
+    log_path.write_text("")
+    for attempt in range(1, KERNEL_START_TRIES + 1):
+        returncode = _papermill(command, log_path, env)
+        # A signal (negative status) or the parent's exit (143) means stop, not try again.
+        if returncode in (0, 143) or returncode < 0 or not _no_cell_ran(output):
+            break
+        if attempt < KERNEL_START_TRIES:
+            with open(log_path, "a") as log:
+                log.write(f"\n[asymlib] the kernel ran no cell (exit status {returncode}); trying once more\n\n")
     if output.is_file():
         try:
             trust_notebook(output)
@@ -111,6 +124,27 @@ def execute_notebook(
         except Exception as error:
             print(f"could not sign {output} as trusted: {error}", file=sys.stderr)
     return returncode == 0, time.perf_counter() - started
+
+
+def _papermill(command: list[str], log_path: Path, env: dict) -> int:
+    with open(log_path, "a") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        with _running_lock:
+            _running.add(process)
+        try:
+            return process.wait()
+        finally:
+            with _running_lock:
+                _running.discard(process)
+
+
+def _no_cell_ran(output: Path) -> bool:
+    """Whether papermill's notebook shows no executed code cell (or was never written)."""
+    try:
+        cells = json.loads(output.read_text())["cells"]
+    except (FileNotFoundError, ValueError, KeyError):
+        return True
+    return all(cell.get("execution_count") is None for cell in cells if cell.get("cell_type") == "code")
 
 
 def stop_running_notebooks() -> None:
