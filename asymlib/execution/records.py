@@ -119,17 +119,23 @@ def check_writable(folder: Path) -> None:
 
 
 def write_if_changed(frame: pd.DataFrame, path: Path) -> None:
-    """Write a combined table as Parquet and CSV, unless the Parquet file already holds it,
-    so that re-summarising a finished run writes nothing."""
-    if path.exists():
-        try:
-            if pd.read_parquet(path).equals(frame):
-                return
-        except (OSError, ValueError):
-            pass  # unreadable: write it again
-    writing(
-        path.parent, lambda: (frame.to_parquet(path, index=False), frame.to_csv(path.with_suffix(".csv"), index=False))
-    )
+    """Write a combined table as Parquet and CSV (``path`` and the ``.csv`` beside it), each
+    only where the file does not already hold it, so that re-summarising a finished run
+    writes nothing and a damaged or truncated copy of either is written again. Each file is
+    written under a temporary name and renamed into place (``replace_atomically``)."""
+    try:
+        holds = pd.read_parquet(path).equals(frame)
+    except (OSError, ValueError):  # missing or unreadable: write it again
+        holds = False
+    if not holds:
+        writing(path.parent, lambda: replace_atomically(path, lambda partial: frame.to_parquet(partial, index=False)))
+    csv, text = path.with_suffix(".csv"), frame.to_csv(index=False).encode()
+    try:
+        holds = csv.read_bytes() == text
+    except OSError:
+        holds = False
+    if not holds:
+        writing(path.parent, lambda: replace_atomically(csv, lambda partial: partial.write_bytes(text)))
 
 
 def unit_priority(dataset: str, coordinates: dict, settings: Mapping) -> int:

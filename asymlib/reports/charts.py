@@ -117,13 +117,15 @@ def save_charts(
     charts: dict[str, alt.TopLevelMixin], folder: str | os.PathLike, *, formats: Sequence[str]
 ) -> list[Path]:
     """Each chart as ``<folder>/<name>.<format>`` (SVG or PNG), drawn by ``vl-convert-python``
-    without a browser; returns the paths."""
+    without a browser, under a temporary name renamed into place; returns the paths."""
+    from ..sections.units import replace_atomically
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, chart in charts.items():
         for extension in formats:
             path = folder / f"{name}.{extension}"
-            chart.save(str(path))
+            replace_atomically(path, lambda partial, chart=chart: chart.save(str(partial)))
             paths.append(path)
     return paths

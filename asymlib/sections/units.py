@@ -371,7 +371,18 @@ def write_yaml(path: Path, document: dict) -> None:
 def replace_atomically(path: Path, write: Callable[[Path], Any]) -> None:
     """``write(partial)`` a file beside ``path``, then rename it into place: a reader (or a
     run killed meanwhile) sees the old file or the new one, never half of it. The partial
-    name keeps the suffix (``<stem>.partial<suffix>``), for writers that go by it."""
-    partial = path.with_name(f"{path.stem}.partial{path.suffix}")
-    write(partial)
-    partial.replace(path)
+    name keeps the suffix (``<stem>.partial<suffix>``), for writers that go by it. If
+    ``write`` fails (a full disk, say), the partial file is removed and ``path`` is left as
+    it was."""
+    partial = partial_path(path)
+    try:
+        write(partial)
+        partial.replace(path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def partial_path(path: Path) -> Path:
+    """The temporary name ``replace_atomically`` writes ``path`` under, beside it."""
+    return path.with_name(f"{path.stem}.partial{path.suffix}")
