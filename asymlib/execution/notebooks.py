@@ -22,6 +22,7 @@ import yaml
 from ..core.project import project_root
 from ..reports.html import trust_notebook
 from ..sections.settings import SectionSettings
+from ..sections.units import partial_path
 from .params import Section
 
 #: The kernel papermill starts. Jupyter always knows "python3" where ipykernel is installed,
@@ -84,17 +85,23 @@ def execute_notebook(
     The subprocess exits when this process does, however it ends (``papermill_child``).
     A run whose kernel never executed a cell (it did not start in time, or died starting, as
     happens now and then when several kernels start at once on a busy machine) is tried once
-    more; the log keeps both tries. The executed notebook is signed for this user's Jupyter
-    (``trust_notebook``), so that JupyterLab draws its stored charts. Returns whether it
-    succeeded and the seconds it took.
+    more; the log keeps both tries. papermill writes the notebook as it goes, under a
+    temporary name beside ``output`` (``partial_path``); when it ends, failed or not, that
+    file is renamed to ``output``, so ``output`` is never a notebook half written, and a
+    failed one still shows its traceback. When papermill wrote none (or half of one), an
+    older ``output`` is removed: it would show older results. The executed notebook is signed for this user's
+    Jupyter (``trust_notebook``), so that JupyterLab draws its stored charts. Returns whether
+    it succeeded and the seconds it took.
     """
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    partial = partial_path(output)
+    partial.unlink(missing_ok=True)  # left by a run that was killed
     command = [
         sys.executable,
         "-m",
         "asymlib.execution.papermill_child",
         str(notebook),
-        str(output),
+        str(partial),
         "--parameters_yaml",
         yaml.safe_dump(parameters),
         "--kernel",
@@ -111,11 +118,16 @@ def execute_notebook(
     for attempt in range(1, KERNEL_START_TRIES + 1):
         returncode = _papermill(command, log_path, env)
         # A signal (negative status) or the parent's exit (143) means stop, not try again.
-        if returncode in (0, 143) or returncode < 0 or not _no_cell_ran(output):
+        if returncode in (0, 143) or returncode < 0 or not _no_cell_ran(partial):
             break
         if attempt < KERNEL_START_TRIES:
             with open(log_path, "a") as log:
                 log.write(f"\n[asymlib] the kernel ran no cell (exit status {returncode}); trying once more\n\n")
+    if _readable(partial):
+        partial.replace(output)
+    else:  # none, or half a file (a full disk): neither is this run's notebook
+        partial.unlink(missing_ok=True)
+        output.unlink(missing_ok=True)
     if output.is_file():
         try:
             trust_notebook(output)
@@ -136,6 +148,15 @@ def _papermill(command: list[str], log_path: Path, env: dict) -> int:
         finally:
             with _running_lock:
                 _running.discard(process)
+
+
+def _readable(notebook: Path) -> bool:
+    """Whether ``notebook`` is there and whole (it parses as JSON)."""
+    try:
+        json.loads(notebook.read_bytes())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _no_cell_ran(output: Path) -> bool:
