@@ -44,7 +44,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from ..core.project import notebook_error, notebook_succeeded, project_root
-from ..reports.stitch import build_report, dataset_notebooks, report_path
+from ..reports.stitch import build_report, dataset_notebooks, report_is_current, report_path
 from ..reports.tables import (
     describe_diverged,
     diverged_members,
@@ -345,7 +345,8 @@ def run_profile(
     different settings, OutputError if the output folder cannot be written, and
     RunInterrupted (a KeyboardInterrupt) on Ctrl-C, with the number of finished units kept.
     report: stitch each section's executed notebooks into ``out_root/<profile>/report_<section>``
-        (.ipynb and offline .html) whenever something new ran or the report is missing.
+        (.ipynb and offline .html) unless the report there was built from the tables and
+        notebooks the section folder holds now (``stitch.report_is_current``).
     A failed notebook does not stop the others; see ``SectionRun.failed``.
     Returns one SectionRun per section, in order; a summary is printed as well.
     """
@@ -383,16 +384,24 @@ def run_profile(
 
 
 def _build_section_report(run: SectionRun, *, profile: str, kernel: str) -> None:
-    """Build the section's report if it is out of date; a failure is recorded, not raised,
-    because the results it would show are already safe on disk."""
+    """Build the section's report unless it is current: built from the tables and notebooks
+    the folder holds now, its notebook and HTML whole (``report_is_current``). A failure is
+    recorded, not raised, because the results it would show are already safe on disk; the
+    out-of-date HTML is removed then, so that no stale page passes for the report."""
     html = report_path(run.out_dir, section=run.section).with_suffix(".html")
-    if not dataset_notebooks(run.out_dir) or (html.exists() and not run.executed):
-        run.report = html if html.exists() else None
+    if report_is_current(run.out_dir, section=run.section):
+        run.report = html
+        return
+    if not dataset_notebooks(run.out_dir):  # nothing to build a report from
         return
     try:
         run.report = build_report(run.out_dir, section=run.section, profile=profile, kernel=kernel)
     except Exception as exc:  # noqa: BLE001 - any failure here must not hide the results
         run.report_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        try:
+            html.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def format_summary(run: SectionRun) -> str:

@@ -17,6 +17,7 @@ import copy
 import functools
 import json
 import os
+import re
 import uuid
 import warnings
 from pathlib import Path
@@ -31,6 +32,12 @@ if TYPE_CHECKING:
 #: vega-embed.min.js (e.g. an ``npm install vega vega-lite vega-embed`` node_modules).
 VEGA_JS_ENV = "ASYMLIB_VEGA_JS"
 _VEGA_FILES = ("vega.min.js", "vega-lite.min.js", "vega-embed.min.js")
+
+
+#: The key of a report notebook's metadata that says what it was built from
+#: (``stitch.report_fingerprint``), and the name of the meta tag that repeats it in the HTML.
+BUILT_FROM = "asymlib"
+BUILT_FROM_META = "asymlib-built-from"
 
 
 class ReportError(RuntimeError):
@@ -309,8 +316,29 @@ def export_html(path: str | os.PathLike, *, output: str | os.PathLike | None = N
         extra_loaders=[jinja2.DictLoader({"asymlib_offline.html.j2": _OFFLINE_TEMPLATE})],
         template_file="asymlib_offline.html.j2",
     )
+    from ..sections.units import replace_atomically
+
     report = _static_outputs(nbformat.read(path, as_version=4))
+    built_from = report.metadata.get(BUILT_FROM, {}).get("built_from")
+    if built_from:  # what the report was built from, for ``html_built_from``
+        head = f'<meta name="{BUILT_FROM_META}" content="{built_from}">\n{head}'
     body, _ = exporter.from_notebook_node(report, resources={"offline_head": head, "reader_css": _READER_CSS})
     output = Path(output) if output is not None else path.with_suffix(".html")
-    output.write_text(body, encoding="utf-8")
+    replace_atomically(output, lambda partial: partial.write_text(body, encoding="utf-8"))
     return output
+
+
+def html_built_from(path: str | os.PathLike) -> str | None:
+    """The fingerprint an exported report page records (``export_html``), or None when the
+    page is missing, unreadable, records none, or does not end as a page does (``</html>``:
+    a truncated page is not a report)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.rstrip().endswith("</html>"):
+        return None
+    # nbconvert may write the tag's attributes in another order
+    tag = re.search(f'<meta\\b[^>]*\\bname="{BUILT_FROM_META}"[^>]*>', text)
+    content = re.search(r'\bcontent="([0-9a-f]+)"', tag.group(0)) if tag else None
+    return content.group(1) if content else None

@@ -26,6 +26,8 @@ The HTML copy renders with no network (``html.export_html``).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Callable
@@ -34,15 +36,14 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from ..core.data import DATASETS
-from ..core.project import notebook_error, notebook_succeeded, project_root
-from .html import ReportError, export_html, trust_notebook
+from ..core.project import notebook_error, notebook_succeeded
+from ..sections.units import replace_atomically
+from .html import BUILT_FROM, ReportError, export_html, html_built_from, trust_notebook
 from .replay import show_executed
+from .summaries import TEMPLATES as TEMPLATES  # where the report templates are
 from .summaries import dataset_notebooks, displayed_path
 from .summaries import locate_section as locate_section  # where reports made before the templates import it
-from .tables import describe_diverged, diverged_members, load_mixture_results, load_results
-
-#: The folder of the report templates, ``report_<section>.ipynb``.
-TEMPLATES = project_root() / "notebooks"
+from .tables import describe_diverged, diverged_members, load_mixture_results, load_results, table_sources
 
 
 def report_path(section_dir: str | os.PathLike, *, section: str) -> Path:
@@ -74,6 +75,43 @@ def summary_notebook(section_dir: Path, *, section: str, profile: str) -> nbform
     notebook.metadata.papermill["input_path"] = displayed_path(template)
     parameters = {"section_dir": displayed_path(section_dir), "profile": profile}
     return parameterize_notebook(notebook, parameters, kernel_name="python3", language="python")
+
+
+# --------------------------------------------------------------------------- what a report shows
+
+
+def report_fingerprint(section_dir: str | os.PathLike, *, section: str) -> str:
+    """A SHA-256 of everything a section's report is built from: the contents of the files
+    its tables are read from (``tables.table_sources``: the combined tables, or the shards),
+    of each dataset's executed notebook and of the section's template. Any change of a
+    result, a dataset added or dropped, or a notebook run again changes it; a file written
+    again with the same contents does not."""
+    section_dir = Path(section_dir).resolve()
+    files = {f"template:{section}": template_path(section)}
+    files.update({str(path.relative_to(section_dir)): path for path in table_sources(section_dir, section)})
+    files.update({path.name: path for path in dataset_notebooks(section_dir).values()})
+    digest = hashlib.sha256()
+    for name, path in files.items():
+        try:
+            content = hashlib.sha256(path.read_bytes()).hexdigest()
+        except FileNotFoundError:
+            content = None
+        digest.update(json.dumps([name, content]).encode())
+    return digest.hexdigest()
+
+
+def report_is_current(section_dir: str | os.PathLike, *, section: str, output: str | os.PathLike | None = None) -> bool:
+    """Whether the section's report (notebook ``output``, default ``report_path``, and its
+    HTML beside it) was built from what the section folder holds now (``report_fingerprint``,
+    recorded in both), and its HTML is whole. A missing, unreadable or truncated notebook or
+    page, or one from before reports recorded what they were built from, is not current."""
+    notebook = Path(output) if output is not None else report_path(section_dir, section=section)
+    try:
+        recorded = nbformat.read(notebook, as_version=4).metadata.get(BUILT_FROM, {}).get("built_from")
+    except (OSError, ValueError, KeyError, AttributeError):  # missing, or not (all) a notebook
+        return False
+    now = report_fingerprint(section_dir, section=section)
+    return recorded == now and html_built_from(notebook.with_suffix(".html")) == now
 
 
 # --------------------------------------------------------------------------- stitching
@@ -161,10 +199,14 @@ def stitch_section(
         title=f"{section.replace('_', ' ')}: {profile}",
     )
     report.metadata.setdefault("language_info", {"name": "python"})
+    report.metadata[BUILT_FROM] = {
+        "built_from": report_fingerprint(section_dir, section=section),
+        "datasets": list(notebooks),
+    }
     output = Path(output) if output is not None else report_path(section_dir, section=section)
     output.parent.mkdir(parents=True, exist_ok=True)
     nbformat.validate(report)
-    nbformat.write(report, output)
+    replace_atomically(output, lambda partial: nbformat.write(report, partial))
     return output
 
 
@@ -189,7 +231,7 @@ def execute_report(path: str | os.PathLike, *, kernel: str = "python3", timeout:
     try:
         client.execute()
     finally:
-        nbformat.write(report, path)
+        replace_atomically(path, lambda partial: nbformat.write(report, partial))
     if trust:
         trust_notebook(path)
     return path

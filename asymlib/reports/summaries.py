@@ -32,6 +32,9 @@ from .tables import (
 
 # --------------------------------------------------------------------------- the section folder
 
+#: The folder of the report templates (``stitch.template_path``).
+TEMPLATES = project_root() / "notebooks"
+
 
 def dataset_notebooks(section_dir: str | os.PathLike) -> dict[str, Path]:
     """The executed per-dataset notebooks of a section folder, in the paper's dataset order."""
@@ -40,21 +43,34 @@ def dataset_notebooks(section_dir: str | os.PathLike) -> dict[str, Path]:
 
 
 def locate_section(section_dir: str | os.PathLike, *, section: str = "deep_ensembles") -> Path:
-    """The section folder a report reads its tables from, wherever its kernel started.
+    """The section folder a report reads its tables from: its own first, wherever its kernel
+    started.
 
-    ``section_dir`` as written in the report: relative to the repository root (so it works
-    from papermill's and nbval's working folders alike) or absolute. It holds results if it
-    has a ``shards/`` folder or the section's combined table (``tables.holds_results``: a
-    copy such as ``results/verdict/deep_ensembles`` keeps only its CSV tables). If it holds
-    none (the runs folder was moved or copied), the report's own folder is tried:
-    ``./<section>`` and then ``.``, which is where JupyterLab and nbval start the kernel.
+    A report sits beside its section folder (``runs/<profile>/report_<section>.ipynb`` and
+    ``runs/<profile>/<section>/``) and its kernel starts in the report's folder (JupyterLab,
+    nbval, ``execute_report``), so its own section folder is ``./<section>`` (or ``.``, for a
+    report inside it). It holds results if it has a ``shards/`` folder or the section's
+    combined table (``tables.holds_results``). Only when it holds none (the report was
+    copied elsewhere, or its folder deleted) is ``section_dir`` read, the folder written
+    into the report when it was built: relative to the repository root or absolute. The
+    report then says so, since that folder may hold another run's results by now (a
+    ``runs/smoke`` moved to ``runs/smoke_old`` and a new ``runs/smoke`` made); the
+    templates in ``notebooks/``, which have no folder of their own, read it silently.
     """
-    candidates = [project_path(section_dir), Path.cwd() / section, Path.cwd()]
-    for candidate in candidates:
+    own = [Path.cwd() / section, Path.cwd()]
+    for candidate in own:
         if holds_results(candidate, section):
             return candidate
+    recorded = project_path(section_dir)
+    if holds_results(recorded, section):
+        if Path.cwd().resolve() != TEMPLATES.resolve():
+            print(
+                f"Note: this report's own folder {own[0]} is gone (or holds no results); "
+                f"reading {recorded}, the folder it was built from, which may hold other results by now."
+            )
+        return recorded
     raise FileNotFoundError(
-        f"no results (a shards/ folder or combined tables) in any of {', '.join(map(str, candidates))}"
+        f"no results (a shards/ folder or combined tables) in any of {', '.join(map(str, [*own, recorded]))}"
     )
 
 

@@ -83,6 +83,28 @@ def _read_tables(run_dir: Path, tables: tuple[str, ...]) -> dict[str, pd.DataFra
     return read
 
 
+def table_sources(run_dir: str | os.PathLike, section: str) -> list[Path]:
+    """The files ``load_results`` / ``load_mixture_results`` read ``section``'s tables from,
+    by ``_read_tables``' rule: each combined ``<table>.parquet``, else that table's shards,
+    else its ``<table>.csv``. Empty when ``run_dir`` holds no results."""
+    if section not in SECTION_TABLES:
+        return []
+    try:
+        run_dir = _results_folder(run_dir, section)
+    except FileNotFoundError:
+        return []
+    sources = []
+    for table in SECTION_TABLES[section]:
+        combined = run_dir / f"{table}.parquet"
+        if combined.exists():
+            sources.append(combined)
+        elif (run_dir / "shards").is_dir():
+            sources += sorted((run_dir / "shards").glob(f"*-{table}.parquet"))
+        elif (run_dir / f"{table}.csv").exists():
+            sources.append(run_dir / f"{table}.csv")
+    return sources
+
+
 def load_results(run_dir: str | os.PathLike, *, section: str = "deep_ensembles") -> Results:
     """The tables of a run folder, as ``models, ensembles``.
 
