@@ -133,6 +133,105 @@ def test_a_shard_of_another_unit_is_refused_then_redone_with_force(finished, dat
     assert set(pd.read_parquet(shards / "churn-h8-r0-models.parquet")["dataset"]) == {"churn"}
 
 
+# --------------------------------------------------------------------------- what a run writes
+
+
+def test_a_truncated_csv_table_is_written_again(finished, data_env, tmp_path):
+    profile, out = _copy_of(finished, tmp_path)
+    table = out / "pair" / "deep_ensembles" / "models.csv"
+    whole = table.read_bytes()
+    table.write_bytes(whole[: len(whole) // 2])  # the Parquet copy beside it is intact
+    assert _run(profile, "--out", out, "--no-report") == 0
+    assert table.read_bytes() == whole
+
+
+@contextlib.contextmanager
+def _file_size_limit(size: int):
+    """Writes beyond ``size`` bytes fail part-way for the block, as on a full disk (Python
+    ignores SIGXFSZ, so the write raises OSError: File too large)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+
+def test_a_combined_table_is_never_half_written(tmp_path):
+    from asymlib.execution.records import OutputError, write_if_changed
+
+    path = tmp_path / "models.parquet"
+    write_if_changed(pd.DataFrame({"a": range(10), "b": 0.5}), path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    big = pd.DataFrame({"a": range(300_000), "b": 0.5})
+    with _file_size_limit(100_000), pytest.raises(OutputError, match=f"cannot write to {tmp_path}"):
+        write_if_changed(big, path)
+    # the old Parquet and CSV files are whole under their names, and no partial file is left
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    write_if_changed(big, path)
+    assert pd.read_parquet(path).equals(big) and len(pd.read_csv(path.with_suffix(".csv"))) == len(big)
+
+
+def test_a_report_cut_short_is_never_taken_for_one(finished, data_env, tmp_path, monkeypatch, capsys):
+    import errno
+
+    profile, out = _copy_of(finished, tmp_path)
+    html = out / "pair" / "report_deep_ensembles.html"
+    html.write_bytes(html.read_bytes()[: html.stat().st_size // 2])  # a page cut short is not a report
+    write_text = Path.write_text
+
+    def full_disk(path, data, *args, **kwargs):  # the page's write stops half-way, the disk full
+        if path.suffix != ".html":
+            return write_text(path, data, *args, **kwargs)
+        write_text(path, data[: len(data) // 2], *args, **kwargs)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    assert _run(profile, "--out", out) == 1
+    assert "report NOT built: OSError: [Errno 28] No space left on device" in capsys.readouterr().out
+    assert not html.exists() and not list(html.parent.glob("*.partial*"))  # no page rather than half of one
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert _run(profile, "--out", out) == 0  # the next run builds it
+    page = html.read_text(encoding="utf-8")
+    assert page.rstrip().endswith("</html>") and "Datasets: california, churn." in page
+
+
+def test_a_report_is_rebuilt_when_its_tables_changed(finished, data_env, tmp_path, capsys):
+    profile, out = _copy_of(finished, tmp_path)
+    assert _run(profile, "--out", out, "--datasets", "adult", "--no-report") == 0
+    html = out / "pair" / "report_deep_ensembles.html"
+    assert "Datasets: california, churn." in html.read_text(encoding="utf-8")  # built before adult
+    capsys.readouterr()
+    assert _run(profile, "--out", out, "--datasets", "adult") == 0  # trains nothing
+    assert "skipped (already complete): adult" in capsys.readouterr().out
+    assert "Datasets: california, churn, adult." in html.read_text(encoding="utf-8")
+
+
+def test_a_moved_report_reads_its_own_folder_first(finished, tmp_path, monkeypatch, capsys):
+    """``mv runs/pair runs/pair_old`` and a new ``runs/pair``: the old report draws from
+    ``runs/pair_old``, not from the folder written into it, which now holds other results."""
+    from asymlib.reports.summaries import locate_section
+
+    _, out = _copy_of(finished, tmp_path)
+    moved = out / "pair"
+    report = nbformat.read(moved / "report_deep_ensembles.ipynb", as_version=4)
+    (injected,) = [c for c in report.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    values = {}
+    exec(injected.source, {}, values)
+    recorded = Path(values["section_dir"])
+    assert recorded == finished[1] / "pair" / "deep_ensembles"  # the "new" run, elsewhere
+    monkeypatch.chdir(moved)  # where JupyterLab starts the moved report's kernel
+    assert locate_section(values["section_dir"]) == moved / "deep_ensembles"
+    assert capsys.readouterr().out == ""
+    shutil.rmtree(moved / "deep_ensembles")  # its own folder gone: the recorded one, and it says so
+    assert locate_section(values["section_dir"]) == recorded
+    assert capsys.readouterr().out.startswith(
+        f"Note: this report's own folder {moved / 'deep_ensembles'} is gone (or holds no results); reading {recorded}"
+    )
+
+
 # --------------------------------------------------------------------------- failed runs
 
 

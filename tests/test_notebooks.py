@@ -85,3 +85,28 @@ def test_a_kernel_that_dies_starting_is_tried_once_more(tmp_path, monkeypatch):
     assert "the kernel ran no cell" in log and "trying once more" in log
     executed = nbformat.read(tmp_path / "out.ipynb", as_version=4)
     assert executed.cells[-1].outputs[0]["data"]["text/plain"] == "42"
+
+
+def test_the_executed_notebook_takes_its_name_only_when_papermill_ends(tmp_path):
+    """papermill writes the executed notebook as it goes, under a temporary name: the real
+    name never holds a notebook half run, and a failed one is there with its traceback."""
+    import nbformat
+
+    from asymlib.core.project import notebook_error
+    from asymlib.execution.notebooks import execute_notebook
+
+    output = tmp_path / "out.ipynb"
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("output = None", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_code_cell("from pathlib import Path\n\nassert not Path(output).exists(), 'half run'"),
+            nbformat.v4.new_code_cell("raise ValueError('boom')"),
+        ],
+        metadata={"kernelspec": {"name": "python3", "language": "python", "display_name": "Python 3"}},
+    )
+    nbformat.write(notebook, tmp_path / "in.ipynb")
+
+    succeeded, _ = execute_notebook(tmp_path / "in.ipynb", output, {"output": str(output)}, threads=1, kernel="python3")
+
+    assert not succeeded and notebook_error(output) == "ValueError: boom"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ipynb", "out.ipynb", "out.log"]
