@@ -212,6 +212,7 @@ def test_a_report_is_rebuilt_when_its_tables_changed(finished, data_env, tmp_pat
 def test_a_moved_report_reads_its_own_folder_first(finished, tmp_path, monkeypatch, capsys):
     """``mv runs/pair runs/pair_old`` and a new ``runs/pair``: the old report draws from
     ``runs/pair_old``, not from the folder written into it, which now holds other results."""
+    from asymlib.reports.replay import locate_notebook
     from asymlib.reports.summaries import locate_section
 
     _, out = _copy_of(finished, tmp_path)
@@ -224,9 +225,13 @@ def test_a_moved_report_reads_its_own_folder_first(finished, tmp_path, monkeypat
     assert recorded == finished[1] / "pair" / "deep_ensembles"  # the "new" run, elsewhere
     monkeypatch.chdir(moved)  # where JupyterLab starts the moved report's kernel
     assert locate_section(values["section_dir"]) == moved / "deep_ensembles"
+    assert (
+        locate_notebook(recorded / "churn.ipynb", section="deep_ensembles") == moved / "deep_ensembles" / "churn.ipynb"
+    )
     assert capsys.readouterr().out == ""
     shutil.rmtree(moved / "deep_ensembles")  # its own folder gone: the recorded one, and it says so
     assert locate_section(values["section_dir"]) == recorded
+    assert locate_notebook(recorded / "churn.ipynb", section="deep_ensembles") == recorded / "churn.ipynb"
     assert capsys.readouterr().out.startswith(
         f"Note: this report's own folder {moved / 'deep_ensembles'} is gone (or holds no results); reading {recorded}"
     )

@@ -21,6 +21,7 @@ import nbformat
 
 from ..core.project import project_path
 from .html import CODE_OUTPUT, VEGA_OUTPUT
+from .tables import holds_results
 
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -40,14 +41,17 @@ def demote_headings(markdown: str, levels: int = 2) -> str:
 
 
 def locate_notebook(path: str | os.PathLike, *, section: str) -> Path | None:
-    """The executed notebook ``path`` as written in a report, wherever the report's kernel
-    started: relative to the repository root or absolute, else in ``./<section>/`` or ``.``
-    (a runs folder that was moved or copied, opened in JupyterLab). None if in none."""
+    """The executed notebook ``path`` as written in a report, from the folder the report's
+    summary reads (``summaries.locate_section``): the report's own section folder, where its
+    kernel starts (``./<section>/``, or ``.``), when that holds results; else ``path`` as
+    written, relative to the repository root or absolute. So a moved runs folder shows its
+    own notebooks, not those of a new run written where it was. None if it is not there."""
     name = Path(path).name
-    for candidate in (project_path(path), Path.cwd() / section / name, Path.cwd() / name):
-        if candidate.is_file():
-            return candidate
-    return None
+    for own in (Path.cwd() / section, Path.cwd()):
+        if holds_results(own, section):
+            return own / name if (own / name).is_file() else None
+    recorded = project_path(path)
+    return recorded if recorded.is_file() else None
 
 
 def parameters_markdown(notebook: nbformat.NotebookNode) -> str | None:
@@ -94,8 +98,9 @@ def show_executed(path: str | os.PathLike, *, section: str = "deep_ensembles") -
     if found is None:
         display(
             Markdown(
-                f"**The executed notebook `{path}` is not here** (nor in `./{section}/` or `.`): "
-                "run the profile again, or open this report beside its runs folder."
+                f"**The executed notebook `{path}` is not here** (in the section folder beside this "
+                f"report, `./{section}/` or `.`, or where it was): run the profile again, or open this "
+                "report beside its runs folder."
             )
         )
         return
