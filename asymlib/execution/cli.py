@@ -12,7 +12,8 @@ Exit status (the message says which):
     0    success
     1    a unit, a notebook or a report failed (its traceback is in <dataset>.log or the
          executed notebook)
-    2    bad input: a parameter file, missing or malformed data, no usable Jupyter kernel,
+    2    bad input: a parameter file, missing or malformed data, no usable Jupyter kernel, a
+         section notebook without a cell tagged `parameters`,
          settings that would mix with stored results, an output folder that cannot be written,
          no Dask scheduler at the given address (or no worker that can run the tasks)
     3    every notebook ran, but some members or mixtures diverged (non-finite loss): they
@@ -50,7 +51,7 @@ _NAMES = ", ".join(DATASETS)
 BAD_INPUT_ERRORS = {
     "asymlib.core.data_errors": ("DataFileError", "MalformedDataError"),
     "asymlib.execution.params": ("ParamsError",),
-    "asymlib.execution.notebooks": ("KernelError",),
+    "asymlib.execution.notebooks": ("KernelError", "NotebookError"),
     "asymlib.execution.records": ("OutputError",),
     "asymlib.execution.cluster": ("ClusterError",),
 }

@@ -56,6 +56,7 @@ from .cluster import Job, TaskFailure, available_cores, open_cluster, resources_
 from .notebooks import (
     DEFAULT_KERNEL,
     check_kernel,
+    check_parameters_cell,
     execute_notebook,
     notebook_parameters,
     stop_running_notebooks,
@@ -162,6 +163,7 @@ def _run_section(
     if todo:
         check_writable(out_dir)
         check_kernel(kernel)
+        check_parameters_cell(project_root() / section.notebook)
         if force:
             for dataset in todo:
                 forget(section, dataset, out_dir)
