@@ -74,15 +74,22 @@ def _reference(section: str, table: str) -> pd.DataFrame:
     return pd.read_csv(REFERENCE / f"{section}__{table}.csv")
 
 
-def test_figures_of_a_deep_ensemble_folder_go_under_the_run_folder(tmp_path, monkeypatch, capsys):
-    """By default into <run>/figures/, not docs/figures/ (which holds the README's)."""
-    from asymlib.sections.deep_ensembles import DEEP_ENSEMBLE_TABLES
+def _save_units(section: Path, settings_class, **tables: pd.DataFrame) -> None:
+    """Lay tables out as a run leaves them: one unit's rows per shard, under its name."""
     from asymlib.sections.units import ShardStore
 
+    store = ShardStore(section, tables=settings_class.TABLES)
+    names = {table: [settings_class.unit_of(row) for row in tables[table].to_dict("records")] for table in tables}
+    for unit in sorted({name for column in names.values() for name in column}):
+        store.save(unit, **{t: tables[t][[n == unit for n in names[t]]] for t in settings_class.TABLES})
+
+
+def test_figures_of_a_deep_ensemble_folder_go_under_the_run_folder(tmp_path, monkeypatch, capsys):
+    """By default into <run>/figures/, not docs/figures/ (which holds the README's)."""
+    from asymlib.sections.deep_ensembles import DeepEnsembleSettings
+
     models, ensembles = _reference("deep_ensembles", "models"), _reference("deep_ensembles", "ensembles")
-    ShardStore(tmp_path / "run" / "deep_ensembles", tables=DEEP_ENSEMBLE_TABLES).save(
-        "smoke-all", models=models, ensembles=ensembles
-    )
+    _save_units(tmp_path / "run" / "deep_ensembles", DeepEnsembleSettings, models=models, ensembles=ensembles)
     monkeypatch.chdir(tmp_path)
     assert main(["figures", "run/deep_ensembles"]) == 0
     assert not (tmp_path / "docs").exists()
@@ -102,12 +109,11 @@ def test_figures_of_a_copy_of_the_combined_tables(tmp_path):
 
 
 def test_figures_of_a_mixture_folder_are_figures_2_and_4(tmp_path):
-    from asymlib.sections.mixtures import MIXTURE_TABLES
-    from asymlib.sections.units import ShardStore
+    from asymlib.sections.mixtures import MixtureSettings
 
     section = tmp_path / "run" / "mixtures"
     mixtures, usage = _reference("mixtures", "mixtures"), _reference("mixtures", "usage")
-    ShardStore(section, tables=MIXTURE_TABLES).save("smoke-all", usage=usage, mixtures=mixtures)
+    _save_units(section, MixtureSettings, usage=usage, mixtures=mixtures)
     assert main(["figures", str(section)]) == 0
     assert sorted(p.name for p in (tmp_path / "run" / "figures").iterdir()) == ["figure2.svg", "figure4.svg"]
     assert "number of experts" in (tmp_path / "run" / "figures" / "figure2.svg").read_text()

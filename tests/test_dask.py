@@ -239,6 +239,62 @@ def test_a_killed_client_resumes_from_the_shards_it_wrote(serial, data_env, tmp_
     assert _fingerprints(section, "mixtures") == serial["mixtures"]
 
 
+def test_losing_the_scheduler_mid_run_keeps_the_finished_units_and_says_so(data_env, tmp_path):
+    """The scheduler killed once the first unit is saved: one line naming its address, how far
+    the run got and where its units are, exit status 5, and the cause in churn.log (it was a
+    raw asyncio.CancelledError traceback, "churn failed with NoneType: None", exit status 1)."""
+    from asymlib.execution.params import SECTIONS, load_params
+
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    profile = tmp_path / "lost.yaml"
+    units = {**PROFILE["deep_ensembles"], "repeats": 4, "max_epochs": 40, "patience": 40}
+    profile.write_text(yaml.safe_dump({"scheduler": address, "deep_ensembles": units}))
+    section = tmp_path / "runs" / "lost" / "deep_ensembles"
+    log = open(tmp_path / "cluster.log", "w")
+    start = lambda *args: subprocess.Popen(  # noqa: E731
+        [str(DASK), *args], stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, start_new_session=True
+    )
+    scheduler = start(
+        "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--dashboard-address", ":0"
+    )
+    worker = start("worker", address, "--nthreads", "1", "--no-nanny")
+    try:
+        command = [
+            sys.executable,
+            "-m",
+            "asymlib",
+            "run",
+            str(profile),
+            "--out",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        ]
+        runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+        deadline = time.monotonic() + 180
+        while not list(section.glob("shards/*-ensembles.parquet")) and time.monotonic() < deadline:
+            assert runner.poll() is None, runner.communicate()
+            time.sleep(0.05)
+        scheduler.kill()
+        out, err = runner.communicate(timeout=120)
+    finally:
+        for process in (scheduler, worker):
+            process.kill()
+            process.wait(timeout=30)
+        log.close()
+
+    store = SECTIONS["deep_ensembles"].store(section, load_params(profile)["deep_ensembles"])
+    kept = store.units()
+    assert 1 <= len(kept) < 4 and all(store.done(unit) for unit in kept), out
+    assert runner.returncode == 5, err
+    assert err.strip() == (
+        f"asymlib run: lost the Dask scheduler at {address} after {len(kept)} of 4 deep_ensembles units; "
+        f"the finished units are kept in {section} (the cause is in churn.log there); run again to resume"
+    )
+    cause = (section / "churn.log").read_text()
+    assert f"lost the Dask scheduler at {address} while its units ran: FutureCancelledError: " in cause
+    assert "scheduler-connection-lost" in cause and "NoneType" not in cause
+
+
 # --------------------------------------------------------------------------- devices
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,12 +20,16 @@ from pathlib import Path
 
 import nbformat
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from asymlib.core.data import RAW_FILES, load_dataset
 from asymlib.execution.cli import main
 from asymlib.execution.params import ParamsError, load_params
+from asymlib.reports.tables import load_results
+from asymlib.sections.units import ShardMismatch
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
@@ -128,7 +133,7 @@ def test_a_shard_of_another_unit_is_refused_then_redone_with_force(finished, dat
     assert _run(profile, "--out", out, "--no-report") == 2
     message = capsys.readouterr().err
     assert "holds churn results that are not what their names say" in message
-    assert "its models shard was written for unit california-h8-r0" in message
+    assert "its models shard shards/churn-h8-r0-models.parquet was written for unit california-h8-r0" in message
     assert _run(profile, "--out", out, "--datasets", "churn", "--force", "--no-report") == 0
     assert set(pd.read_parquet(shards / "churn-h8-r0-models.parquet")["dataset"]) == {"churn"}
 
@@ -235,6 +240,67 @@ def test_a_moved_report_reads_its_own_folder_first(finished, tmp_path, monkeypat
     assert capsys.readouterr().out.startswith(
         f"Note: this report's own folder {moved / 'deep_ensembles'} is gone (or holds no results); reading {recorded}"
     )
+
+
+def _rewrite(shard: Path, **columns) -> None:
+    """Change columns of a shard in place (``column=function of the old column``), keeping its
+    Parquet metadata, the record of its unit and settings: as a hand edit or a bug would."""
+    table = pq.read_table(shard)
+    frame = table.to_pandas()
+    for column, change in columns.items():
+        frame[column] = change(frame[column])
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(table.schema.metadata), shard
+    )
+
+
+def _nan_in_first_row(column: pd.Series) -> pd.Series:
+    return column.where(column.index != 0, float("nan"))
+
+
+@pytest.mark.parametrize(
+    "shard, columns, words",
+    [
+        (  # an accuracy multiplied by 1000: "22879 %" improvement in the summary
+            "churn-h8-r0-ensembles",
+            {c: (lambda x: x * 1000) for c in ("ensemble_metric", "interpolated_metric", "single_mean")},
+            "has ensemble_metric 796.667, interpolated_metric 796.667, single_mean 648.333: not an accuracy (0 to 1)",
+        ),
+        ("california-h8-r0-models", {"metric": lambda x: -x}, ": not an RMSE (0 or more)"),
+        ("churn-h8-r0-models", {"metric": _nan_in_first_row}, "has metric nan in rows not flagged diverged"),
+        ("churn-h8-r0-ensembles", {"relative_improvement": lambda x: x * 1000}, "has relative_improvement 22879.2"),
+        ("churn-h8-r0-models", {"dataset": lambda x: "adult"}, "holds rows of adult-h8-r0"),
+        ("churn-h8-r0-ensembles", {"hidden": lambda x: x * 2}, "holds rows of churn-h16-r0"),
+    ],
+    ids=["accuracy-x1000", "negative-rmse", "unflagged-nan", "improvement", "other-dataset", "other-hidden"],
+)
+def test_a_shard_whose_rows_are_no_results_of_its_unit_is_refused_naming_it(
+    finished, data_env, tmp_path, capsys, shard, columns, words
+):
+    profile, out = _copy_of(finished, tmp_path)
+    section = out / "pair" / "deep_ensembles"
+    _rewrite(section / "shards" / f"{shard}.parquet", **columns)
+    (section / "ensembles.parquet").unlink()  # what a report reads from the shards then
+    assert _run(profile, "--out", out, "--no-report") == 2
+    message = capsys.readouterr().err
+    assert f"its {shard.rsplit('-', 1)[1]} shard shards/{shard}.parquet " in message and words in message
+    assert len(message.strip().splitlines()) == 1 and "--force" in message
+    with pytest.raises(ShardMismatch, match=re.escape(f"shards/{shard}.parquet")):  # nor read by a report
+        load_results(section)
+
+
+def test_a_hand_edited_settings_yaml_is_refused_naming_it(finished, data_env, tmp_path, capsys):
+    profile, out = _copy_of(finished, tmp_path)
+    summary = out / "pair" / "deep_ensembles" / "settings.yaml"
+    recorded = yaml.safe_load(summary.read_text())
+    edited = {**recorded, "churn": {**recorded["churn"], "patience": 16}}  # as if it ran the paper's rule
+    summary.write_text(yaml.safe_dump(edited, sort_keys=False))
+    assert _run(profile, "--out", out, "--no-report") == 2
+    message = capsys.readouterr().err
+    assert "holds churn results whose settings.yaml does not match them" in message
+    assert "settings.yaml says churn was made with patience 16, but its shards record patience 2" in message
+    summary.write_text(yaml.safe_dump(recorded, sort_keys=False))  # put back: the run is whole again
+    assert _run(profile, "--out", out, "--no-report") == 0
 
 
 # --------------------------------------------------------------------------- failed runs

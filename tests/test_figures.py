@@ -436,12 +436,14 @@ def test_mixture_charts_stay_small():
 
 def test_figures_command_saves_figures_1_and_3_as_svg(tmp_path):
     from asymlib.execution.cli import main
-    from asymlib.sections.deep_ensembles import DEEP_ENSEMBLE_TABLES
+    from asymlib.sections.deep_ensembles import DEEP_ENSEMBLE_TABLES, deep_ensemble_unit
     from asymlib.sections.units import ShardStore
 
     ensembles = _ensembles()
     section = tmp_path / "deep_ensembles"
-    ShardStore(section, tables=DEEP_ENSEMBLE_TABLES).save("adult-h64-r0", models=ensembles.head(1), ensembles=ensembles)
+    store = ShardStore(section, tables=DEEP_ENSEMBLE_TABLES)
+    for (dataset, hidden, repeat), rows in ensembles.groupby(["dataset", "hidden", "repeat"]):  # a shard per unit
+        store.save(deep_ensemble_unit(dataset, hidden, repeat), models=rows.head(1), ensembles=rows)
     assert main(["figures", str(section), "--out", str(tmp_path / "figures")]) == 0
     for name in ("figure1.svg", "figure3.svg"):
         svg = (tmp_path / "figures" / name).read_text()

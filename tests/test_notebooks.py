@@ -110,3 +110,31 @@ def test_the_executed_notebook_takes_its_name_only_when_papermill_ends(tmp_path)
 
     assert not succeeded and notebook_error(output) == "ValueError: boom"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ipynb", "out.ipynb", "out.log"]
+
+
+def test_a_section_notebook_without_its_parameters_cell_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys):
+    """Without the cell tagged `parameters`, papermill would only warn in each dataset's log
+    and run the notebook's own default dataset (california) for every dataset, exit status 0."""
+    import dataclasses
+    import os
+
+    import nbformat
+
+    from asymlib.execution.cli import main
+
+    notebook = nbformat.read(REPO / SECTIONS["deep_ensembles"].notebook, as_version=4)
+    for cell in notebook.cells:
+        cell.metadata.pop("tags", None)
+    untagged = tmp_path / "deep_ensembles.ipynb"
+    nbformat.write(notebook, untagged)
+    monkeypatch.setitem(SECTIONS, "deep_ensembles", dataclasses.replace(SECTIONS["deep_ensembles"], notebook=untagged))
+    monkeypatch.setenv("ASYMLIB_DATA", os.environ.get("ASYMLIB_DATA", str(REPO / "data")))
+    smoke = yaml.safe_load((REPO / "params" / "smoke.yaml").read_text())
+    profile = tmp_path / "churn.yaml"
+    profile.write_text(yaml.safe_dump({"deep_ensembles": {**smoke["deep_ensembles"], "datasets": ["churn"]}}))
+
+    assert main(["run", str(profile), "--out", str(tmp_path / "runs"), "--no-progress", "--no-report"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1
+    assert f"{untagged} has no cell tagged 'parameters'" in message and "as `parameters`" in message
+    assert not (tmp_path / "runs" / "churn" / "deep_ensembles" / "shards").exists()  # refused before training

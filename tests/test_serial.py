@@ -115,7 +115,10 @@ def test_a_unit_that_is_not_what_its_name_says_is_not_done(churn_profile, tmp_pa
     shards = tmp_path / "two" / "deep_ensembles" / "shards"
     for table in ("models", "ensembles"):
         shutil.copyfile(shards / f"churn-h8-r0-{table}.parquet", shards / f"churn-h8-r1-{table}.parquet")
-    words = r"holds churn results that are not what their names say \(its models shard was written for unit churn-h8-r0"
+    words = (
+        r"holds churn results that are not what their names say "
+        r"\(its models shard shards/churn-h8-r1-models\.parquet was written for unit churn-h8-r0"
+    )
     with pytest.raises(ParamsError, match=words):
         serial.train_units(path, out_root=tmp_path, sections=["deep_ensembles"], progress=False)
 

@@ -130,27 +130,29 @@ def test_a_shard_of_another_unit_is_never_done(stored):
     for table in stored.tables:
         shutil.copyfile(stored.path(UNIT, table), stored.path(other, table))
     assert stored.complete(other) and stored.problems(other) == [
-        "its models shard was written for unit churn-h8-r0",
-        "its ensembles shard was written for unit churn-h8-r0",
+        "its models shard shards/churn-h8-r1-models.parquet was written for unit churn-h8-r0",
+        "its ensembles shard shards/churn-h8-r1-ensembles.parquet was written for unit churn-h8-r0",
     ]
     with pytest.raises(ShardMismatch):
         stored.done(other)
     assert not ShardStore(stored.root, settings=TINY, redo=True).done(other)
     _strip_records(stored, other)  # without a record, its rows still give it away
-    assert "its models shard holds rows of churn-h8-r0" in stored.problems(other)
+    assert "its models shard shards/churn-h8-r1-models.parquet holds rows of churn-h8-r0" in stored.problems(other)
     with pytest.raises(ShardMismatch, match="holds rows of churn-h8-r0"):
         run_deep_ensembles("churn", dataclasses.replace(TINY, repeats=2), out_dir=stored.root, progress=False)
 
 
 def test_a_shard_of_another_table_or_format_is_never_done(stored):
     shutil.copyfile(stored.path(UNIT, "models"), stored.path(UNIT, "ensembles"))
-    assert stored.problems(UNIT) == ["its ensembles shard holds the models table"]
+    assert stored.problems(UNIT) == ["its ensembles shard shards/churn-h8-r0-ensembles.parquet holds the models table"]
     run_deep_ensembles("churn", TINY, out_dir=stored.root, redo=True, progress=False)
     assert stored.done(UNIT)
 
     frame = pd.read_parquet(stored.path(UNIT, "models"))
     newer = type("Newer", (DeepEnsembleSettings,), {"SCHEMA": 2})(**TINY)
-    assert ShardStore(stored.root, settings=newer).problems(UNIT)[0] == "its models shard has table format 1, not 2"
+    assert ShardStore(stored.root, settings=newer).problems(UNIT)[0] == (
+        "its models shard shards/churn-h8-r0-models.parquet has table format 1, not 2"
+    )
     assert not ShardStore(stored.root, settings=newer, redo=True).done(UNIT)
     assert len(frame) == 4  # untouched
 

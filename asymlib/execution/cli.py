@@ -12,12 +12,15 @@ Exit status (the message says which):
     0    success
     1    a unit, a notebook or a report failed (its traceback is in <dataset>.log or the
          executed notebook)
-    2    bad input: a parameter file, missing or malformed data, no usable Jupyter kernel,
+    2    bad input: a parameter file, missing or malformed data, no usable Jupyter kernel, a
+         section notebook without a cell tagged `parameters`,
          settings that would mix with stored results, an output folder that cannot be written,
          no Dask scheduler at the given address (or no worker that can run the tasks)
     3    every notebook ran, but some members or mixtures diverged (non-finite loss): they
          are flagged and left out, and the summary names them
     4    (train) --stop-after left units not started; a re-run trains them
+    5    (run) the Dask scheduler was lost mid-run (it stopped, or its machine or the network
+         went away); finished units are kept, the cause is in <dataset>.log, a re-run resumes
     130  stopped by Ctrl-C (or SIGTERM); finished units are kept, and a re-run resumes
 """
 
@@ -50,7 +53,7 @@ _NAMES = ", ".join(DATASETS)
 BAD_INPUT_ERRORS = {
     "asymlib.core.data_errors": ("DataFileError", "MalformedDataError"),
     "asymlib.execution.params": ("ParamsError",),
-    "asymlib.execution.notebooks": ("KernelError",),
+    "asymlib.execution.notebooks": ("KernelError", "NotebookError"),
     "asymlib.execution.records": ("OutputError",),
     "asymlib.execution.cluster": ("ClusterError",),
 }
@@ -64,6 +67,12 @@ class CommandError(Exception):
 def _bad_input_errors() -> tuple[type[BaseException], ...]:
     loaded = [(sys.modules[module], names) for module, names in BAD_INPUT_ERRORS.items() if module in sys.modules]
     return (CommandError, *(getattr(module, name) for module, names in loaded for name in names))
+
+
+def _scheduler_lost() -> tuple[type[BaseException], ...]:
+    """``cluster.SchedulerLost`` (exit status 5) once its module is imported, else nothing."""
+    cluster = sys.modules.get("asymlib.execution.cluster")
+    return (cluster.SchedulerLost,) if cluster is not None else ()
 
 
 def package_version() -> str:
@@ -325,7 +334,8 @@ def _add_run(commands) -> None:
         "notebook per dataset with papermill and write the combined tables (Parquet and CSV) there. "
         "Finished units and datasets are skipped; a failed unit or notebook does not stop the others "
         "(exit status 1 at the end). Each worker reads the raw data from its $ASYMLIB_DATA, else "
-        "<repo>/data.",
+        "<repo>/data. Losing the Dask scheduler mid-run stops the run with exit status 5: the finished "
+        "units are kept, the cause is in <dataset>.log, and running again resumes.",
     )
     run.add_argument("params", metavar="PARAMS.yaml", help="a profile such as params/smoke.yaml")
     run.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs)")
@@ -491,6 +501,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except Exception as exc:
+        if isinstance(exc, _scheduler_lost()):
+            print(f"asymlib {args.command}: {exc}", file=sys.stderr)
+            return 5
         if not isinstance(exc, _bad_input_errors()):
             raise
         print(f"asymlib {args.command}: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ so a GPU worker (``dask worker ADDRESS --resources GPU=1``) runs one unit at a t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import traceback
@@ -37,12 +38,29 @@ from .tasks import UnitResult, missing_raw_files, train_unit
 CONNECT_SECONDS = 30
 #: The Dask setting that would put MALLOC_TRIM_THRESHOLD_ into a LocalCluster's workers.
 _MALLOC_TRIM = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+#: Why Dask cancels every task of a client that lost its scheduler.
+LOST = "scheduler-connection-lost"
 #: Where a LocalCluster's dashboard listens (another port if that one is taken).
 LOCAL_DASHBOARD = ":8787"
 
 
 class ClusterError(RuntimeError):
     """No Dask scheduler at the given address, or no worker that could run the tasks."""
+
+
+class SchedulerLost(RuntimeError):
+    """The connection to the Dask scheduler was lost while its tasks ran (it stopped, or its
+    machine or the network went away); the tasks not yet finished are lost with it.
+
+    address: the scheduler's; cause: what the client said, "Name: message" on one line.
+    message: what to tell the user (default: the address and the cause), which the runner
+    gives with what it kept.
+    """
+
+    def __init__(self, address: str, cause: str, message: str | None = None) -> None:
+        super().__init__(message or f"lost the Dask scheduler at {address} ({cause})")
+        self.address = address
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -162,6 +180,8 @@ class Cluster:
         """Submit every job and yield ``(job, outcome)`` as each finishes.
 
         Leaving the loop early (an exception, Ctrl-C) cancels the tasks not yet finished.
+        Raises ``SchedulerLost`` once the client has lost its scheduler (every unfinished
+        task is then cancelled by Dask itself, and none would finish).
         """
         from distributed import as_completed
         from tqdm.auto import tqdm
@@ -187,25 +207,74 @@ class Cluster:
         try:
             for future in as_completed(futures):
                 job = futures[future]
-                outcome = future.result() if future.status == "finished" else _failure(future)
+                try:
+                    outcome = future.result() if future.status == "finished" else _failure(future)
+                except Exception as error:  # noqa: BLE001 - fetching a result needs the scheduler too
+                    if self.connected():
+                        raise
+                    outcome = TaskFailure(_one_line(error), "")
+                if isinstance(outcome, TaskFailure) and (not self.connected() or LOST in outcome.error):
+                    raise SchedulerLost(self.address, outcome.error)
                 failed = isinstance(outcome, TaskFailure)
                 bar.set_postfix_str(f"{job.unit} {'FAILED' if failed else 'ok'}", refresh=False)
                 bar.update(1)
                 yield job, outcome
         finally:
             bar.close()
-            self.client.cancel([f for f in futures if not f.done()])
+            pending = [f for f in futures if not f.done()]
+            if pending and self.connected():  # without a scheduler, Dask has cancelled them
+                self.client.cancel(pending)
+
+    def connected(self) -> bool:
+        """Whether the client still has its scheduler (Dask cancels every task when it loses
+        it, with the reason ``LOST``, and tries to reconnect)."""
+        return self.client.status == "running"
+
+    def close(self) -> None:
+        """Close the client; one that lost its scheduler stops trying to reconnect, quietly
+        (Dask would log the cancelled reconnection as a traceback, and that it failed)."""
+        if self.connected():
+            self.client.close()
+            return
+        for name in _RECONNECT_LOGGERS:
+            if _quiet_reconnect not in logging.getLogger(name).filters:
+                logging.getLogger(name).addFilter(_quiet_reconnect)
+        try:
+            self.client.close(timeout=CONNECT_SECONDS)
+        except Exception:  # noqa: BLE001 - nothing left to close cleanly
+            pass
+
+
+def _quiet_reconnect(record: logging.LogRecord) -> bool:
+    """False for what Dask logs when a client that lost its scheduler is closed while it tries
+    to reconnect (the runner says it in one line and writes the cause to the datasets' logs)."""
+    cancelled = record.exc_info is not None and isinstance(record.exc_info[1], asyncio.CancelledError)
+    return not cancelled and not record.getMessage().startswith("Failed to reconnect to scheduler")
+
+
+#: The loggers that the reconnection's messages come from (the module of the frame that raised).
+_RECONNECT_LOGGERS = ("distributed.client", "distributed.utils", "distributed.comm.core", "distributed.core")
 
 
 def _failure(future) -> TaskFailure:
-    """What a failed (or cancelled) task raised, with the worker's traceback."""
+    """What a failed task raised, with the worker's traceback; for a cancelled task, why Dask
+    cancelled it (``FutureCancelledError``, with the reason, e.g. scheduler-connection-lost)."""
     try:
-        error = future.exception()
-        lines = traceback.format_exception(type(error), error, future.traceback())
-    except Exception as exc:  # noqa: BLE001 - cancelled: there is no exception to fetch
-        error, lines = exc, [f"{type(exc).__name__}: {exc}\n"]
-    message = f"{type(error).__name__}: {error}".splitlines()[0]
-    return TaskFailure(message if len(message) <= 300 else message[:297] + "...", "".join(lines))
+        if future.status == "error":
+            error = future.exception()
+            lines = traceback.format_exception(type(error), error, future.traceback())
+        else:
+            future.result()  # a cancelled task's result raises why it was cancelled
+            raise RuntimeError(f"task {future.key} ended as {future.status!r}, without a result")
+    except Exception as exc:  # noqa: BLE001 - the cancellation (or why the error could not be fetched)
+        error, lines = exc, traceback.format_exception(type(exc), exc, None)
+    return TaskFailure(_one_line(error), "".join(lines))
+
+
+def _one_line(error: BaseException) -> str:
+    """ "Name: message" on one line, at most 300 characters."""
+    message = " ".join(f"{type(error).__name__}: {error}".split())
+    return message if len(message) <= 300 else message[:297] + "..."
 
 
 @contextmanager
@@ -268,6 +337,6 @@ def open_cluster(scheduler: str | None, *, workers: int, resources: dict[str, in
         # A worker that has run torch can take a few seconds to exit; the nanny then kills
         # it, which is what closing asks for anyway, so its warning would only be noise.
         logging.getLogger("distributed.nanny").setLevel(logging.ERROR)
-        client.close()
+        cluster.close()
         if local is not None:
             local.close()

@@ -4,7 +4,8 @@ The runner calls ``execute_notebook`` once per dataset; each call starts a paper
 subprocess (so a crash or a Ctrl-C stays in that process) with the dataset's parameters and
 its share of the machine's threads, and writes papermill's own output beside the executed
 notebook. ``check_kernel`` fails once, before anything starts, when the kernel would run
-another Python than this one.
+another Python than this one, and ``check_parameters_cell`` when the notebook has no cell
+tagged ``parameters`` (papermill would run every dataset with the notebook's defaults).
 """
 
 from __future__ import annotations
@@ -33,6 +34,32 @@ DEFAULT_KERNEL = "python3"
 
 class KernelError(RuntimeError):
     """No suitable Jupyter kernel to execute the notebooks with."""
+
+
+class NotebookError(RuntimeError):
+    """A section notebook that papermill cannot give a dataset's parameters to."""
+
+
+def check_parameters_cell(notebook: Path) -> None:
+    """Fail early (not once per dataset) if ``notebook`` has no cell tagged ``parameters``.
+
+    Papermill puts each dataset's parameters in a cell after the one tagged ``parameters``;
+    without such a cell it only warns in the dataset's log and runs the notebook with its own
+    defaults, so every dataset's notebook would train and show the default dataset.
+    """
+    from papermill.iorw import load_notebook_node
+    from papermill.utils import find_first_tagged_cell_index
+
+    try:
+        loaded = load_notebook_node(str(notebook))  # as papermill reads it, every cell's tags in place
+    except (OSError, ValueError) as error:
+        raise NotebookError(f"cannot read the notebook {notebook}: {error}") from None
+    if find_first_tagged_cell_index(loaded, "parameters") < 0:
+        raise NotebookError(
+            f"{notebook} has no cell tagged 'parameters', so papermill would run every dataset with the "
+            "notebook's own defaults; tag the cell that sets dataset, out_dir, ... as `parameters` "
+            "(JupyterLab: Property Inspector > Cell Tags)"
+        )
 
 
 def check_kernel(kernel: str) -> None:

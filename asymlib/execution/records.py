@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..core.data import DATASET_SHAPES
 from ..sections.settings import SectionSettings
-from ..sections.units import replace_atomically
+from ..sections.units import SUMMARY_NAME, replace_atomically
 from .params import ParamsError, Section
 
 __all__ = [
@@ -73,9 +73,14 @@ def check_settings(
             changed += [problem for problem in store.problems(unit) if problem not in changed]
         if not changed:
             continue
-        # problems of a shard itself (another unit's rows, another table) start with "its"
-        mislabelled = changed[0].startswith("its ")
-        made = "that are not what their names say" if mislabelled else "made with other settings"
+        # problems of a shard itself (another unit's rows, another table, values that are no
+        # results) start with "its"; those of settings.yaml with its name
+        if changed[0].startswith("its "):
+            made, were = "that are not what their names say", "were not what their names say"
+        elif changed[0].startswith(SUMMARY_NAME):
+            made, were = f"whose {SUMMARY_NAME} does not match them", f"had a {SUMMARY_NAME} that did not match them"
+        else:
+            made, were = "made with other settings", "were made with other settings"
         if dataset in datasets:
             raise ParamsError(
                 f"{out_dir} holds {dataset} results {made} ({'; '.join(changed)}); "
@@ -83,8 +88,7 @@ def check_settings(
             )
         stale = [d for d in in_tables if d not in datasets and store.dataset_units(d)]
         raise ParamsError(
-            f"{out_dir}: the combined tables would mix settings: {dataset} results "
-            f"{'were not what their names say' if mislabelled else 'were made with other settings'} "
+            f"{out_dir}: the combined tables would mix settings: {dataset} results {were} "
             f"({'; '.join(changed)}). Redo every dataset of the section with --force "
             f"(without --datasets), or add {', '.join(stale)} to --datasets with --force, "
             "or choose another output folder"

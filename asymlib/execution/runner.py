@@ -52,10 +52,11 @@ from ..reports.tables import (
     mixture_improvement_table,
 )
 from ..sections.settings import SectionSettings
-from .cluster import Job, TaskFailure, available_cores, open_cluster, resources_for
+from .cluster import Job, SchedulerLost, TaskFailure, available_cores, open_cluster, resources_for
 from .notebooks import (
     DEFAULT_KERNEL,
     check_kernel,
+    check_parameters_cell,
     execute_notebook,
     notebook_parameters,
     stop_running_notebooks,
@@ -162,6 +163,7 @@ def _run_section(
     if todo:
         check_writable(out_dir)
         check_kernel(kernel)
+        check_parameters_cell(project_root() / section.notebook)
         if force:
             for dataset in todo:
                 forget(section, dataset, out_dir)
@@ -238,22 +240,59 @@ def _train_units(
             progress=progress,
             description=f"{section.name} units",
         )
-        for job, outcome in outcomes:
-            dataset = job.dataset
-            if dataset not in run.executed:
-                run.executed.append(dataset)
-            if isinstance(outcome, TaskFailure):
-                if dataset not in run.errors:
-                    run.errors[dataset] = f"{outcome.error} (unit {job.unit})"
-                    run.failed[dataset] = out_dir / f"{dataset}.log"
-                    writing(out_dir, lambda: run.failed[dataset].write_text(""))
-                    (out_dir / f"{dataset}.ipynb").unlink(missing_ok=True)  # it would show older results
-                with open(run.failed[dataset], "a") as log:
-                    log.write(f"unit {job.unit} failed:\n{outcome.traceback}\n")
-                continue
-            writing(out_dir, lambda: store.save(job.unit, made_with=outcome.made_with, **outcome.tables))
-            run.trained[dataset] = run.trained.get(dataset, 0) + 1
-            run.seconds[dataset] = run.seconds.get(dataset, 0.0) + outcome.seconds
+        try:
+            for job, outcome in outcomes:
+                _record_outcome(run, store, job, outcome, out_dir=out_dir)
+        except SchedulerLost as lost:
+            raise _scheduler_lost(run, jobs, lost, out_dir=out_dir) from None
+
+
+def _record_outcome(run: SectionRun, store, job: Job, outcome, *, out_dir: Path) -> None:
+    """Save a finished unit's shards, or log a failed one in ``<dataset>.log``."""
+    dataset = job.dataset
+    if dataset not in run.executed:
+        run.executed.append(dataset)
+    if isinstance(outcome, TaskFailure):
+        if dataset not in run.errors:
+            run.errors[dataset] = f"{outcome.error} (unit {job.unit})"
+            run.failed[dataset] = out_dir / f"{dataset}.log"
+            writing(out_dir, lambda: run.failed[dataset].write_text(""))
+            (out_dir / f"{dataset}.ipynb").unlink(missing_ok=True)  # it would show older results
+        with open(run.failed[dataset], "a") as log:
+            log.write(f"unit {job.unit} failed:\n{outcome.traceback}\n")
+        return
+    writing(out_dir, lambda: store.save(job.unit, made_with=outcome.made_with, **outcome.tables))
+    run.trained[dataset] = run.trained.get(dataset, 0) + 1
+    run.seconds[dataset] = run.seconds.get(dataset, 0.0) + outcome.seconds
+
+
+def _scheduler_lost(run: SectionRun, jobs: list[Job], lost: SchedulerLost, *, out_dir: Path) -> SchedulerLost:
+    """What losing the Dask scheduler mid-run leaves: each dataset with units not finished has
+    the cause in ``<dataset>.log`` (the finished units' shards are saved already); the error
+    returned says how far the run got, where its units are and that a re-run resumes."""
+    left: dict[str, list[str]] = {}
+    saved = SECTIONS[run.section].store(out_dir)
+    for job in jobs:
+        if not saved.complete(job.unit):
+            left.setdefault(job.dataset, []).append(job.unit)
+    for dataset, units in left.items():
+        log = out_dir / f"{dataset}.log"
+        text = (
+            f"lost the Dask scheduler at {lost.address} while its units ran: {lost.cause}\n"
+            f"units not finished (a re-run trains them): {', '.join(units)}\n"
+        )
+        if run.failed.get(dataset) == log:  # a unit of it failed before: keep that traceback too
+            writing(out_dir, lambda: log.open("a").write(text))
+        else:
+            writing(out_dir, lambda: log.write_text(text))
+    finished = len(jobs) - sum(map(len, left.values()))
+    logs = " and ".join(f"{dataset}.log" for dataset in left) or "the datasets' logs"
+    return SchedulerLost(
+        lost.address,
+        lost.cause,
+        f"lost the Dask scheduler at {lost.address} after {finished} of {len(jobs)} {run.section} units; "
+        f"the finished units are kept in {out_dir} (the cause is in {logs} there); run again to resume",
+    )
 
 
 def _execute_notebooks(

@@ -77,6 +77,16 @@ class DeepEnsembleSettings(SectionSettings):
     SECTION = "deep_ensembles"
     TABLES = DEEP_ENSEMBLE_TABLES
     UNIT_COLUMNS = ("dataset", "hidden", "repeat")
+    METRIC_COLUMNS = {
+        "models": ("metric", "metric_in_range"),
+        "ensembles": ("ensemble_metric", "interpolated_metric", "single_mean"),
+    }
+    IMPROVEMENT_COLUMNS = {
+        "ensembles": {
+            "relative_improvement": ("ensemble_metric", "single_mean"),
+            "interpolated_relative_improvement": ("interpolated_metric", "single_mean"),
+        }
+    }
 
     hidden_sizes: tuple[int, ...] = setting(
         PAPER_HIDDEN_SIZES,

@@ -69,6 +69,7 @@ class MixtureSettings(SectionSettings):
     SECTION = "mixtures"
     TABLES = MIXTURE_TABLES
     UNIT_COLUMNS = ("dataset", "gating", "kind", "experts", "balance_weight")
+    METRIC_COLUMNS = {"mixtures": ("metric",)}
 
     gatings: tuple[str, ...] = setting(
         GATINGS,

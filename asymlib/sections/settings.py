@@ -291,6 +291,27 @@ class SectionSettings(Mapping):
     #: The columns ``unit_of`` reads, those a shard has (a shard without one it needs
     #: cannot be a unit's).
     UNIT_COLUMNS: ClassVar[tuple[str, ...]] = ()
+    #: Per table, the columns that hold the dataset's metric: accuracy (0 to 1) for a
+    #: classification dataset, RMSE (0 or more) for regression, as the dataset registry's task
+    #: says (``core.evaluation.metric_name``); the shard store refuses a shard whose values are
+    #: no such metric, or are not finite in a row that is not flagged diverged.
+    METRIC_COLUMNS: ClassVar[dict[str, tuple[str, ...]]] = {}
+    #: Per table, columns that are relative improvements of one metric column over another,
+    #: ``{column: (ensemble, single)}`` (``core.evaluation.relative_improvement``): the store
+    #: refuses a shard where they do not follow from the two.
+    IMPROVEMENT_COLUMNS: ClassVar[dict[str, dict[str, tuple[str, str]]]] = {}
+
+    @classmethod
+    def for_tables(cls, tables: Iterable[str]) -> type[SectionSettings] | None:
+        """The section whose units write ``tables`` (the first declared), None if none does:
+        what a shard store opened without settings checks its shards' rows and values by."""
+        tables, found = tuple(tables), list(SectionSettings.__subclasses__())
+        while found:
+            section = found.pop(0)
+            if section.TABLES == tables:
+                return section
+            found += section.__subclasses__()
+        return None
 
     def table_settings(self) -> str:
         """The ``settings`` column the completion-marker table carries (a unit's own record

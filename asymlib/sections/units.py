@@ -29,6 +29,8 @@ import torch
 import yaml
 
 from ..core.data import Dataset
+from ..core.datasets import DATASET_RECORDS
+from ..core.evaluation import metric_name, relative_improvement
 from .settings import ParamsError, SectionSettings
 
 
@@ -89,7 +91,12 @@ class ShardStore:
     of its files is there and readable as Parquet (its footer checks out), so a shard damaged
     later (truncated by a full disk, say) makes the unit count as not done, and a resume
     redoes it. A complete unit is done, for a store with settings, when each shard's record
-    and rows name this unit and table and its settings are these (``problems``).
+    and rows name this unit and table and its settings are these (``problems``). On every
+    read, with settings or without, a shard must also hold results: its rows name its unit,
+    its metric columns hold the dataset's metric (accuracy 0 to 1, RMSE 0 or more, finite
+    unless the row is flagged diverged) and its relative improvements follow from them
+    (``SectionSettings.METRIC_COLUMNS``); a problem names the shard's file, and a unit with
+    one is refused (or, with ``redo``, trained again), never read.
 
     ``settings.yaml`` beside the shards says, per dataset, the settings its units were last
     saved with (read by reports and estimates). Shards written before shards carried a record
@@ -97,6 +104,9 @@ class ShardStore:
     records for its dataset (none recorded: unknown, so it does not match), and its rows must
     still name its unit. Before the store changes a dataset's entry there, it writes that
     entry into the dataset's shards that have no record, so the rule never relabels them.
+    Where the shards have records, those count: an entry that none of the dataset's shards
+    records (``settings.yaml`` edited by hand, or copied from elsewhere) is a problem of
+    every unit of the dataset, naming the file.
     """
 
     def __init__(
@@ -121,6 +131,7 @@ class ShardStore:
         self.redo = redo
         self._summary: tuple[tuple | None, dict] = (None, {})
         self._checked: dict[str, tuple[tuple, list[str]]] = {}
+        self._summary_checked: dict[str, tuple[tuple, list[str]]] = {}
 
     def path(self, unit: str, table: str) -> Path:
         return self.shards / f"{unit}-{table}.parquet"
@@ -259,33 +270,78 @@ class ShardStore:
     def _schema(self) -> int | None:
         return None if self.settings is None else self.settings.SCHEMA
 
+    def _section(self) -> type[SectionSettings] | None:
+        """The settings class whose units this store holds (known from the tables alone too)."""
+        return type(self.settings) if self.settings is not None else SectionSettings.for_tables(self.tables)
+
     def _problems(self, unit: str, table: str, metadata: pq.FileMetaData) -> list[str]:
-        record, name = _record(metadata), f"its {table} shard"
+        path = self.path(unit, table)
+        record, name = _record(metadata), f"its {table} shard {path.parent.name}/{path.name}"
         if record is not None:
             if record.get("unit") != unit:
                 return [f"{name} was written for unit {record.get('unit')}"]
             if record.get("table") != table:
                 return [f"{name} holds the {record.get('table')} table"]
+        if (
+            self.settings is not None
+            and record is not None
+            and record.get("schema") not in (None, self.settings.SCHEMA)
+        ):
+            return [f"{name} has table format {record.get('schema')}, not {self.settings.SCHEMA}"]  # None: not said
+        section = self._section()
+        if section is not None:  # what the rows themselves say: their unit, and numbers that are results
+            rows = _rows(path, [*section.UNIT_COLUMNS, "settings"])
+            try:
+                named = {section.unit_of(row) for row in rows}
+            except KeyError as missing:
+                return [f"{name} lacks the column {missing}"]
+            if named - {unit}:
+                return [f"{name} holds rows of {', '.join(sorted(named - {unit}))}"]
+            damaged = _value_problems(path, name, _dataset_of(unit), section, table)
+            if damaged:
+                return damaged
+        found = self._summary_problems(_dataset_of(unit), section) if table == self.marker else []
         if self.settings is None:
-            return []
-        if record is not None and record.get("schema") not in (None, self.settings.SCHEMA):  # None: not said
-            return [f"{name} has table format {record.get('schema')}, not {self.settings.SCHEMA}"]
-        rows = _rows(self.path(unit, table), [*type(self.settings).UNIT_COLUMNS, "settings"])
-        try:
-            named = {type(self.settings).unit_of(row) for row in rows}
-        except KeyError as missing:
-            return [f"{name} lacks the column {missing}"]
-        if named - {unit}:
-            return [f"{name} holds rows of {', '.join(sorted(named - {unit}))}"]
+            return found
         # a shard from before records: made with what settings.yaml records for its dataset
         made_with = record["settings"] if record is not None else self.summary().get(_dataset_of(unit))
         if made_with is None:
             return ["no record of the settings it was made with"]
-        found = type(self.settings).differences(made_with, self.settings.record())
+        found += type(self.settings).differences(made_with, self.settings.record())
         if table == self.marker:  # what the rows themselves say
             column = {row["settings"] for row in rows if "settings" in row}
             found += _column_differences(sorted(column), self.settings.table_settings())
         return found
+
+    def _summary_problems(self, dataset: str, section: type[SectionSettings] | None) -> list[str]:
+        """What is wrong with ``settings.yaml``'s entry for ``dataset``: it must be the settings
+        that one of the dataset's shards records (the last saved unit's), since the shards'
+        records are what count; an entry that none records was edited by hand or belongs to
+        other shards. Nothing to check when no shard of the dataset has a record."""
+        entry = self.summary().get(dataset)
+        if entry is None:
+            return []
+        markers = sorted(self.shards.glob(f"{dataset}-*-{self.marker}.parquet"))
+        key = (_stamp(self.root / SUMMARY_NAME), tuple(_stamp(path) for path in markers))
+        if self._summary_checked.get(dataset, (None,))[0] == key:
+            return list(self._summary_checked[dataset][1])
+        recorded = [
+            (path, made_with)
+            for path in markers
+            if (made_with := (_record(_metadata(path)) or {}).get("settings")) is not None
+        ]
+        found: list[str] = []
+        if recorded and not any(_same_settings(section, made_with, entry) for _, made_with in recorded):
+            path, made_with = recorded[-1]
+            keys = [k for k in dict.fromkeys([*entry, *made_with]) if entry.get(k) != made_with.get(k)]
+            said = ", ".join(f"{k} {entry.get(k)!r}" for k in keys)
+            records = ", ".join(f"{k} {made_with.get(k)!r}" for k in keys)
+            found = [
+                f"{SUMMARY_NAME} says {dataset} was made with {said}, but its shards record {records} "
+                f"({path.parent.name}/{path.name}); the shards count: put {SUMMARY_NAME} back to what they record"
+            ]
+        self._summary_checked[dataset] = (key, found)
+        return list(found)
 
     def _refusals(self, unit: str, tables: Mapping[str, pd.DataFrame], made_with: SectionSettings | None) -> list[str]:
         if self.settings is None:
@@ -309,6 +365,68 @@ class ShardStore:
 
 def _dataset_of(unit: str) -> str:
     return unit.split("-", 1)[0]
+
+
+def _same_settings(section: type[SectionSettings] | None, one: Mapping, other: Mapping) -> bool:
+    """Whether two records of settings say the same (a key one lacks had its default then)."""
+    if section is None:
+        return dict(one) == dict(other)
+    return not section.differences(one, other) and not section.differences(other, one)
+
+
+def _value_problems(path: Path, name: str, dataset: str, section: type[SectionSettings], table: str) -> list[str]:
+    """What makes a shard's numbers no results of ``dataset``: a metric column whose values are
+    not the dataset's metric (accuracy 0 to 1, RMSE 0 or more: the registry's task says which),
+    a metric that is not finite in a row not flagged diverged (``diverged``, or an ensemble
+    whose members were all left out), a ``metric_name`` other than the task's, and relative
+    improvements that do not follow from the metrics they compare."""
+    columns, improvements = section.METRIC_COLUMNS.get(table, ()), section.IMPROVEMENT_COLUMNS.get(table, {})
+    if dataset not in DATASET_RECORDS or not (columns or improvements):
+        return []
+    task = DATASET_RECORDS[dataset].task
+    metric = metric_name(task)
+    present = pq.ParquetFile(path).schema_arrow.names
+    flags = ("metric_name", "diverged", "excluded_members", "ensemble_size")
+    wanted = list(
+        dict.fromkeys(c for c in (*columns, *flags, *improvements, *sum(improvements.values(), ())) if c in present)
+    )
+    frame = pq.read_table(path, columns=wanted).to_pandas()
+    found = []  # phrases after "has"
+    if "metric_name" in frame and set(frame["metric_name"]) - {metric}:
+        other = ", ".join(sorted(map(str, set(frame["metric_name"]) - {metric})))
+        found.append(f"metric_name {other}, but {dataset} ({task}) is scored by {metric}")
+    if "diverged" in frame:
+        left_out = frame["diverged"].to_numpy(bool)
+    elif {"excluded_members", "ensemble_size"} <= set(frame):
+        left_out = (frame["excluded_members"] == frame["ensemble_size"]).to_numpy()
+    else:
+        left_out = np.zeros(len(frame), bool)
+    high = 1.0 if metric == "accuracy" else np.inf
+    unflagged, outside = [], []
+    for column in (c for c in columns if c in frame):
+        values = frame[column].to_numpy(float)
+        finite = np.isfinite(values)
+        if (~finite & ~left_out).any():
+            unflagged.append(f"{column} {values[~finite & ~left_out][0]}")
+        wrong = finite & ((values < 0) | (values > high))
+        if wrong.any():
+            outside.append(f"{column} {values[wrong][np.argmax(np.abs(values[wrong]))]:.6g}")
+    if outside:
+        found.append(f"{', '.join(outside)}: not {'an accuracy (0 to 1)' if high == 1 else 'an RMSE (0 or more)'}")
+    if unflagged:
+        found.append(f"{', '.join(unflagged)} in rows not flagged diverged")
+    for column, (ensemble, single) in improvements.items():
+        if column in frame and ensemble in frame and single in frame:
+            stored = frame[column].to_numpy(float)
+            with np.errstate(divide="ignore", invalid="ignore"):  # a single model scoring 0: inf or nan
+                derived = relative_improvement(
+                    frame[ensemble].to_numpy(float), frame[single].to_numpy(float), task=task
+                )
+            wrong = ~np.isclose(stored, derived, rtol=1e-6, atol=1e-9, equal_nan=True)
+            if wrong.any():
+                i = int(np.flatnonzero(wrong)[0])
+                found.append(f"{column} {stored[i]:.6g} where {ensemble} and {single} give {derived[i]:.6g}")
+    return [f"{name} has {' and '.join(found)}"] if found else []
 
 
 def _metadata(path: Path) -> pq.FileMetaData | None:
