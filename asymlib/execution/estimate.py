@@ -44,12 +44,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from ..core.data import Dataset, load_dataset
 from ..core.mixtures import MixtureEnsemble
 from ..core.models import MLPEnsemble
 from ..core.trainer import TrainConfig, fit
+from ..core.yamlfile import load_yaml
 from ..sections.deep_ensembles import wasym_variants
 from .params import SECTIONS, load_params, profile_sections
 
@@ -242,7 +242,7 @@ def typical_epochs(section: str, settings: dict, dataset: str, kind: str, *, run
     cap = settings["max_epochs"]
     same = ("max_rows", "split", "val_fraction", "patience")
     for settings_file in sorted(runs.glob(f"*/{section}/settings.yaml")):
-        recorded = (yaml.safe_load(settings_file.read_text()) or {}).get(dataset)
+        recorded = (load_yaml(settings_file.read_text(), source=str(settings_file)) or {}).get(dataset)
         if not recorded or any(recorded.get(k) != settings.get(k) for k in same) or recorded.get("max_epochs", 0) < cap:
             continue
         # the shards, not the combined table: a run still going has recorded epochs too

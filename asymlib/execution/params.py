@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import yaml
 
+from ..core.yamlfile import DuplicateKeyError, load_yaml
 from ..sections.deep_ensembles import DeepEnsembleSettings, train_deep_ensemble_unit
 from ..sections.mixtures import MixtureSettings, finish_mixture_tables, train_mixture_unit
 from ..sections.settings import ParamsError, SectionSettings, check_datasets, positive_int
@@ -116,9 +117,11 @@ SECTIONS: dict[str, Section] = {
 
 def _read_profile(path: Path, sections: Sequence[str]) -> dict:
     try:
-        document = yaml.safe_load(path.read_text())
+        document = load_yaml(path.read_text(), source=str(path))
     except FileNotFoundError:
         raise ParamsError(f"{path}: no such parameter file") from None
+    except DuplicateKeyError as exc:  # the last of two equal keys would silently win
+        raise ParamsError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(document, dict):

@@ -29,6 +29,7 @@ import torch
 import yaml
 
 from ..core.data import Dataset
+from ..core.yamlfile import load_yaml
 from .settings import ParamsError, SectionSettings
 
 
@@ -246,7 +247,7 @@ class ShardStore:
         if stamp is None:
             return {}
         if self._summary[0] != stamp:
-            self._summary = (stamp, yaml.safe_load(path.read_text()) or {})
+            self._summary = (stamp, load_yaml(path.read_text(), source=str(path)) or {})
         return dict(self._summary[1])
 
     def record(self, unit: str, table: str) -> dict | None:
