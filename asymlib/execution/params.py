@@ -32,6 +32,7 @@ __all__ = [
     "ParamsError",
     "Section",
     "check_datasets",
+    "choose_datasets",
     "load_params",
     "load_scheduler",
     "positive_int",
@@ -171,3 +172,16 @@ def load_params(
             raise ParamsError(f"unknown section {name!r}; known: {', '.join(SECTIONS)}")
         checked[name] = SECTIONS[name].settings.from_profile(document.get(name), where=str(path))
     return checked
+
+
+def choose_datasets(settings: SectionSettings, datasets: Sequence[str] | None, *, where: str) -> list[str]:
+    """The datasets a run of the section works on: ``datasets`` (``--datasets``, each a known
+    name given once) or else the profile's; each with rows enough for every part of its split
+    (``SectionSettings.check_rows``: ``--datasets`` may name one the profile does not).
+    Raises ParamsError starting with ``where`` (the profile file)."""
+    chosen = check_datasets(datasets, "datasets") if datasets else list(settings.datasets)
+    try:
+        settings.check_rows(chosen)
+    except ParamsError as error:
+        raise ParamsError(f"{where}: {error}") from None
+    return chosen
