@@ -306,13 +306,18 @@ def test_a_hand_edited_settings_yaml_is_refused_naming_it(finished, data_env, tm
 # --------------------------------------------------------------------------- failed runs
 
 
-def test_a_run_that_trained_nothing_leaves_nothing_that_blocks(data_env, tmp_path, capsys):
-    # 5 rows cannot be split with stratification: churn's notebook fails before any unit.
-    failing = _profile(tmp_path, "tiny", datasets=["churn"], max_rows=5)
+def test_a_run_that_trained_nothing_leaves_nothing_that_blocks(tmp_path, monkeypatch, capsys):
+    # churn's file is its header only: every check before training passes, its unit fails.
+    data = tmp_path / "data"
+    data.mkdir()
+    header = (_data_dir() / "Churn_Modelling.csv").read_text().splitlines()[0]
+    (data / "Churn_Modelling.csv").write_text(header + "\n")
+    monkeypatch.setenv("ASYMLIB_DATA", str(data))
+    failing = _profile(tmp_path, "tiny", datasets=["churn"])
     out = tmp_path / "runs"
     assert _run(failing, "--out", out, "--no-report") == 1
     assert not (out / "tiny" / "deep_ensembles" / "settings.yaml").exists()
-    other = _profile(tmp_path, "tiny", datasets=["churn"], max_rows=5, max_epochs=2)
+    other = _profile(tmp_path, "tiny", datasets=["churn"], max_epochs=2)
     capsys.readouterr()
     assert _run(other, "--out", out, "--no-report") == 1  # fails the same way; not refused
     assert "other settings" not in capsys.readouterr().err

@@ -226,13 +226,26 @@ def test_partly_done_dataset_is_executed_again(smoke, data_env):
     assert {k: v for k, v in _shard_times(out_dir).items() if not k.startswith("california-")} == others
 
 
+def broken_churn(tmp_path: Path) -> Path:
+    """A data folder whose churn file is its header line only (present, so every check
+    before training passes; churn's units fail on their workers) beside the real california."""
+    data = tmp_path / "data"
+    data.mkdir()
+    header = (DATA / "Churn_Modelling.csv").read_text().splitlines()[0]
+    (data / "Churn_Modelling.csv").write_text(header + "\n")
+    for name in RAW_FILES["california"]:
+        (data / name).symlink_to(DATA / name)
+    return data
+
+
 @needs_data
-def test_failed_unit_does_not_stop_the_others(tmp_path, data_env, capsys):
-    # 5 rows cannot be split with stratification (churn's unit fails on its worker);
-    # regression can (california runs). The worker's traceback lands in churn.log.
+def test_failed_unit_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    # churn's file has no rows (its unit fails on its worker); california runs. The
+    # worker's traceback lands in churn.log.
+    monkeypatch.setenv("ASYMLIB_DATA", str(broken_churn(tmp_path)))
     params = yaml.safe_load(SMOKE.read_text())
     del params["mixtures"]  # this test is about the runner, one section is enough
-    params["deep_ensembles"].update(datasets=["churn", "california"], max_rows=5)
+    params["deep_ensembles"].update(datasets=["churn", "california"])
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(params))
 
@@ -242,7 +255,7 @@ def test_failed_unit_does_not_stop_the_others(tmp_path, data_env, capsys):
     assert notebook_succeeded(out_dir / "california.ipynb")
     assert not notebook_succeeded(out_dir / "churn.ipynb")
     printed = capsys.readouterr()
-    assert "churn failed with ValueError: cannot split 5 rows for churn test" in printed.out
+    assert "churn failed with MalformedDataError: churn: raw file" in printed.out
     assert str(out_dir / "churn.log") in printed.out
     log = (out_dir / "churn.log").read_text()
     assert "unit churn-h8-r0 failed" in log and "Traceback" in log and "load_dataset" in log

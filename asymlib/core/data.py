@@ -31,7 +31,18 @@ from .data_errors import DataFileError, MalformedDataError
 from .dataset_record import DatasetRecord, Table
 from .datasets import DATASET_RECORDS, DATASET_SHAPES, DATASETS, RAW_FILES, check_name
 from .fetch import default_data_dir, fetch_datasets, require_files
-from .splits import SPLITS, Scaling, SplitRule, apply_scaling, fit_scaling, split_rows, subsample
+from .splits import (
+    MIN_PART_ROWS,
+    MIN_TRAIN_ROWS_PER_CLASS,
+    SPLITS,
+    Scaling,
+    SplitRule,
+    apply_scaling,
+    fit_scaling,
+    part_sizes,
+    split_rows,
+    subsample,
+)
 
 __all__ = [
     "DATASETS",
@@ -43,6 +54,7 @@ __all__ = [
     "default_data_dir",
     "fetch_datasets",
     "load_dataset",
+    "too_few_rows",
 ]
 
 
@@ -144,6 +156,41 @@ def _check_options(
     if max_rows is not None and (not _is_int(max_rows) or max_rows < 1):
         raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
     return rule, test_fraction, val_fraction
+
+
+def too_few_rows(
+    name: str,
+    max_rows: int | None,
+    *,
+    split: str = "paper",
+    test_fraction: float | None = None,
+    val_fraction: float | None = None,
+) -> str | None:
+    """Why ``load_dataset(name, max_rows=..., split=..., ...)`` would leave a part of the split
+    too small to give a result (``splits.MIN_PART_ROWS`` rows a part, and for classification
+    ``MIN_TRAIN_ROWS_PER_CLASS`` training rows per class), or None. Known from the dataset's
+    record and the split's fractions alone, before any file is read, so that a run can refuse
+    a row cap before it trains anything."""
+    record = DATASET_RECORDS[check_name(name)]
+    rule = SPLITS[split]
+    test_fraction = rule.test_fraction if test_fraction is None else test_fraction
+    val_fraction = rule.val_fraction if val_fraction is None else val_fraction
+
+    def problems(rows: int | None) -> tuple[int, int, int, bool]:
+        train, val, test = part_sizes(record.n_rows, rows, test_fraction, val_fraction)
+        least_train = max(MIN_PART_ROWS, MIN_TRAIN_ROWS_PER_CLASS * record.n_classes)
+        return train, val, test, min(val, test) < MIN_PART_ROWS or train < least_train
+
+    train, val, test, short = problems(max_rows)
+    if not short:
+        return None
+    need = f"each part needs at least {MIN_PART_ROWS} rows"
+    if record.n_classes:
+        least = MIN_TRAIN_ROWS_PER_CLASS * record.n_classes
+        need += f", and training {MIN_TRAIN_ROWS_PER_CLASS} per class ({least} for {name}'s {record.n_classes} classes)"
+    enough = next((n for n in range(1, record.n_rows + 1) if not problems(n)[3]), None)
+    fix = "" if enough is None else f"; the smallest max_rows that does is {enough}"
+    return f"leaves {name} {train} training, {val} validation and {test} test rows; {need}{fix}"
 
 
 def _features(X: np.ndarray, scaling: Scaling, record: DatasetRecord, data_dir: Path) -> torch.Tensor:
@@ -251,6 +298,11 @@ def load_dataset(
     """
     record = DATASET_RECORDS[check_name(name)]
     rule, test_fraction, val_fraction = _check_options(split, test_fraction, val_fraction, split_seed, max_rows)
+    short = too_few_rows(name, max_rows, split=split, test_fraction=test_fraction, val_fraction=val_fraction)
+    if short is not None:
+        raise ValueError(
+            f"max_rows={max_rows} {short}" if max_rows is not None else f"val_fraction={val_fraction} {short}"
+        )
     if not isinstance(standardize, (bool, np.bool_)):
         raise TypeError(f"standardize: expected True or False, got {type(standardize).__name__} {standardize!r}")
     data_dir = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
@@ -260,6 +312,13 @@ def load_dataset(
     strata = None if record.task == "regression" else table.y
     rows = subsample(len(table.y), strata, max_rows, split_seed, record.name)
     parts = split_rows(rows, strata, rule, test_fraction, val_fraction, split_seed, record.name)
+    if strata is not None:
+        absent = sorted(set(range(record.n_classes)) - set(np.unique(strata[parts[0]]).tolist()))
+        if absent:  # scores over classes never trained on would be no result
+            raise ValueError(
+                f"max_rows={max_rows} leaves {record.name}'s training part without class {absent[0]} "
+                f"({len(absent)} class{'es' if len(absent) > 1 else ''} absent); use a larger max_rows"
+            )
     X_train = table.X[parts[0]]
     scaling = fit_scaling(
         table, X_train, rows,

@@ -12,10 +12,12 @@ Exit status (the message says which):
     0    success
     1    a unit, a notebook or a report failed (its traceback is in <dataset>.log or the
          executed notebook)
-    2    bad input: a parameter file, missing or malformed data, no usable Jupyter kernel, a
-         section notebook without a cell tagged `parameters`,
-         settings that would mix with stored results, an output folder that cannot be written,
-         no Dask scheduler at the given address (or no worker that can run the tasks)
+    2    bad input: a parameter file (also a key written twice, a device or units this
+         machine cannot train, a row cap that leaves a part of a split nearly empty), missing or
+         malformed data, no usable Jupyter kernel, a section notebook without a cell tagged
+         `parameters`, settings that would mix with stored results, an output folder that
+         cannot be written or that another run holds (one run at a time per folder), no Dask
+         scheduler at the given address (or no worker that can run the tasks)
     3    every notebook ran, but some members or mixtures diverged (non-finite loss): they
          are flagged and left out, and the summary names them
     4    (train) --stop-after left units not started; a re-run trains them

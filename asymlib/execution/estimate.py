@@ -44,12 +44,12 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
 from ..core.data import Dataset, load_dataset
 from ..core.mixtures import MixtureEnsemble
 from ..core.models import MLPEnsemble
 from ..core.trainer import TrainConfig, fit
+from ..core.yamlfile import load_yaml
 from ..sections.deep_ensembles import wasym_variants
 from .params import SECTIONS, load_params, profile_sections
 
@@ -242,7 +242,7 @@ def typical_epochs(section: str, settings: dict, dataset: str, kind: str, *, run
     cap = settings["max_epochs"]
     same = ("max_rows", "split", "val_fraction", "patience")
     for settings_file in sorted(runs.glob(f"*/{section}/settings.yaml")):
-        recorded = (yaml.safe_load(settings_file.read_text()) or {}).get(dataset)
+        recorded = (load_yaml(settings_file.read_text(), source=str(settings_file)) or {}).get(dataset)
         if not recorded or any(recorded.get(k) != settings.get(k) for k in same) or recorded.get("max_epochs", 0) < cap:
             continue
         # the shards, not the combined table: a run still going has recorded epochs too
@@ -589,3 +589,53 @@ def format_measured_estimate(estimate: MeasuredEstimate) -> str:
     )
     lines.append(f"  whole grid on one device: {_hours(estimate.hours())}")
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- memory
+#
+# What one unit holds at once, counted before anything runs so that a profile whose units
+# cannot fit is refused up front (``machine.check_memory``) rather than failing (or
+# swapping for hours) on its workers. Rough but on the low side: only the large items,
+# float32 (4 bytes) unless said otherwise, for the largest model a unit trains at a time (a
+# deep-ensemble unit trains its types one after the other; a mixture unit one model):
+#
+# - parameters, their gradients, AdamW's two moments and the copy of each member's
+#   parameters set aside when it stops (``trainer``): 5 x 4 bytes per parameter;
+# - a training batch's activations kept for the backward pass: members (x experts) x batch
+#   rows x 3 hidden layers x 2 (before and after the activation function) x hidden;
+# - the epoch's row orders, one int64 permutation of the training rows per member, and the
+#   block of gathered rows (``steps.EpochBatches``, at most ``BLOCK_BYTES``);
+# - every member's outputs on the test part, which scoring holds at once;
+# - the dataset's tensors (train, validation and test rows x (features + 1)).
+#
+# The Python process itself, torch's libraries and the allocator's slack come on top.
+
+#: Bytes per trained parameter: the value, its gradient, AdamW's two moments, the stopped copy.
+BYTES_PER_PARAMETER = 5 * 4
+
+
+def unit_memory_bytes(section: str, settings, dataset: str, coordinates: dict) -> int:
+    """About how many bytes one unit of ``section`` needs while it trains (see above)."""
+    from ..core.data import DATASET_RECORDS, SPLITS, part_sizes
+    from ..core.steps import BLOCK_BYTES
+
+    record = DATASET_RECORDS[dataset]
+    rule = SPLITS[settings["split"]]
+    val_fraction = settings["val_fraction"] or rule.val_fraction
+    n_train, n_val, n_test = part_sizes(record.n_rows, settings["max_rows"], rule.test_fraction, val_fraction)
+    d, out = record.n_features, max(1, record.n_classes)
+    batch = TrainConfig().batch_size
+    if section == "deep_ensembles":
+        members, experts, hidden, square = settings["members"], 1, coordinates["hidden"], 2
+    else:
+        members, experts, hidden = settings["repeats"], coordinates["experts"], settings["hidden"]
+        release_moie = settings["architecture"] == "release" and coordinates["kind"] in ("imlp", "iwmlp")
+        square = 3 if release_moie else 2
+    expert = d * hidden + hidden + square * (hidden * hidden + hidden) + hidden * out + out
+    gate = d * experts + experts if experts > 1 else 0
+    parameters = members * (experts * expert + gate)
+    activations = members * experts * batch * 3 * 2 * hidden * 4
+    orders = members * n_train * 8 + min(BLOCK_BYTES, members * n_train * (d * 4 + 8))
+    outputs = members * n_test * out * 4
+    data = (n_train + n_val + n_test) * (d + 1) * 4
+    return parameters * BYTES_PER_PARAMETER + activations + orders + outputs + data

@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 import yaml
 
+from ..core.yamlfile import DuplicateKeyError, load_yaml
 from ..sections.deep_ensembles import DeepEnsembleSettings, train_deep_ensemble_unit
 from ..sections.mixtures import MixtureSettings, finish_mixture_tables, train_mixture_unit
 from ..sections.settings import ParamsError, SectionSettings, check_datasets, positive_int
@@ -31,6 +32,7 @@ __all__ = [
     "ParamsError",
     "Section",
     "check_datasets",
+    "choose_datasets",
     "load_params",
     "load_scheduler",
     "positive_int",
@@ -116,9 +118,11 @@ SECTIONS: dict[str, Section] = {
 
 def _read_profile(path: Path, sections: Sequence[str]) -> dict:
     try:
-        document = yaml.safe_load(path.read_text())
+        document = load_yaml(path.read_text(), source=str(path))
     except FileNotFoundError:
         raise ParamsError(f"{path}: no such parameter file") from None
+    except DuplicateKeyError as exc:  # the last of two equal keys would silently win
+        raise ParamsError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(document, dict):
@@ -168,3 +172,16 @@ def load_params(
             raise ParamsError(f"unknown section {name!r}; known: {', '.join(SECTIONS)}")
         checked[name] = SECTIONS[name].settings.from_profile(document.get(name), where=str(path))
     return checked
+
+
+def choose_datasets(settings: SectionSettings, datasets: Sequence[str] | None, *, where: str) -> list[str]:
+    """The datasets a run of the section works on: ``datasets`` (``--datasets``, each a known
+    name given once) or else the profile's; each with rows enough for every part of its split
+    (``SectionSettings.check_rows``: ``--datasets`` may name one the profile does not).
+    Raises ParamsError starting with ``where`` (the profile file)."""
+    chosen = check_datasets(datasets, "datasets") if datasets else list(settings.datasets)
+    try:
+        settings.check_rows(chosen)
+    except ParamsError as error:
+        raise ParamsError(f"{where}: {error}") from None
+    return chosen

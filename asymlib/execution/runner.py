@@ -53,6 +53,8 @@ from ..reports.tables import (
 )
 from ..sections.settings import SectionSettings
 from .cluster import Job, SchedulerLost, TaskFailure, available_cores, open_cluster, resources_for
+from .lock import holding
+from .machine import check_device, check_machine
 from .notebooks import (
     DEFAULT_KERNEL,
     check_kernel,
@@ -65,7 +67,7 @@ from .params import (
     SECTIONS,
     ParamsError,
     Section,
-    check_datasets,
+    choose_datasets,
     load_params,
     load_scheduler,
     positive_int,
@@ -381,7 +383,10 @@ def run_profile(
         (e.g. ``tcp://10.0.0.5:8786``); default the file's ``scheduler:``, else a LocalCluster.
     force: delete the chosen datasets' results first and redo them.
     Raises ParamsError before anything runs if the combined tables would mix results of
-    different settings, OutputError if the output folder cannot be written, and
+    different settings, or if this machine cannot train the units (``machine.check_machine``:
+    a CUDA device it lacks, units far beyond its memory; skipped on a Dask cluster),
+    FolderBusy (an OutputError) if another run holds the output folder (``lock.holding``,
+    held for the whole run), OutputError if the output folder cannot be written, and
     RunInterrupted (a KeyboardInterrupt) on Ctrl-C, with the number of finished units kept.
     report: stitch each section's executed notebooks into ``out_root/<profile>/report_<section>``
         (.ipynb and offline .html) unless the report there was built from the tables and
@@ -398,27 +403,34 @@ def run_profile(
     profile_dir = Path(out_root).resolve() / params_path.stem
     if workers is not None and not positive_int(workers):
         raise ParamsError(f"workers must be a positive integer, got {workers!r}")
+    chosen = {name: choose_datasets(settings[name], datasets, where=str(params_path)) for name in sections}
+    for name in sections:  # before any worker starts; a Dask cluster's workers are checked when it opens
+        if scheduler is None:
+            at_once = workers or settings[name].workers
+            check_machine({name: settings[name]}, {name: chosen[name]}, where=str(params_path), at_once=at_once)
+        else:
+            check_device(settings[name], where=str(params_path), here=False)
     runs = {}
-    for name in sections:
-        chosen = check_datasets(datasets, "datasets") if datasets else settings[name].datasets
-        try:
-            run = _run_section(
-                SECTIONS[name],
-                settings[name],
-                out_dir=profile_dir / name,
-                datasets=list(chosen),
-                workers=workers or settings[name].workers,
-                force=force,
-                progress=progress,
-                kernel=kernel,
-                scheduler=scheduler,
-            )
-        except KeyboardInterrupt:
-            raise RunInterrupted(_units_kept(sections, profile_dir)) from None
-        if report:
-            _build_section_report(run, profile=params_path.stem, kernel=kernel)
-        print(format_summary(run), flush=True)
-        runs[name] = run
+    with holding(profile_dir):  # one run at a time in the folder, from its first read to its last write
+        for name in sections:
+            try:
+                run = _run_section(
+                    SECTIONS[name],
+                    settings[name],
+                    out_dir=profile_dir / name,
+                    datasets=chosen[name],
+                    workers=workers or settings[name].workers,
+                    force=force,
+                    progress=progress,
+                    kernel=kernel,
+                    scheduler=scheduler,
+                )
+            except KeyboardInterrupt:
+                raise RunInterrupted(_units_kept(sections, profile_dir)) from None
+            if report:
+                _build_section_report(run, profile=params_path.stem, kernel=kernel)
+            print(format_summary(run), flush=True)
+            runs[name] = run
     return runs
 
 

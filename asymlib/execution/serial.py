@@ -38,9 +38,11 @@ import pandas as pd
 import torch
 
 from ..core.data import DATASETS, DataFileError
-from ..sections.settings import SectionSettings
+from ..sections.settings import DEVICES, SectionSettings, torch_device
 from .cluster import available_cores  # no Dask at import: the module imports it where it uses it
-from .params import SECTIONS, ParamsError, check_datasets, load_params, positive_int, profile_sections
+from .lock import holding
+from .machine import check_machine
+from .params import SECTIONS, ParamsError, choose_datasets, load_params, positive_int, profile_sections
 from .records import OutputError, append_row, check_settings, check_writable, unit_priority, writing
 from .tasks import UnitResult, missing_raw_files, train_unit
 
@@ -83,7 +85,7 @@ def _train_job(job: SerialJob, settings: SectionSettings, threads: int, deadline
 
 def _pending_jobs(settings: dict[str, SectionSettings], datasets: dict[str, list[str]], out_dirs: dict[str, Path]):
     """Every unit of the chosen datasets not yet done in its store, largest first; and how
-    many were done already (units made with other settings were refused before: ``_checked``)."""
+    many were done already (units made with other settings were refused before: ``_check_folders``)."""
     jobs, done = [], 0
     for name, section_settings in settings.items():
         store = SECTIONS[name].store(out_dirs[name], section_settings)
@@ -97,24 +99,38 @@ def _pending_jobs(settings: dict[str, SectionSettings], datasets: dict[str, list
     return sorted(jobs, key=lambda job: -job.priority), done
 
 
-def _checked(
-    params_path: Path,
-    sections: list[str],
-    *,
-    datasets: Sequence[str] | None,
-    device: str | None,
-    out_dirs: dict[str, Path],
+def _loaded(
+    params_path: Path, sections: list[str], *, datasets: Sequence[str] | None, device: str | None, slots: int
 ) -> tuple[dict[str, SectionSettings], dict[str, list[str]]]:
-    """The sections' settings (``device`` applied) and chosen datasets, after every check
-    that can fail before training: the profile, the device, stored results of other
-    settings (``records.check_settings``), the output folders and the raw files."""
+    """The sections' settings (``device`` applied) and chosen datasets, after the checks of
+    the profile and of this machine (``machine.check_machine``: the device, units ``slots``
+    at a time in its memory), which need nothing of the output folder."""
+    if device is not None and not torch_device(device):
+        raise ParamsError(f"--device {device!r} is not a torch device this code trains on; expected {DEVICES}")
     settings = load_params(params_path, sections=sections)
     chosen = {}
     for name in sections:
         if device is not None:
             settings[name] = dataclasses.replace(settings[name], device=device)
-        _check_device(settings[name].device)
-        chosen[name] = check_datasets(datasets, "datasets") if datasets else list(settings[name].datasets)
+        chosen[name] = choose_datasets(settings[name], datasets, where=str(params_path))
+    check_machine(
+        settings,
+        chosen,
+        where=str(params_path),
+        at_once=slots,
+        pooled=True,
+        device_key=None if device is None else "--device",
+    )
+    return settings, chosen
+
+
+def _check_folders(
+    settings: dict[str, SectionSettings], chosen: dict[str, list[str]], *, out_dirs: dict[str, Path]
+) -> None:
+    """The checks that read the output folders (under their lock) and the raw files: stored
+    results of other settings (``records.check_settings``), folders that cannot be written,
+    raw files missing."""
+    for name in settings:
         in_tables = list(dict.fromkeys([*settings[name].datasets, *chosen[name]]))
         check_settings(
             SECTIONS[name],
@@ -131,7 +147,6 @@ def _checked(
             f"raw files missing: {'; '.join(missing)}; put them in place with `asymlib fetch`",
             path=os.path.dirname(missing[0]),
         )
-    return settings, chosen
 
 
 def train_units(
@@ -149,9 +164,10 @@ def train_units(
 
     device: overrides the sections' ``device`` (results of any device may be combined, as in
         ``asymlib run``). slots: units at once, each in its own process. stop_after: seconds
-        after which no unit starts. Raises ParamsError (bad profile or device, or stored
-        results of other settings), OutputError (an output folder that cannot be written) or
-        DataFileError (raw files missing) before training.
+        after which no unit starts. Raises ParamsError (bad profile, a device or units this
+        machine cannot train, or stored results of other settings), FolderBusy (another run
+        holds the output folder, ``lock.holding``: held for the whole run), OutputError (an
+        output folder that cannot be written) or DataFileError (raw files missing) before training.
     """
     from tqdm.auto import tqdm
 
@@ -163,26 +179,28 @@ def train_units(
     sections = list(sections or profile_sections(params_path))
     profile_dir = Path(out_root).resolve() / params_path.stem
     out_dirs = {name: profile_dir / name for name in sections}
-    settings, chosen = _checked(params_path, sections, datasets=datasets, device=device, out_dirs=out_dirs)
-    jobs, already_done = _pending_jobs(settings, chosen, out_dirs)
-    summary = TrainSummary(already_done=already_done)
-    started = time.perf_counter()
-    deadline = time.time() + (stop_after if stop_after is not None else float("inf"))
-    threads = {name: s.threads or max(1, available_cores() // slots) for name, s in settings.items()}
-    calls = [(job, settings[job.section], threads[job.section], deadline) for job in jobs]
-    bar = tqdm(total=len(jobs), desc="units", unit="unit", disable=not progress)
-    pool = multiprocessing.get_context("spawn").Pool(slots) if slots > 1 and len(jobs) > 1 else None
-    try:
-        outcomes = pool.imap_unordered(_star_train_job, calls) if pool else map(_star_train_job, calls)
-        for job, outcome in outcomes:
-            _keep(job, outcome, settings[job.section], out_dirs[job.section], summary, slots=slots)
-            bar.set_postfix_str(f"{job.unit} {_status(outcome)}", refresh=False)
-            bar.update(1)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()  # on Ctrl-C: units in flight are lost, finished ones are on disk
-    summary.seconds = time.perf_counter() - started
+    settings, chosen = _loaded(params_path, sections, datasets=datasets, device=device, slots=slots)
+    with holding(profile_dir):  # one run at a time in the folder, from its first read to its last write
+        _check_folders(settings, chosen, out_dirs=out_dirs)
+        jobs, already_done = _pending_jobs(settings, chosen, out_dirs)
+        summary = TrainSummary(already_done=already_done)
+        started = time.perf_counter()
+        deadline = time.time() + (stop_after if stop_after is not None else float("inf"))
+        threads = {name: s.threads or max(1, available_cores() // slots) for name, s in settings.items()}
+        calls = [(job, settings[job.section], threads[job.section], deadline) for job in jobs]
+        bar = tqdm(total=len(jobs), desc="units", unit="unit", disable=not progress)
+        pool = multiprocessing.get_context("spawn").Pool(slots) if slots > 1 and len(jobs) > 1 else None
+        try:
+            outcomes = pool.imap_unordered(_star_train_job, calls) if pool else map(_star_train_job, calls)
+            for job, outcome in outcomes:
+                _keep(job, outcome, settings[job.section], out_dirs[job.section], summary, slots=slots)
+                bar.set_postfix_str(f"{job.unit} {_status(outcome)}", refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
+            if pool is not None:
+                pool.terminate()  # on Ctrl-C: units in flight are lost, finished ones are on disk
+        summary.seconds = time.perf_counter() - started
     return summary
 
 
@@ -225,16 +243,6 @@ def _keep(
     )
     writing(out_dir, lambda: append_row(row, out_dir / LOG_NAME))
     summary.trained.append(job.unit)
-
-
-def _check_device(device: str) -> None:
-    """Fail before training, naming the device, if this machine's torch cannot use it."""
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise ParamsError(f"device {device!r} is not a torch device (expected cpu, cuda or cuda:N)") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ParamsError(f"device {device!r}: this machine's torch ({torch.__version__}) sees no CUDA device")
 
 
 def format_train_summary(summary: TrainSummary, *, out: Path) -> str:

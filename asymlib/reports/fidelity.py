@@ -29,9 +29,9 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from ..core.data import DATASETS
+from ..core.yamlfile import load_yaml
 from .tables import load_mixture_results, load_results, paper_mixtures, paper_reference, paper_types
 
 #: The paper's repeats per point, as we assume them (module docstring).
@@ -76,7 +76,7 @@ def _paper_rule(settings_file: Path) -> bool:
     """Whether every dataset of a section folder (its ``settings.yaml``) followed the paper's rule."""
     if not settings_file.exists():
         return False
-    recorded = yaml.safe_load(settings_file.read_text()) or {}
+    recorded = load_yaml(settings_file.read_text(), source=str(settings_file)) or {}
     return bool(recorded) and all(follows_paper_rule(s) for s in recorded.values())
 
 

@@ -16,11 +16,12 @@ that looks settings up by key works on it and on a recorded ``settings.yaml`` en
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
-from ..core.data import DATASETS
+from ..core.data import DATASETS, too_few_rows
 from ..core.splits import SPLITS
 from ..core.steps import PRECISIONS
 from ..core.trainer import TrainConfig
@@ -55,6 +56,17 @@ def positive_number(value: Any) -> bool:
 
 def fraction(value: Any) -> bool:
     return number(value) and 0 < value < 1
+
+
+#: The devices a unit may train on: those this code is tested on (the CPU and CUDA GPUs:
+#: CUDA graphs, the GPU worker resource, tf32). torch accepts more (mps, xpu, meta, ...);
+#: none of them has been tried, so a profile may not name one.
+DEVICES = "cpu, cuda or cuda:N (N: a GPU's index)"
+
+
+def torch_device(value: Any) -> bool:
+    """Whether ``value`` names a device of ``DEVICES`` as torch writes it."""
+    return isinstance(value, str) and re.fullmatch(r"cpu|cuda(:[0-9]+)?", value) is not None
 
 
 def list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
@@ -168,9 +180,7 @@ class SectionSettings(Mapping):
     val_fraction: float | None = setting(
         None, lambda v: v is None or fraction(v), "a number strictly between 0 and 1, or null (the split's own)"
     )
-    device: str = setting(
-        "cpu", lambda v: isinstance(v, str) and v != "", "a torch device such as cpu or cuda", compared=False
-    )
+    device: str = setting("cpu", torch_device, DEVICES, compared=False)
     precision: str = setting(
         "float32",
         one_of(PRECISIONS),
@@ -201,6 +211,17 @@ class SectionSettings(Mapping):
             )
         for key, problem in self.cross_problems():
             raise ParamsError(f"{self.SECTION}.{key} {problem}")
+        self.check_rows(self.datasets)
+
+    def check_rows(self, datasets: Iterable[str]) -> None:
+        """Refuse, naming the key, a row cap (or validation fraction) that would leave a part
+        of a dataset's split too small to give a result (``core.data.too_few_rows``)."""
+        for dataset in datasets:
+            problem = too_few_rows(dataset, self.max_rows, split=self.split, val_fraction=self.val_fraction)
+            if problem is not None:
+                key = "max_rows" if self.max_rows is not None else "val_fraction"
+                value = self.max_rows if self.max_rows is not None else self.val_fraction
+                raise ParamsError(f"{self.SECTION}.{key} = {value} {problem}")
 
     def cross_problems(self) -> list[tuple[str, str]]:
         """Checks across settings, as (key, problem) pairs; none here."""

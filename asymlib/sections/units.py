@@ -31,6 +31,7 @@ import yaml
 from ..core.data import Dataset
 from ..core.datasets import DATASET_RECORDS
 from ..core.evaluation import metric_name, relative_improvement
+from ..core.yamlfile import load_yaml
 from .settings import ParamsError, SectionSettings
 
 
@@ -257,7 +258,7 @@ class ShardStore:
         if stamp is None:
             return {}
         if self._summary[0] != stamp:
-            self._summary = (stamp, yaml.safe_load(path.read_text()) or {})
+            self._summary = (stamp, load_yaml(path.read_text(), source=str(path)) or {})
         return dict(self._summary[1])
 
     def record(self, unit: str, table: str) -> dict | None:
