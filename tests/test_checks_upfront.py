@@ -190,6 +190,16 @@ def test_a_dataset_chosen_on_the_command_line_is_checked_for_rows_too(tmp_path, 
     assert line.endswith("training 10 per class (100 for mnist's 10 classes); the smallest max_rows that does is 157")
 
 
+def test_the_row_cap_suggested_is_enough_for_every_dataset_of_the_profile():
+    # 58 is churn's floor, but mnist's 10 classes need 157: the message must not send the
+    # user to a cap that is refused in turn
+    with pytest.raises(ParamsError) as refused:
+        DeepEnsembleSettings(datasets=["churn", "mnist"], max_rows=10)
+    assert str(refused.value).startswith("deep_ensembles.max_rows = 10 leaves churn 6 training")
+    assert str(refused.value).endswith("; the smallest max_rows that does for churn, mnist is 157")
+    DeepEnsembleSettings(datasets=["churn", "mnist"], max_rows=157)
+
+
 def test_a_row_cap_is_checked_on_every_way_in():
     with pytest.raises(ParamsError, match=r"^mixtures.max_rows = 100 leaves otto 64 training, 16 validation"):
         MixtureSettings(datasets=["otto"], max_rows=100)

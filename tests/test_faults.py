@@ -238,7 +238,7 @@ def test_a_moved_report_reads_its_own_folder_first(finished, tmp_path, monkeypat
     assert locate_section(values["section_dir"]) == recorded
     assert locate_notebook(recorded / "churn.ipynb", section="deep_ensembles") == recorded / "churn.ipynb"
     assert capsys.readouterr().out.startswith(
-        f"Note: this report's own folder {moved / 'deep_ensembles'} is gone (or holds no results); reading {recorded}"
+        f"Note: no results in {moved / 'deep_ensembles'}, this report's own folder if its kernel started beside it"
     )
 
 

@@ -54,6 +54,7 @@ __all__ = [
     "default_data_dir",
     "fetch_datasets",
     "load_dataset",
+    "smallest_max_rows",
     "too_few_rows",
 ]
 
@@ -165,32 +166,52 @@ def too_few_rows(
     split: str = "paper",
     test_fraction: float | None = None,
     val_fraction: float | None = None,
+    suggest: bool = True,
 ) -> str | None:
     """Why ``load_dataset(name, max_rows=..., split=..., ...)`` would leave a part of the split
     too small to give a result (``splits.MIN_PART_ROWS`` rows a part, and for classification
-    ``MIN_TRAIN_ROWS_PER_CLASS`` training rows per class), or None. Known from the dataset's
-    record and the split's fractions alone, before any file is read, so that a run can refuse
-    a row cap before it trains anything."""
+    ``MIN_TRAIN_ROWS_PER_CLASS`` training rows per class), or None; with ``suggest``, the
+    message ends with the smallest row cap that is enough (``smallest_max_rows``). Known from
+    the dataset's record and the split's fractions alone, before any file is read, so that a
+    run can refuse a row cap before it trains anything."""
     record = DATASET_RECORDS[check_name(name)]
-    rule = SPLITS[split]
-    test_fraction = rule.test_fraction if test_fraction is None else test_fraction
-    val_fraction = rule.val_fraction if val_fraction is None else val_fraction
-
-    def problems(rows: int | None) -> tuple[int, int, int, bool]:
-        train, val, test = part_sizes(record.n_rows, rows, test_fraction, val_fraction)
-        least_train = max(MIN_PART_ROWS, MIN_TRAIN_ROWS_PER_CLASS * record.n_classes)
-        return train, val, test, min(val, test) < MIN_PART_ROWS or train < least_train
-
-    train, val, test, short = problems(max_rows)
-    if not short:
+    test_fraction, val_fraction = _fractions(split, test_fraction, val_fraction)
+    train, val, test = part_sizes(record.n_rows, max_rows, test_fraction, val_fraction)
+    if not _too_few(record, train, val, test):
         return None
     need = f"each part needs at least {MIN_PART_ROWS} rows"
     if record.n_classes:
         least = MIN_TRAIN_ROWS_PER_CLASS * record.n_classes
         need += f", and training {MIN_TRAIN_ROWS_PER_CLASS} per class ({least} for {name}'s {record.n_classes} classes)"
-    enough = next((n for n in range(1, record.n_rows + 1) if not problems(n)[3]), None)
-    fix = "" if enough is None else f"; the smallest max_rows that does is {enough}"
+    enough = smallest_max_rows(name, split=split, test_fraction=test_fraction, val_fraction=val_fraction)
+    fix = "" if enough is None or not suggest else f"; the smallest max_rows that does is {enough}"
     return f"leaves {name} {train} training, {val} validation and {test} test rows; {need}{fix}"
+
+
+def smallest_max_rows(
+    name: str, *, split: str = "paper", test_fraction: float | None = None, val_fraction: float | None = None
+) -> int | None:
+    """The smallest ``max_rows`` that leaves every part of ``name``'s split big enough (see
+    ``too_few_rows``), or None if not even the whole dataset does."""
+    record = DATASET_RECORDS[check_name(name)]
+    test_fraction, val_fraction = _fractions(split, test_fraction, val_fraction)
+    for rows in range(1, record.n_rows + 1):
+        if not _too_few(record, *part_sizes(record.n_rows, rows, test_fraction, val_fraction)):
+            return rows
+    return None
+
+
+def _fractions(split: str, test_fraction: float | None, val_fraction: float | None) -> tuple[float, float]:
+    rule = SPLITS[split]
+    return (
+        rule.test_fraction if test_fraction is None else test_fraction,
+        rule.val_fraction if val_fraction is None else val_fraction,
+    )
+
+
+def _too_few(record: DatasetRecord, train: int, val: int, test: int) -> bool:
+    least_train = max(MIN_PART_ROWS, MIN_TRAIN_ROWS_PER_CLASS * record.n_classes)
+    return min(val, test) < MIN_PART_ROWS or train < least_train
 
 
 def _features(X: np.ndarray, scaling: Scaling, record: DatasetRecord, data_dir: Path) -> torch.Tensor:

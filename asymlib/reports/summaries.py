@@ -65,7 +65,8 @@ def locate_section(section_dir: str | os.PathLike, *, section: str = "deep_ensem
     if holds_results(recorded, section):
         if Path.cwd().resolve() != TEMPLATES.resolve():
             print(
-                f"Note: this report's own folder {own[0]} is gone (or holds no results); "
+                f"Note: no results in {own[0]}, this report's own folder if its kernel started beside it "
+                "(the folder is gone, or the report was run from elsewhere, e.g. papermill without --cwd); "
                 f"reading {recorded}, the folder it was built from, which may hold other results by now."
             )
         return recorded

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
-from ..core.data import DATASETS, too_few_rows
+from ..core.data import DATASETS, smallest_max_rows, too_few_rows
 from ..core.splits import SPLITS
 from ..core.steps import PRECISIONS
 from ..core.trainer import TrainConfig
@@ -215,13 +215,22 @@ class SectionSettings(Mapping):
 
     def check_rows(self, datasets: Iterable[str]) -> None:
         """Refuse, naming the key, a row cap (or validation fraction) that would leave a part
-        of a dataset's split too small to give a result (``core.data.too_few_rows``)."""
+        of a dataset's split too small to give a result (``core.data.too_few_rows``); a row
+        cap's message gives the smallest one that is enough for every dataset checked."""
+        datasets = list(datasets)
         for dataset in datasets:
-            problem = too_few_rows(dataset, self.max_rows, split=self.split, val_fraction=self.val_fraction)
-            if problem is not None:
-                key = "max_rows" if self.max_rows is not None else "val_fraction"
-                value = self.max_rows if self.max_rows is not None else self.val_fraction
-                raise ParamsError(f"{self.SECTION}.{key} = {value} {problem}")
+            problem = too_few_rows(
+                dataset, self.max_rows, split=self.split, val_fraction=self.val_fraction, suggest=False
+            )
+            if problem is None:
+                continue
+            if self.max_rows is None:
+                raise ParamsError(f"{self.SECTION}.val_fraction = {self.val_fraction} {problem}")
+            enough = [smallest_max_rows(d, split=self.split, val_fraction=self.val_fraction) for d in datasets]
+            if None not in enough:
+                which = f" for {', '.join(datasets)}" if len(datasets) > 1 else ""
+                problem += f"; the smallest max_rows that does{which} is {max(enough)}"
+            raise ParamsError(f"{self.SECTION}.max_rows = {self.max_rows} {problem}")
 
     def cross_problems(self) -> list[tuple[str, str]]:
         """Checks across settings, as (key, problem) pairs; none here."""
