@@ -10,7 +10,6 @@ import pytest
 from asymlib.execution.cli import main
 from asymlib.execution.params import load_params, profile_sections
 from asymlib.reports.fidelity import (
-    PAPER_REPEATS,
     Source,
     architecture_comparison,
     paper_comparison,
@@ -61,7 +60,9 @@ def test_the_noise_rule_by_hand():
     first = table.loc[tuple(near[["section", "dataset"]]) + (64, near["gating"], near["series"], near["x"])]
     second = table.loc[tuple(far[["section", "dataset"]]) + (64, far["gating"], far["series"], far["x"])]
     pooled = 0.002  # both points have standard deviation 0.002 over their 3 repeats
-    assert first["threshold"] == pytest.approx(2 * pooled * np.sqrt(1 / 3 + 1 / PAPER_REPEATS))
+    assert first["threshold"] == pytest.approx(
+        2 * pooled * np.sqrt(1 / 3 + 1 / 10)
+    )  # a mixture point: the paper's mean of 10
     assert first["verdict"] == "within noise" and second["verdict"] == "outside"
     assert second["difference"] == pytest.approx(0.05) and first["source"] == "mine"
     assert first["architecture"] == "release" and first["repeats"] == 3
