@@ -259,16 +259,8 @@ def test_losing_the_scheduler_mid_run_keeps_the_finished_units_and_says_so(data_
     )
     worker = start("worker", address, "--nthreads", "1", "--no-nanny")
     try:
-        command = [
-            sys.executable,
-            "-m",
-            "asymlib",
-            "run",
-            str(profile),
-            "--out",
-            str(tmp_path / "runs"),
-            "--no-progress",
-        ]
+        runs = str(tmp_path / "runs")
+        command = [sys.executable, "-m", "asymlib", "run", str(profile), "--out", runs, "--no-progress"]
         runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
         deadline = time.monotonic() + 180
         while not list(section.glob("shards/*-ensembles.parquet")) and time.monotonic() < deadline:
