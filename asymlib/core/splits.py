@@ -58,8 +58,8 @@ SPLITS: dict[str, SplitRule] = {
 #: Why a user dataset takes only the paper's split: the release's is the authors' code's
 #: cut of the five built-in datasets, with their seeds and, for some, their scaler.
 RELEASE_SPLIT_USER = (
-    "split: release is the code release's split of the five built-in datasets and is not defined "
-    "for a user dataset; use split: paper (the text's stratified 64/16/20)"
+    "the code release's split (split: release) is defined only for the five built-in datasets, "
+    "not for a user dataset; use split: paper (the text's stratified 64/16/20)"
 )
 
 

@@ -237,7 +237,7 @@ class SectionSettings(Mapping):
             )
         if self.user_datasets and self.split != "paper":
             users = ", ".join(s.name for s in self.user_datasets)
-            raise ParamsError(f"{self.SECTION}.split: {RELEASE_SPLIT_USER} (user datasets: {users})")
+            raise ParamsError(f"{self.SECTION}.split = {self.split}: {RELEASE_SPLIT_USER} (user datasets: {users})")
         for key, problem in self.cross_problems():
             raise ParamsError(f"{self.SECTION}.{key} {problem}")
         self.check_rows(self.datasets)
