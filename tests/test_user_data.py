@@ -229,3 +229,16 @@ def test_asymlib_run_on_breast_cancer_end_to_end(tmp_path):
     assert set(models["dataset"]) == {"breast_cancer"} and set(models["metric_name"]) == {"accuracy"}
     assert len(models) == 8 and models["metric"].between(0, 1).all()
     assert "breast_cancer" in (out / "report_deep_ensembles.html").read_text()
+
+
+def test_train_and_estimate_take_a_user_dataset_by_name(tmp_path, capsys):
+    from asymlib.execution.cli import main
+
+    _frame(load_breast_cancer).to_csv(tmp_path / "bc.csv", index=False)
+    path = _profile(tmp_path, f"{{name: bc, file: {tmp_path / 'bc.csv'}, target: target}}")
+    assert main(["train", str(path), "--datasets", "nope", "--out", str(tmp_path / "runs")]) == 2
+    assert "unknown dataset 'nope'; valid: california, churn, adult, mnist, otto, bc" in capsys.readouterr().err
+    assert main(["estimate", str(path), "--datasets", "bc", "--no-progress"]) == 0
+    assert "max_epochs (2): no recorded run of the user dataset bc" in capsys.readouterr().out
+    assert main(["train", str(path), "--datasets", "bc", "--out", str(tmp_path / "runs")]) == 0
+    assert (tmp_path / "runs" / "mine" / "deep_ensembles" / "shards").is_dir()
