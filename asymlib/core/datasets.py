@@ -4,7 +4,9 @@ Each record holds everything known about its dataset without reading it: raw fil
 shape and task, where to obtain the files, which can be downloaded (with their
 sha256), and its reader. ``DATASETS``, ``DATASET_SHAPES`` and ``RAW_FILES`` are views
 of the registry for the code that needs only that. Adding a dataset takes one record
-here and one reader in ``readers``.
+here and one reader in ``readers``. A user's own dataset (a profile's ``datasets:``
+mapping) is added to ``DATASET_RECORDS``, ``DATASET_SHAPES`` and ``RAW_FILES`` at run time
+by ``user_data.register``; ``DATASETS`` stays the five built-ins, ``registered()`` has all.
 """
 
 from __future__ import annotations
