@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 from asymlib.core import datasets as registry
@@ -146,6 +147,8 @@ def test_errors_name_file_column_and_row(tmp_path, change, spec, message):
 def test_spec_errors_a_missing_file_and_a_built_in_name(tmp_path):
     with pytest.raises(ValueError, match="'churn' is a built-in dataset's"):
         user_spec({"name": "churn", "file": "x.csv", "target": "y"})
+    with pytest.raises(ValueError, match="name must be a dataset name of letters, digits and _"):
+        user_spec({"name": "my-data", "file": "x.csv", "target": "y"})
     with pytest.raises(ValueError, match="missing the key 'target'"):
         user_spec({"name": "a", "file": "x.csv"})
     with pytest.raises(ValueError, match="task must be one of regression, binary, multiclass"):
@@ -229,6 +232,15 @@ def test_asymlib_run_on_breast_cancer_end_to_end(tmp_path):
     assert set(models["dataset"]) == {"breast_cancer"} and set(models["metric_name"]) == {"accuracy"}
     assert len(models) == 8 and models["metric"].between(0, 1).all()
     assert "breast_cancer" in (out / "report_deep_ensembles.html").read_text()
+    # the store records the file's digest: another file under the same name is refused
+    recorded = yaml.safe_load((out / "deep_ensembles" / "settings.yaml").read_text())["breast_cancer"]
+    assert recorded["user_dataset"]["task"] == "binary" and len(recorded["user_dataset"]["sha256"]) == 64
+    _frame(load_breast_cancer).iloc[:-1].to_csv(tmp_path / "breast_cancer.csv", index=False)
+    again = subprocess.run(
+        [sys.executable, "-m", "asymlib", "train", "cancer.yaml", "--out", str(tmp_path / "runs")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 2 and "made with other settings (user_dataset:" in again.stderr, again.stderr[-2000:]
 
 
 def test_train_and_estimate_take_a_user_dataset_by_name(tmp_path, capsys):

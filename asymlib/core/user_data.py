@@ -22,7 +22,9 @@ where there is one, the row.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +42,9 @@ __all__ = [
     "MAX_INFERRED_CLASSES",
     "TASKS",
     "UserDataset",
+    "file_digest",
     "is_user_dataset",
+    "record_of",
     "register",
     "user_spec",
 ]
@@ -83,7 +87,8 @@ class UserDataset:
 
 #: The keys of a user dataset's mapping in a profile, and what each must be.
 SPEC_KEYS = {
-    "name": "a dataset name (letters, digits, _ and -), not one of the built-in datasets",
+    "name": "a dataset name of letters, digits and _ (a unit's name joins it to the unit's coordinates with -), "
+    "not one of the built-in datasets",
     "file": "the path of a CSV or Parquet file (relative: from the profile's folder)",
     "target": "the name of the file's target column",
     "task": f"one of {', '.join(TASKS)}, or left out (inferred from the target)",
@@ -106,7 +111,7 @@ def user_spec(raw, *, base: Path | None = None) -> UserDataset:
             raise ValueError(f"is missing the key {key!r}: {SPEC_KEYS[key]}")
     name, file, target = raw["name"], raw["file"], raw["target"]
     task, categorical = raw.get("task"), raw.get("categorical") or []
-    if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-" for c in name):
+    if not isinstance(name, str) or not name or not all(c.isalnum() or c == "_" for c in name):
         raise ValueError(f"name must be {SPEC_KEYS['name']}, got {name!r}")
     if name in BUILTIN_DATASETS:
         raise ValueError(f"name {name!r} is a built-in dataset's; give the user dataset another name")
@@ -124,6 +129,38 @@ def user_spec(raw, *, base: Path | None = None) -> UserDataset:
     if not path.is_absolute():
         path = (base or Path.cwd()) / path
     return UserDataset(name, str(path.resolve()), target, task, tuple(categorical))
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, stamp: tuple[int, int]) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def file_digest(path: str) -> str | None:
+    """The sha256 of the file at ``path`` (None if it is gone), read again only when its size
+    or modification time changed."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return _digest(path, (stat.st_mtime_ns, stat.st_size))
+
+
+def record_of(spec: UserDataset) -> dict:
+    """What the shard store records of a user dataset beside its units: what makes its results
+    comparable (the file's content, not where it lies; the target; the task; the encoding)."""
+    record = DATASET_RECORDS.get(spec.name)
+    task = record.task if record is not None and record.user == spec else spec.task
+    return {
+        "target": spec.target,
+        "task": task,
+        "categorical": list(spec.categorical),
+        "sha256": file_digest(spec.file),
+    }
 
 
 def is_user_dataset(name: str) -> bool:

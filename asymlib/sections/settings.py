@@ -27,7 +27,7 @@ from ..core.data_errors import DataFileError, MalformedDataError
 from ..core.splits import RELEASE_SPLIT_USER, SPLITS
 from ..core.steps import PRECISIONS
 from ..core.trainer import TrainConfig
-from ..core.user_data import UserDataset, register, user_spec
+from ..core.user_data import UserDataset, record_of, register, user_spec
 
 
 class ParamsError(ValueError):
@@ -372,17 +372,25 @@ class SectionSettings(Mapping):
         """Every setting as plain values (lists, not tuples), as YAML and papermill take them."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
-    def record(self) -> dict[str, Any]:
+    def record(self, dataset: str | None = None) -> dict[str, Any]:
         """The settings that make results comparable, as plain values: what the shard store
         records beside each unit and ``settings.yaml`` beside each dataset. Settings that
-        only grow or shrink the grid and where it runs (``compared=False``) are left out."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["compared"]}
+        only grow or shrink the grid and where it runs (``compared=False``) are left out.
+        For a user dataset's units (``dataset``), ``user_dataset`` adds its target, task,
+        categorical columns and the sha256 of its file (``core.user_data.record_of``), so that
+        units made from another file or target are not taken for today's."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["compared"]}
+        spec = next((s for s in self.user_datasets if s.name == dataset), None)
+        if spec is not None:
+            out["user_dataset"] = record_of(spec)
+        return out
 
     @classmethod
     def differences(cls, recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
         """What changed between two records, e.g. ``["members: 4 -> 8"]``; a key missing
         from an older record had its default then."""
-        was = {k: recorded.get(k, cls.default(k)) for k in now}
+        fields = {f.name for f in dataclasses.fields(cls)}
+        was = {k: recorded.get(k, cls.default(k) if k in fields else None) for k in now}
         return [f"{k}: {was[k]!r} -> {v!r}" for k, v in now.items() if was[k] != v]
 
     # ----------------------------------------------------------------- units
