@@ -210,7 +210,7 @@ def test_reports_order_user_datasets_after_the_built_ins():
 
 
 @pytest.mark.skipif(not (REPO / "data").is_dir() and "ASYMLIB_DATA" not in os.environ, reason="no data folder")
-def test_asymlib_run_on_breast_cancer_end_to_end(tmp_path):
+def test_asymlib_run_on_breast_cancer_end_to_end_and_a_changed_file_refused(tmp_path):
     _frame(load_breast_cancer).to_csv(tmp_path / "breast_cancer.csv", index=False)
     profile = (REPO / "params" / "smoke.yaml").read_text().split("\nmixtures:")[0]
     profile = profile.replace(
@@ -254,3 +254,28 @@ def test_train_and_estimate_take_a_user_dataset_by_name(tmp_path, capsys):
     assert "max_epochs (2): no recorded run of the user dataset bc" in capsys.readouterr().out
     assert main(["train", str(path), "--datasets", "bc", "--out", str(tmp_path / "runs")]) == 0
     assert (tmp_path / "runs" / "mine" / "deep_ensembles" / "shards").is_dir()
+
+
+def test_mixtures_train_on_a_user_dataset(tmp_path):
+    from asymlib.execution.cli import main
+    from asymlib.execution.params import SECTIONS
+
+    wine = _frame(load_wine)
+    wine["colour"] = np.where(wine["alcohol"] > 13, "dark", "light")
+    wine.to_parquet(tmp_path / "wine.parquet")
+    profile = (REPO / "params" / "smoke.yaml").read_text().split("\nmixtures:")[1]
+    profile = "mixtures:" + profile.replace(
+        "datasets: [california, churn, adult, mnist, otto]",
+        "datasets: [{name: wine, file: wine.parquet, target: target}]",
+    ).replace("gatings: [standard, gumbel]", "gatings: [gumbel]").replace(
+        "kinds: [mlp, wmlp, imlp, iwmlp]", "kinds: [wmlp, iwmlp]"
+    ).replace("experts: [2, 4]", "experts: [2]").replace("max_rows: 1500", "max_rows: null")
+    (tmp_path / "wine.yaml").write_text(profile)
+    assert "wine.parquet" in profile and "kinds: [wmlp, iwmlp]" in profile
+    assert main(["train", str(tmp_path / "wine.yaml"), "--out", str(tmp_path / "runs")]) == 0
+    settings = load_params(tmp_path / "wine.yaml", sections=["mixtures"])["mixtures"]
+    store = SECTIONS["mixtures"].store(tmp_path / "runs" / "wine" / "mixtures", settings)
+    units = SECTIONS["mixtures"].units(settings, "wine")
+    assert len(units) == 2 and all(store.done(u) for u in units)
+    mixtures = store.read(units, "mixtures")
+    assert set(mixtures["kind"]) == {"wmlp", "iwmlp"} and set(mixtures["metric_name"]) == {"accuracy"}
