@@ -34,6 +34,7 @@ from .fetch import default_data_dir, fetch_datasets, require_files
 from .splits import (
     MIN_PART_ROWS,
     MIN_TRAIN_ROWS_PER_CLASS,
+    RELEASE_SPLIT_USER,
     SPLITS,
     Scaling,
     SplitRule,
@@ -183,6 +184,8 @@ def too_few_rows(
     if record.n_classes:
         least = MIN_TRAIN_ROWS_PER_CLASS * record.n_classes
         need += f", and training {MIN_TRAIN_ROWS_PER_CLASS} per class ({least} for {name}'s {record.n_classes} classes)"
+        if record.class_counts:
+            need += f"; its rarest class has {min(record.class_counts)} of its {record.n_rows} rows"
     enough = smallest_max_rows(name, split=split, test_fraction=test_fraction, val_fraction=val_fraction)
     fix = "" if enough is None or not suggest else f"; the smallest max_rows that does is {enough}"
     return f"leaves {name} {train} training, {val} validation and {test} test rows; {need}{fix}"
@@ -211,6 +214,8 @@ def _fractions(split: str, test_fraction: float | None, val_fraction: float | No
 
 def _too_few(record: DatasetRecord, train: int, val: int, test: int) -> bool:
     least_train = max(MIN_PART_ROWS, MIN_TRAIN_ROWS_PER_CLASS * record.n_classes)
+    if record.class_counts and min(record.class_counts) * train < MIN_TRAIN_ROWS_PER_CLASS * record.n_rows:
+        return True  # a user dataset's rarest class: about its share of the training rows
     return min(val, test) < MIN_PART_ROWS or train < least_train
 
 
@@ -283,7 +288,8 @@ def load_dataset(
 
     Parameters
     ----------
-    name : one of ``DATASETS``.
+    name : one of ``DATASETS``, or a user dataset registered by ``user_data.register``
+        (from a profile's ``datasets:`` mapping).
     data_dir : folder holding the files of ``RAW_FILES[name]``; default
         ``default_data_dir()``.
     split : "paper" (the paper's text: 64 / 16 / 20 with ``split_seed``, scaler fitted
@@ -319,6 +325,8 @@ def load_dataset(
     """
     record = DATASET_RECORDS[check_name(name)]
     rule, test_fraction, val_fraction = _check_options(split, test_fraction, val_fraction, split_seed, max_rows)
+    if record.user is not None and split != "paper":
+        raise ValueError(f"{RELEASE_SPLIT_USER} ({name} is a user dataset)")
     short = too_few_rows(name, max_rows, split=split, test_fraction=test_fraction, val_fraction=val_fraction)
     if short is not None:
         raise ValueError(

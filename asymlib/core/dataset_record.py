@@ -68,6 +68,10 @@ class DatasetRecord:
     source: str
     reader: Callable[[DatasetRecord, Path], Table]
     downloads: tuple[Download, ...] = ()
+    #: A user dataset's spec (``user_data.UserDataset``, from a profile); None for a built-in.
+    user: object = None
+    #: A user classification dataset's rows per class (built-ins: () and the average rule).
+    class_counts: tuple[int, ...] = ()
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -80,6 +84,8 @@ class DatasetRecord:
 
     def how_to_obtain(self, data_dir: Path) -> str:
         """The sentence every error about this dataset's files ends with."""
+        if self.user is not None:
+            return f"It is {self.source}."
         return how_to_obtain(self.source, data_dir)
 
     def malformed(self, path: Path, problem: str, expected: str) -> MalformedDataError:

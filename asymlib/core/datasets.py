@@ -4,7 +4,9 @@ Each record holds everything known about its dataset without reading it: raw fil
 shape and task, where to obtain the files, which can be downloaded (with their
 sha256), and its reader. ``DATASETS``, ``DATASET_SHAPES`` and ``RAW_FILES`` are views
 of the registry for the code that needs only that. Adding a dataset takes one record
-here and one reader in ``readers``.
+here and one reader in ``readers``. A user's own dataset (a profile's ``datasets:``
+mapping) is added to ``DATASET_RECORDS``, ``DATASET_SHAPES`` and ``RAW_FILES`` at run time
+by ``user_data.register``; ``DATASETS`` stays the five built-ins, ``registered()`` has all.
 """
 
 from __future__ import annotations
@@ -15,12 +17,15 @@ from .dataset_record import DatasetRecord, Download
 from .readers import read_adult, read_california, read_churn, read_mnist, read_otto
 
 __all__ = [
+    "BUILTIN_DATASETS",
     "DATASETS",
     "DATASET_RECORDS",
     "DATASET_SHAPES",
     "RAW_FILES",
     "check_name",
     "check_names",
+    "dataset_order",
+    "registered",
 ]
 
 _MNIST_MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -146,12 +151,15 @@ _OTTO = DatasetRecord(
     reader=read_otto,
 )
 
-#: Every dataset's record, by name, in the paper's order.
+#: Every dataset's record, by name: the paper's five in its order, then the user datasets
+#: that profiles registered in this process (``user_data.register``).
 DATASET_RECORDS: dict[str, DatasetRecord] = {
     record.name: record for record in (_CALIFORNIA, _CHURN, _ADULT, _MNIST, _OTTO)
 }
 
+#: The paper's five built-in datasets, in its order (user datasets are in ``registered()``).
 DATASETS = tuple(DATASET_RECORDS)
+BUILTIN_DATASETS = DATASETS
 
 #: (rows, features) of each whole dataset after preprocessing, known without reading it:
 #: the runner starts the largest work units first (tests/test_data.py checks these figures
@@ -162,10 +170,20 @@ DATASET_SHAPES: dict[str, tuple[int, int]] = {name: record.shape for name, recor
 RAW_FILES: dict[str, tuple[str, ...]] = {name: record.files for name, record in DATASET_RECORDS.items()}
 
 
+def registered() -> tuple[str, ...]:
+    """Every dataset known now: the built-ins, then the user datasets registered so far."""
+    return tuple(DATASET_RECORDS)
+
+
+def dataset_order(name: str) -> tuple[int, str]:
+    """A sort key: the built-ins in the paper's order, then any other name alphabetically."""
+    return (DATASETS.index(name), "") if name in DATASETS else (len(DATASETS), name)
+
+
 def check_name(name: str) -> str:
-    """``name`` if it is one of ``DATASETS``, else a ValueError listing the valid names."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; valid names are {', '.join(DATASETS)}")
+    """``name`` if it is a registered dataset (``registered()``), else a ValueError listing them."""
+    if name not in DATASET_RECORDS:
+        raise ValueError(f"unknown dataset {name!r}; valid names are {', '.join(DATASET_RECORDS)}")
     return name
 
 

@@ -341,7 +341,9 @@ def _add_run(commands) -> None:
     )
     run.add_argument("params", metavar="PARAMS.yaml", help="a profile such as params/smoke.yaml")
     run.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs)")
-    run.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="NAME", help=f"only these ({_NAMES})")
+    run.add_argument(
+        "--datasets", nargs="+", metavar="NAME", help=f"only these ({_NAMES}, or a user dataset of the profile)"
+    )
     run.add_argument(
         "--workers",
         type=int,
@@ -400,7 +402,9 @@ def _add_estimate(commands) -> None:
         metavar="N",
         help="worker counts to give the wall time for (default: the profile's)",
     )
-    estimate.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="NAME", help=f"only these ({_NAMES})")
+    estimate.add_argument(
+        "--datasets", nargs="+", metavar="NAME", help=f"only these ({_NAMES}, or a user dataset of the profile)"
+    )
     estimate.add_argument("--sections", nargs="+", default=None, choices=list(SECTIONS), help="only these sections")
     estimate.add_argument(
         "--runs", default="runs", metavar="DIR", help="finished runs with recorded epochs (default: runs)"

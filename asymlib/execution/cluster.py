@@ -137,7 +137,7 @@ class Cluster:
             return f"a LocalCluster of {workers} (processes) on this machine"
         return f"the Dask cluster at {self.address} ({workers} now)"
 
-    def check_workers(self, datasets: list[str], resources: dict[str, int]) -> None:
+    def check_workers(self, datasets: list[str], resources: dict[str, int], user_files: tuple[str, ...] = ()) -> None:
         """Fail before submitting anything if no worker offers ``resources`` or a worker
         lacks raw files of ``datasets`` (workers that join later are not checked: their
         tasks fail, naming the missing file)."""
@@ -157,7 +157,11 @@ class Cluster:
                     f"{self.address} offers; start GPU workers with `dask worker {self.address} --nthreads 1 "
                     f"--resources {wanted}`"
                 )
-        missing = {worker: files for worker, files in self.client.run(missing_raw_files, datasets).items() if files}
+        missing = {
+            worker: files
+            for worker, files in self.client.run(missing_raw_files, datasets, tuple(user_files)).items()
+            if files
+        }
         if missing:
             worker, files = next(iter(missing.items()))
             raise DataFileError(

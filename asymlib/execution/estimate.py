@@ -51,7 +51,7 @@ from ..core.models import MLPEnsemble
 from ..core.trainer import TrainConfig, fit
 from ..core.yamlfile import load_yaml
 from ..sections.deep_ensembles import wasym_variants
-from .params import SECTIONS, load_params, profile_sections
+from .params import SECTIONS, check_datasets, load_params, profile_sections
 
 #: Training rows an epoch is timed on: 8 batches of the paper's 256 rows for small models,
 #: down to 2 batches for the largest, whose batches take long enough to time on their own:
@@ -232,7 +232,8 @@ def typical_epochs(section: str, settings: dict, dataset: str, kind: str, *, run
     Recorded epochs count when a finished section folder under ``runs`` (``runs/<profile>/
     <section>/``) holds results of ``dataset`` and ``kind`` made with the same rows
     (``max_rows``), split and patience, and an epoch cap no lower than the profile's; else
-    ``TYPICAL_EPOCHS``. Either is capped at the profile's ``max_epochs``.
+    ``TYPICAL_EPOCHS`` (for a user dataset, which has none, ``max_epochs``). Either is capped
+    at the profile's ``max_epochs``.
     """
     table, column, group = (
         ("models", "type", ["hidden", "repeat"])
@@ -253,6 +254,8 @@ def typical_epochs(section: str, settings: dict, dataset: str, kind: str, *, run
             per_unit = rows.groupby(group)["epochs"].agg(["mean", "max"])
             source = f"recorded in {settings_file.parent}"
             return min(per_unit["mean"].mean(), cap), min(per_unit["max"].mean(), cap), source
+    if dataset not in TYPICAL_EPOCHS[section]:  # a user dataset never run: assume the cap
+        return cap, cap, f"max_epochs ({cap}): no recorded run of the user dataset {dataset}"
     measured = TYPICAL_EPOCHS[section][dataset]
     mean, slowest = measured.get(kind) or measured[_MEASURED_AS[kind]]
     return min(mean, cap), min(slowest, cap), TYPICAL_EPOCHS_SOURCE
@@ -288,7 +291,8 @@ def estimate_profile(
     torch.set_num_threads(1)
     shapes, units = [], []
     try:
-        work = [(s, d) for s in sections for d in (datasets or profile[s]["datasets"])]
+        chosen = check_datasets(datasets, "datasets") if datasets else None  # a user dataset is registered above
+        work = [(s, d) for s in sections for d in (chosen or profile[s]["datasets"])]
         bar = tqdm(
             total=sum(len(_shapes(s, profile[s])) for s, _ in work), desc="timing", unit="shape", disable=not progress
         )

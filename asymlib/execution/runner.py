@@ -227,7 +227,8 @@ def _train_units(
     resources = resources_for(settings.device)
     datasets = list(dict.fromkeys(job.dataset for job in jobs))
     with open_cluster(scheduler, workers=workers, resources=resources) as cluster:
-        cluster.check_workers(datasets, resources)
+        user_files = tuple(s.file for s in settings.user_datasets if s.name in datasets)
+        cluster.check_workers(datasets, resources, user_files)
         threads = cluster.threads(settings.threads)
         print(
             f"{section.name}: {len(jobs)} units of {', '.join(datasets)} on {cluster.describe()}, "

@@ -37,7 +37,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from ..core.data import DATASETS, DataFileError
+from ..core.data import DataFileError
 from ..sections.settings import DEVICES, SectionSettings, torch_device
 from .cluster import available_cores  # no Dask at import: the module imports it where it uses it
 from .lock import holding
@@ -263,7 +263,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``asymlib train`` arguments (also ``python -m asymlib.execution.serial``)."""
     parser.add_argument("params", metavar="PARAMS.yaml", help="a profile such as params/paper.yaml")
     parser.add_argument("--out", default="runs", metavar="DIR", help="output root (default: runs)")
-    parser.add_argument("--datasets", nargs="+", choices=DATASETS, metavar="NAME", help="only these datasets")
+    parser.add_argument(
+        "--datasets", nargs="+", metavar="NAME", help="only these datasets (a user dataset of the profile too)"
+    )
     parser.add_argument("--sections", nargs="+", default=None, choices=list(SECTIONS), help="only these sections")
     parser.add_argument("--device", default=None, help="train on this torch device (default: the profile's device)")
     parser.add_argument("--slots", type=int, default=1, metavar="N", help="units at once, each in its own process")

@@ -47,8 +47,10 @@ def train_unit(section: str, settings: SectionSettings, dataset: str, unit: dict
     with the same ``threads`` (a sum split over another number of threads rounds otherwise).
     """
     torch.set_num_threads(threads)
+    settings.register_user_datasets()  # done on unpickling too; a no-op once registered
     data = _dataset(
         dataset,
+        user=next((s for s in settings.user_datasets if s.name == dataset), None),
         max_rows=settings.max_rows,
         split=settings.split,
         val_fraction=settings.val_fraction,
@@ -60,15 +62,21 @@ def train_unit(section: str, settings: SectionSettings, dataset: str, unit: dict
 
 
 @functools.lru_cache(maxsize=2)
-def _dataset(name: str, *, max_rows: int | None, split: str, val_fraction: float | None, data_dir: str) -> Dataset:
+def _dataset(
+    name: str, *, user=None, max_rows: int | None, split: str, val_fraction: float | None, data_dir: str
+) -> Dataset:
     """The dataset as the notebook loads it. A worker keeps the last two it loaded, since its
     next units are mostly of the same dataset (mnist takes seconds to read and split); the
-    units never modify their data, as in a notebook, which trains all its units on one load."""
+    units never modify their data, as in a notebook, which trains all its units on one load.
+    ``user``: a user dataset's spec, so that a changed spec under the same name is loaded afresh."""
     return load_dataset(name, data_dir=data_dir, max_rows=max_rows, split=split, val_fraction=val_fraction)
 
 
-def missing_raw_files(datasets: list[str]) -> list[str]:
+def missing_raw_files(datasets: list[str], user_files: tuple[str, ...] = ()) -> list[str]:
     """The raw files of ``datasets`` missing from this process's data folder, as
-    ``"<folder>/<file>"`` (run on every worker before any unit is submitted)."""
+    ``"<folder>/<file>"``, and the user datasets' files (``user_files``, absolute) missing
+    here (run on every worker before any unit is submitted). Names with no raw files known
+    here (user datasets) are checked by their ``user_files``."""
     data_dir = default_data_dir()
-    return [str(data_dir / rel) for d in datasets for rel in RAW_FILES[d] if not (data_dir / rel).is_file()]
+    builtin = [str(data_dir / rel) for d in datasets for rel in RAW_FILES.get(d, ()) if not (data_dir / rel).is_file()]
+    return builtin + [f for f in user_files if not os.path.isfile(f)]

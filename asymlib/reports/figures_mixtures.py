@@ -28,7 +28,7 @@ import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 
-from ..core.data import DATASETS
+from ..core.datasets import dataset_order
 from ..core.mixtures import GATINGS, MIXTURE_KINDS
 from ..core.statistics import summarize_differences
 from ..sections.mixtures import add_relative_to_two
@@ -332,7 +332,7 @@ def figure4(mixtures: pd.DataFrame, *, width: int = 220, height: int = 150) -> a
             row=alt.Row(
                 "panel:N",
                 title=None,
-                sort=sorted(data["panel"].unique(), key=lambda p: DATASETS.index(p.split()[0])),
+                sort=sorted(data["panel"].unique(), key=lambda p: dataset_order(p.split()[0])),
                 header=alt.Header(labelAngle=0, labelAlign="left"),
             ),
             column=alt.Column("gating:N", title="gating", sort=list(GATINGS)),
@@ -432,7 +432,7 @@ def _kinds_chart(
             .transform_joinaggregate(shown_experts="max(experts)", groupby=["source", "dataset", "gating", "kind"])
             .transform_filter(alt.datum.experts == alt.datum.shown_experts)
         )
-    datasets = sorted(data["panel"].unique(), key=lambda p: DATASETS.index(p.split()[0]))
+    datasets = sorted(data["panel"].unique(), key=lambda p: dataset_order(p.split()[0]))
     chart = (
         layered.properties(width=width, height=height)
         .facet(

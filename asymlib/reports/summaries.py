@@ -15,10 +15,12 @@ import os
 from pathlib import Path
 
 import pandas as pd
+import yaml
 from IPython.display import Markdown, display
 
 from ..core import statistics
 from ..core.data import DATASETS
+from ..core.datasets import dataset_order
 from ..core.project import project_path, project_root
 from . import beyond_paper as beyond
 from .figures_deep_ensembles import PAPER_FIGURE1, PAPER_FIGURE1_SIZE
@@ -37,9 +39,21 @@ TEMPLATES = project_root() / "notebooks"
 
 
 def dataset_notebooks(section_dir: str | os.PathLike) -> dict[str, Path]:
-    """The executed per-dataset notebooks of a section folder, in the paper's dataset order."""
+    """The executed per-dataset notebooks of a section folder: the built-in datasets' in the
+    paper's order, then those of user datasets (the other datasets its ``settings.yaml``
+    records), by name."""
     section_dir = Path(section_dir)
-    return {name: section_dir / f"{name}.ipynb" for name in DATASETS if (section_dir / f"{name}.ipynb").is_file()}
+    names = list(DATASETS) + sorted(set(_recorded_datasets(section_dir)) - set(DATASETS))
+    return {name: section_dir / f"{name}.ipynb" for name in names if (section_dir / f"{name}.ipynb").is_file()}
+
+
+def _recorded_datasets(section_dir: Path) -> list[str]:
+    """The datasets the section folder's ``settings.yaml`` records results of (none if unreadable)."""
+    try:
+        recorded = yaml.safe_load((section_dir / "settings.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(name) for name in recorded] if isinstance(recorded, dict) else []
 
 
 def locate_section(section_dir: str | os.PathLike, *, section: str = "deep_ensembles") -> Path:
@@ -109,8 +123,7 @@ def _header(section_dir: Path, profile: str | None, datasets: list[str], verdict
 
 
 def _in_paper_order(names) -> list[str]:
-    names = set(names)
-    return [name for name in DATASETS if name in names] + sorted(names - set(DATASETS))
+    return sorted(set(names), key=dataset_order)
 
 
 def deep_ensembles_header(

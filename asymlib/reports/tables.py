@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ..core.data import DATASETS
+from ..core.datasets import dataset_order
 from ..core.mixtures import GATINGS, MIXTURE_KINDS
 from ..core.statistics import across_datasets, holm, improvement_statistics, summarize_differences
 from ..sections.deep_ensembles import DEEP_ENSEMBLE_TABLES
@@ -155,7 +155,7 @@ def _over_datasets(per_dataset: pd.Series) -> str:
     datasets = per_dataset.index.get_level_values("dataset")
     count = datasets.nunique()
     phrase = f"mean over {count} dataset{'s' if count != 1 else ''}"
-    missing = [d for d in DATASETS if d in set(datasets[per_dataset.isna().to_numpy()])]
+    missing = sorted(set(datasets[per_dataset.isna().to_numpy()]), key=dataset_order)
     if missing:
         phrase += (
             f"; {', '.join(missing)} without a finite value in some cells, which are means over the other datasets"
@@ -349,7 +349,9 @@ _PER_MIXTURE = ["dataset", "metric_name", "gating", "kind", "experts"]
 
 def grid_order(column: pd.Series) -> pd.Series:
     """Sort key: datasets, gatings and kinds in the paper's order, anything else as is."""
-    orders = {"dataset": DATASETS, "gating": GATINGS, "kind": MIXTURE_KINDS}
+    if column.name == "dataset":  # the built-ins in the paper's order, then user datasets by name
+        return column.map({value: i for i, value in enumerate(sorted(column.unique(), key=dataset_order))})
+    orders = {"gating": GATINGS, "kind": MIXTURE_KINDS}
     if column.name not in orders:
         return column
     return column.map({value: i for i, value in enumerate(orders[column.name])})

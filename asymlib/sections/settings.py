@@ -19,12 +19,15 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
-from ..core.data import DATASETS, smallest_max_rows, too_few_rows
-from ..core.splits import SPLITS
+from ..core.data import DATASET_RECORDS, DATASETS, smallest_max_rows, too_few_rows
+from ..core.data_errors import DataFileError, MalformedDataError
+from ..core.splits import RELEASE_SPLIT_USER, SPLITS
 from ..core.steps import PRECISIONS
 from ..core.trainer import TrainConfig
+from ..core.user_data import UserDataset, record_of, register, user_spec
 
 
 class ParamsError(ValueError):
@@ -110,11 +113,11 @@ def _first_repeat(value: Any) -> Any:
 def check_datasets(names: Iterable[str], where: str) -> list[str]:
     """``names`` if each is a known dataset named once, else ParamsError starting with ``where``."""
     names = list(names)
-    unknown = [n for n in names if n not in DATASETS]
+    unknown = [n for n in names if n not in DATASET_RECORDS]
     if unknown:
         plural = "s" if len(unknown) > 1 else ""
         raise ParamsError(
-            f"{where}: unknown dataset{plural} {', '.join(map(repr, unknown))}; valid: {', '.join(DATASETS)}"
+            f"{where}: unknown dataset{plural} {', '.join(map(repr, unknown))}; valid: {', '.join(DATASET_RECORDS)}"
         )
     repeated = _first_repeat(names)
     if repeated is not None:
@@ -123,8 +126,19 @@ def check_datasets(names: Iterable[str], where: str) -> list[str]:
 
 
 def _plain(value: Any) -> Any:
-    """A setting's value as YAML and JSON write it: tuples as lists."""
-    return list(value) if isinstance(value, tuple) else value
+    """A setting's value as YAML and JSON write it: tuples as lists, a user dataset's spec
+    as its mapping."""
+    if isinstance(value, UserDataset):
+        return value.as_dict()
+    return [_plain(v) for v in value] if isinstance(value, tuple) else value
+
+
+def _dataset_entry(value: Any) -> bool:
+    return isinstance(value, (str, dict, UserDataset))
+
+
+def _user_entries(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, (dict, UserDataset)) for v in value)
 
 
 # --------------------------------------------------------------------------- settings
@@ -149,9 +163,19 @@ class SectionSettings(Mapping):
 
     datasets: tuple[str, ...] = setting(
         DATASETS,
-        list_of(lambda v: isinstance(v, str)),
-        f"a non-empty list of dataset names out of {', '.join(DATASETS)}",
+        list_of(_dataset_entry),
+        f"a non-empty list of dataset names out of {', '.join(DATASETS)}, or of user datasets "
+        "({name: ..., file: ..., target: ...}: docs/usage.md, 'Your own data in a profile')",
         required=True,
+        compared=False,
+    )
+    #: The user datasets' specs (``core.user_data.UserDataset``): filled from the mappings of
+    #: ``datasets`` (which keeps their names), passed to notebooks and carried to workers, which
+    #: register them under their names on arrival. Not compared: each file is read afresh.
+    user_datasets: tuple[UserDataset, ...] = setting(
+        (),
+        _user_entries,
+        "a list of user datasets' mappings ({name: ..., file: ..., target: ...})",
         compared=False,
     )
     workers: int = setting(
@@ -190,6 +214,7 @@ class SectionSettings(Mapping):
     # ----------------------------------------------------------------- checking
 
     def __post_init__(self) -> None:
+        self._take_user_datasets()
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if not f.metadata["check"](value):
@@ -202,16 +227,59 @@ class SectionSettings(Mapping):
                 )
             if isinstance(value, list):
                 object.__setattr__(self, f.name, tuple(value))
-        unknown = [n for n in self.datasets if n not in DATASETS]
+        self.register_user_datasets(quiet=False)
+        unknown = [n for n in self.datasets if n not in DATASET_RECORDS]
         if unknown:
             plural = "s" if len(unknown) > 1 else ""
             raise ParamsError(
                 f"{self.SECTION}.datasets has unknown dataset{plural} {', '.join(map(repr, unknown))}; "
-                f"valid: {', '.join(DATASETS)}"
+                f"valid: {', '.join(DATASET_RECORDS)}, or a user dataset's mapping (name, file, target)"
             )
+        if self.user_datasets and self.split != "paper":
+            users = ", ".join(s.name for s in self.user_datasets)
+            raise ParamsError(f"{self.SECTION}.split = {self.split}: {RELEASE_SPLIT_USER} (user datasets: {users})")
         for key, problem in self.cross_problems():
             raise ParamsError(f"{self.SECTION}.{key} {problem}")
         self.check_rows(self.datasets)
+
+    def _take_user_datasets(self) -> None:
+        """The mappings among ``datasets`` become their names there and specs in
+        ``user_datasets`` (with those already given); ParamsError naming the entry if one is
+        malformed, or if two specs share a name."""
+        if not isinstance(self.datasets, (list, tuple)) or not _user_entries(self.user_datasets):
+            return  # the checks of the fields say what is wrong
+        names, specs = [], {}
+        entries = [(f"user_datasets[{i}]", e, False) for i, e in enumerate(self.user_datasets)]
+        entries += [(f"datasets[{i}]", e, True) for i, e in enumerate(self.datasets)]
+        for key, entry, listed in entries:
+            if isinstance(entry, str):
+                names.append(entry)
+                continue
+            try:
+                spec = user_spec(entry)
+            except ValueError as error:
+                raise ParamsError(f"{self.SECTION}.{key} {error}") from None
+            if spec.name in specs and specs[spec.name] != spec:
+                raise ParamsError(f"{self.SECTION}.{key}: two user datasets are named {spec.name!r}")
+            specs[spec.name] = spec
+            if listed:
+                names.append(spec.name)
+        object.__setattr__(self, "datasets", tuple(names))
+        object.__setattr__(self, "user_datasets", tuple(specs.values()))
+
+    def register_user_datasets(self, *, quiet: bool = True) -> None:
+        """Register the user datasets in this process's dataset registry (``core.user_data``),
+        reading and checking their files; ParamsError naming the file, column and row."""
+        for spec in self.user_datasets:
+            try:
+                register(spec, quiet=quiet)
+            except (DataFileError, MalformedDataError, ValueError) as error:
+                raise ParamsError(f"{self.SECTION}.datasets: {error}") from None
+
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled on a Dask worker (or anywhere else): register the user datasets there too.
+        self.__dict__.update(state)
+        self.register_user_datasets()
 
     def check_rows(self, datasets: Iterable[str]) -> None:
         """Refuse, naming the key, a row cap (or validation fraction) that would leave a part
@@ -253,6 +321,16 @@ class SectionSettings(Mapping):
         for f in dataclasses.fields(cls):
             if f.metadata["required"] and f.name not in raw:
                 raise ParamsError(f"{where}: {name}.{f.name} is missing; expected {f.metadata['expected']}")
+        raw = dict(raw)
+        if isinstance(raw.get("datasets"), (list, tuple)):  # a relative file is from the profile's folder
+            base = Path(where).resolve().parent
+            entries = []
+            for i, entry in enumerate(raw["datasets"]):
+                try:
+                    entries.append(user_spec(entry, base=base) if isinstance(entry, dict) else entry)
+                except ValueError as error:
+                    raise ParamsError(f"{where}: {name}.datasets[{i}] {error}") from None
+            raw["datasets"] = entries
         try:
             return cls(**raw)
         except ParamsError as error:
@@ -294,17 +372,25 @@ class SectionSettings(Mapping):
         """Every setting as plain values (lists, not tuples), as YAML and papermill take them."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
-    def record(self) -> dict[str, Any]:
+    def record(self, dataset: str | None = None) -> dict[str, Any]:
         """The settings that make results comparable, as plain values: what the shard store
         records beside each unit and ``settings.yaml`` beside each dataset. Settings that
-        only grow or shrink the grid and where it runs (``compared=False``) are left out."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["compared"]}
+        only grow or shrink the grid and where it runs (``compared=False``) are left out.
+        For a user dataset's units (``dataset``), ``user_dataset`` adds its target, task,
+        categorical columns and the sha256 of its file (``core.user_data.record_of``), so that
+        units made from another file or target are not taken for today's."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["compared"]}
+        spec = next((s for s in self.user_datasets if s.name == dataset), None)
+        if spec is not None:
+            out["user_dataset"] = record_of(spec)
+        return out
 
     @classmethod
     def differences(cls, recorded: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
         """What changed between two records, e.g. ``["members: 4 -> 8"]``; a key missing
         from an older record had its default then."""
-        was = {k: recorded.get(k, cls.default(k)) for k in now}
+        fields = {f.name for f in dataclasses.fields(cls)}
+        was = {k: recorded.get(k, cls.default(k) if k in fields else None) for k in now}
         return [f"{k}: {was[k]!r} -> {v!r}" for k, v in now.items() if was[k] != v]
 
     # ----------------------------------------------------------------- units

@@ -207,7 +207,7 @@ class ShardStore:
         self.shards.mkdir(parents=True, exist_ok=True)
         if self.settings is not None:
             self.note_settings(_dataset_of(unit))
-        settings = None if self.settings is None else self.settings.record()
+        settings = None if self.settings is None else self.settings.record(_dataset_of(unit))
         for table, frame in tables.items():
             record = {"unit": unit, "table": table, "schema": self._schema(), "settings": settings}
             _write(self.path(unit, table), pa.Table.from_pandas(frame, preserve_index=False), record)
@@ -231,7 +231,7 @@ class ShardStore:
         that have no record."""
         if self.settings is None:
             raise ValueError("a ShardStore without settings has no settings to record")
-        summary, now = self.summary(), self.settings.record()
+        summary, now = self.summary(), self.settings.record(dataset)
         if summary.get(dataset) == now:
             return
         for unit in self.dataset_units(dataset):
@@ -308,7 +308,7 @@ class ShardStore:
         made_with = record["settings"] if record is not None else self.summary().get(_dataset_of(unit))
         if made_with is None:
             return ["no record of the settings it was made with"]
-        found += type(self.settings).differences(made_with, self.settings.record())
+        found += type(self.settings).differences(made_with, self.settings.record(_dataset_of(unit)))
         if table == self.marker:  # what the rows themselves say
             column = {row["settings"] for row in rows if "settings" in row}
             found += _column_differences(sorted(column), self.settings.table_settings())
@@ -348,8 +348,9 @@ class ShardStore:
         if self.settings is None:
             return []
         problems = []
-        if made_with is not None and made_with.record() != self.settings.record():
-            problems += type(self.settings).differences(made_with.record(), self.settings.record())
+        dataset = _dataset_of(unit)
+        if made_with is not None and made_with.record(dataset) != self.settings.record(dataset):
+            problems += type(self.settings).differences(made_with.record(dataset), self.settings.record(dataset))
         for table, frame in tables.items():
             columns = [c for c in type(self.settings).UNIT_COLUMNS if c in frame]
             try:
