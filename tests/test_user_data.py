@@ -106,7 +106,7 @@ def test_diabetes_is_regression_and_a_given_task_is_checked(tmp_path):
     "change, spec, message",
     [
         (lambda f: f.rename(columns={"target": "label"}), {}, r"mine\.csv: has no target column 'target'"),
-        (lambda f: f.assign(target=1), {}, r"target column 'target' is constant"),
+        (lambda f: f.assign(target=1), {}, r"target column 'target' is constant \(1 in every row\)"),
         (
             lambda f: f.assign(note=[f"free text {i}" for i in range(len(f))]),
             {},

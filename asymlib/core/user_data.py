@@ -324,7 +324,8 @@ def _target(spec: UserDataset, record: DatasetRecord, series: pd.Series, header_
     values = series.to_numpy()
     distinct = pd.unique(series)
     if len(distinct) < 2:
-        raise _malformed(spec, f"{where} is constant ({distinct[0]!r} in every row): there is nothing to learn")
+        value = distinct[0].item() if isinstance(distinct[0], np.generic) else distinct[0]  # 1, not np.int64(1)
+        raise _malformed(spec, f"{where} is constant ({value!r} in every row): there is nothing to learn")
     numeric = not _is_text(series) and not pd.api.types.is_bool_dtype(series)
     task = spec.task
     if task is None:
