@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from asymlib.core.backprop import member_losses
-from asymlib.core.barriers import barrier_curves, barrier_summary, blend, loss_barriers
+from asymlib.core.barriers import barrier_curves, barrier_summary, blend
 from asymlib.core.evaluation import score
 from asymlib.core.models import MLPEnsemble
 from asymlib.core.trainer import predict
@@ -46,7 +46,8 @@ def test_ends_equal_the_members_alone(task, kind):
 def test_identical_members_have_no_barrier(task):
     model, X, y = model_and_data(task, "wmlp")
     twins = model.subset([1, 1, 0])
-    curves, summary = loss_barriers(twins, X, y, task=task, pairs=[(0, 1), (0, 2)])
+    curves = barrier_curves(twins, X, y, task=task, pairs=[(0, 1), (0, 2)])
+    summary = barrier_summary(curves, task=task)
     same = curves[curves.pair_b == 1]
     assert same.loss.nunique() == 1 and same.metric.nunique() == 1
     row = summary[summary.pair_b == 1].iloc[0]
@@ -118,7 +119,8 @@ def test_hand_made_barrier():
     target = F.gelu(torch.tensor(t, dtype=torch.float64))
     y = torch.full((7,), float(target), dtype=torch.float32)
     alphas = np.array([0.0, 0.2, 0.5, 0.6, 1.0])
-    curves, summary = loss_barriers(model, X, y, task="regression", alphas=alphas)
+    curves = barrier_curves(model, X, y, task="regression", alphas=alphas)
+    summary = barrier_summary(curves, task="regression")
     a = torch.tensor(alphas, dtype=torch.float64)
     output = (1 - a) * F.gelu((1 - a) * t) + a * F.gelu(a * t)
     expected_loss = ((output - target) ** 2).numpy()

@@ -208,18 +208,3 @@ def barrier_summary(curves: pd.DataFrame, *, task: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-def loss_barriers(
-    model,
-    X: Tensor,
-    y: Tensor,
-    *,
-    task: str,
-    pairs: Sequence[tuple[int, int]] | None = None,
-    alphas: Sequence[float] = DEFAULT_ALPHAS,
-    batch_size: int = 4096,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``barrier_curves`` and its ``barrier_summary``: (curves, summary)."""
-    curves = barrier_curves(model, X, y, task=task, pairs=pairs, alphas=alphas, batch_size=batch_size)
-    return curves, barrier_summary(curves, task=task)
