@@ -95,7 +95,7 @@ def test_non_integer_sizes():
 @pytest.mark.parametrize(
     "build, name, allowed",
     [
-        (lambda: MLPEnsemble(3, 4, 1, members=2, kind="wmpl"), "kind", "'mlp', 'wmlp', 'smlp'"),
+        (lambda: MLPEnsemble(3, 4, 1, members=2, kind="wmpl"), "kind", "'mlp', 'wmlp', 'smlp', 'syre'"),
         (lambda: MixtureEnsemble(3, 4, 1, members=2, experts=2, kind="moe"), "kind", "'mlp', 'wmlp', 'imlp', 'iwmlp'"),
         (lambda: MixtureEnsemble(3, 4, 1, members=2, experts=2, gating="softmax"), "gating", "'standard', 'gumbel'"),
         (

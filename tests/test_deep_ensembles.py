@@ -59,7 +59,7 @@ def test_finished_units_are_not_trained_again(tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished unit was trained again")
 
-    monkeypatch.setattr(experiments, "train_deep_ensemble", no_training)
+    monkeypatch.setattr(experiments, "fit_deep_ensemble", no_training)
     again_models, again_ensembles = run_deep_ensembles("churn", settings, **where)
     pd.testing.assert_frame_equal(models, again_models)
     # growing the grid trains only the new unit

@@ -176,7 +176,7 @@ def test_early_stopping_rows_and_the_scaler():
 @pytest.mark.parametrize(
     "params, error, message",
     [
-        (dict(kind="wmpl"), ValueError, r"DeepEnsembleClassifier: kind: expected one of 'mlp', 'wmlp', 'smlp'"),
+        (dict(kind="wmpl"), ValueError, r"DeepEnsembleClassifier: kind: expected one of 'mlp', 'wmlp', 'smlp', 'syre'"),
         (dict(members=0), ValueError, r"members: expected a positive integer, got 0"),
         (dict(hidden=8.0), TypeError, r"hidden: expected an integer, got float 8\.0"),
         (dict(lr=0.0), ValueError, r"lr: expected a number > 0\.0, got 0\.0"),

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from torch import nn
 
@@ -126,3 +127,35 @@ def test_sigma_gates_are_frozen_shared_and_drawn_from_integers_alone():
     z = torch.randn(3, 4, 8)
     torch.testing.assert_close(model.activation(0, z), z * torch.sigmoid(z @ gates[0]))
     assert not model.hand_written_step and MLPEnsemble(5, 8, 1, members=1).hand_written_step
+
+
+def test_syre_anchor_is_a_pure_function_of_its_seed_within_its_ranges():
+    from asymlib.core.layers import syre_anchor
+
+    one, again, other = (syre_anchor(64, 32, seed=s) for s in ((0, 1), (0, 1), (0, 2)))
+    assert torch.equal(one.weight, again.weight) and torch.equal(one.bias_scale, again.bias_scale)
+    assert not torch.equal(one.weight, other.weight)
+    assert one.weight.shape == (64, 32) and one.bias.shape == (32,)
+    assert one.weight.std().item() == pytest.approx(0.01 / 8, rel=0.1)
+    assert one.weight_scale.min() >= 0.99 and one.weight_scale.max() <= 1.01
+    with pytest.raises(ValueError, match="spread"):
+        syre_anchor(4, 4, seed=0, spread=1.5)
+
+
+def test_decay_towards_anchor_pulls_every_member_towards_the_shared_anchor():
+    from asymlib.core.layers import LinearEnsemble, syre_anchor
+
+    anchor = syre_anchor(5, 3, seed=0, scale=1.0, spread=0.5)
+    layer = LinearEnsemble(5, 3, members=2, anchor=anchor)
+    with torch.no_grad():
+        layer.weight.normal_()
+        layer.bias.normal_()
+    before = layer.weight.detach().clone(), layer.bias.detach().clone()
+    layer.decay_towards_anchor(0.1)
+    torch.testing.assert_close(layer.weight, before[0] - 0.1 * anchor.weight_scale * (before[0] - anchor.weight))
+    torch.testing.assert_close(layer.bias, before[1] - 0.1 * anchor.bias_scale * (before[1] - anchor.bias))
+    plain = LinearEnsemble(5, 3, members=2)
+    with torch.no_grad():
+        plain.weight.copy_(before[0])
+    plain.decay_towards_anchor(0.1)  # no anchor: nothing happens
+    assert torch.equal(plain.weight, before[0])

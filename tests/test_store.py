@@ -108,7 +108,7 @@ def test_the_notebook_path_refuses_other_settings_and_redoes_them_on_request(tmp
     with pytest.raises(ShardMismatch, match=r"max_epochs: 2 -> 1"):  # and now the first settings are refused
         run_deep_ensembles("churn", TINY, out_dir=tmp_path, progress=False)
 
-    monkeypatch.setattr(section, "train_deep_ensemble", lambda *a, **k: pytest.fail("a finished unit was retrained"))
+    monkeypatch.setattr(section, "fit_deep_ensemble", lambda *a, **k: pytest.fail("a finished unit was retrained"))
     again, _ = run_deep_ensembles("churn", other, out_dir=tmp_path, progress=False)
     pd.testing.assert_frame_equal(again, redone)
 

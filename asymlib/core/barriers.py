@@ -200,9 +200,9 @@ def barrier_summary(curves: pd.DataFrame, *, task: str) -> pd.DataFrame:
             {
                 "pair_a": pair_a,
                 "pair_b": pair_b,
-                "loss_barrier": float(loss.max()),
+                "loss_barrier": float(loss.max()) + 0.0,  # + 0.0: no negative zero
                 "loss_barrier_alpha": float(alpha[loss.argmax()]),
-                "metric_barrier": float(metric.max()),
+                "metric_barrier": float(metric.max()) + 0.0,
                 "metric_barrier_alpha": float(alpha[metric.argmax()]),
                 "metric": metric_name(task),
             }

@@ -239,9 +239,10 @@ class _DeepEnsemble(BaseEstimator):
 _PARAMETERS = """
     Parameters
     ----------
-    kind : {"mlp", "wmlp", "smlp"}, default="wmlp"
+    kind : {"mlp", "wmlp", "smlp", "syre"}, default="wmlp"
         The members: plain MLPs, W-Asymmetric MLPs (some weights of every unit frozen at
-        random values) or sigma-Asymmetric MLPs (a frozen random gate in every activation).
+        random values), sigma-Asymmetric MLPs (a frozen random gate in every activation) or
+        MLPs trained with syre (weight decay towards a fixed random anchor).
         Each member: Linear(d, hidden) and two Linear(hidden, hidden), each followed by GELU
         (the gate for "smlp"), then Linear(hidden, out).
     members : int, default=16

@@ -8,7 +8,9 @@ et al., 2024) freeze ``n_fix`` entries of every output unit's incoming weights a
 drawn from N(0, kappa^2); the positions and values are a pure function of
 ``(in_features, out_features, n_fix, kappa, seed)`` and are shared by every member (and
 every expert). ``sigma_gate`` draws the frozen matrix of a sigma-Asymmetric activation
-the same way.
+the same way, and ``syre_anchor`` the fixed random point and decay scales of a syre layer
+(weight decay towards a random anchor, Ziyin et al., 2025), which a ``LinearEnsemble`` holds
+beside its weights and decays towards (``decay_towards_anchor``).
 
 We considered ``tabm.LinearEnsemble`` (same (k, in, out) layout); it is not used because it
 initialises all members from one generator, has no frozen entries and would add a
@@ -84,6 +86,59 @@ def sigma_gate(width: int, *, seed: int | tuple[int, ...]) -> Tensor:
     return torch.from_numpy(rng.standard_normal((width, width)).astype(np.float32))
 
 
+#: Mixed into the seed of a syre anchor, so that it never repeats another frozen draw.
+_SYRE_TAG = 0x5E7E
+
+#: syre's defaults: anchor entries ~ N(0, (0.01 / sqrt(fan_in))^2), decay scales in 1 +- 0.01.
+SYRE_ANCHOR_SCALE = 0.01
+SYRE_SPREAD = 0.01
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The fixed random point a syre layer decays towards, and its diagonal decay scales.
+
+    weight, weight_scale: (in_features, out_features); bias, bias_scale: (out_features,).
+    Shared by every member, like W-Asymmetric frozen entries.
+    """
+
+    weight: Tensor
+    bias: Tensor
+    weight_scale: Tensor
+    bias_scale: Tensor
+
+
+def syre_anchor(
+    in_features: int,
+    out_features: int,
+    *,
+    seed: int | tuple[int, ...],
+    scale: float = SYRE_ANCHOR_SCALE,
+    spread: float = SYRE_SPREAD,
+) -> Anchor:
+    """Draw one layer's syre anchor theta_0 ~ N(0, (scale / sqrt(in_features))^2) and its
+    decay scales D ~ U(1 - spread, 1 + spread), entry by entry, with NumPy's PCG64 as a
+    pure function of the arguments (like ``wasym_entries``).
+
+    Training then replaces weight decay's pull towards 0 by a pull towards theta_0, each
+    entry at its own rate (``LinearEnsemble.decay_towards_anchor``): the regulariser
+    ||D (theta - theta_0)||^2 is changed by any permutation or rescaling of units, so the
+    loss keeps no such symmetry. Both scales are small by default, so the objective hardly
+    changes; that is the method's point (symmetry removed, solutions kept).
+    """
+    if not (scale >= 0 and 0 <= spread < 1):
+        raise ValueError(f"syre_anchor: expected scale >= 0 and spread in [0, 1), got {scale}, {spread}")
+    key = [seed] if isinstance(seed, int) else list(seed)
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([*key, in_features, out_features, _SYRE_TAG])))
+    std = scale / math.sqrt(in_features)
+    draw = lambda *shape: torch.from_numpy(rng.normal(0.0, std, size=shape).astype(np.float32))  # noqa: E731
+    spread_of = lambda *shape: torch.from_numpy(  # noqa: E731
+        rng.uniform(1.0 - spread, 1.0 + spread, size=shape).astype(np.float32)
+    )
+    weight, bias = draw(in_features, out_features), draw(out_features)
+    return Anchor(weight=weight, bias=bias, weight_scale=spread_of(in_features, out_features), bias_scale=spread_of(out_features))
+
+
 def linear_init(in_features: int, out_features: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """PyTorch's default ``nn.Linear`` initialisation, drawn from ``generator``.
 
@@ -108,12 +163,21 @@ class LinearEnsemble(nn.Module):
         the trainer rewrites them after every step, undoing weight decay, so they stay
         bit-exact.
 
+    anchor: optional syre anchor shared by all members (``syre_anchor``); the trainer then
+        decays the parameters towards it (``decay_towards_anchor``) instead of towards 0.
+
     Parameters start at zero; the owning model initialises them member by member
     (:meth:`init_member`) so that each member can have its own seed.
     """
 
     def __init__(
-        self, in_features: int, out_features: int, *, members: int, frozen: FrozenEntries | None = None
+        self,
+        in_features: int,
+        out_features: int,
+        *,
+        members: int,
+        frozen: FrozenEntries | None = None,
+        anchor: Anchor | None = None,
     ) -> None:
         super().__init__()
         self.in_features, self.out_features, self.members = in_features, out_features, members
@@ -131,6 +195,10 @@ class LinearEnsemble(nn.Module):
             # flat positions in an (in * out) row, for cheap rewrites of the frozen entries
             self.register_buffer("frozen_index", frozen.mask.flatten().nonzero().squeeze(1))
             self.weight.register_hook(self._zero_frozen_grad)
+        self.anchored = anchor is not None
+        if anchor is not None:
+            for name in ("weight", "bias", "weight_scale", "bias_scale"):
+                self.register_buffer(f"anchor_{name}", getattr(anchor, name).clone())
 
     def _stack_shape(self, members: int) -> tuple[int, ...]:
         """The parameters' dims before (in_features, out_features): one matrix per member."""
@@ -157,6 +225,15 @@ class LinearEnsemble(nn.Module):
         if self.frozen_mask is not None:
             flat = self.weight.view(-1, self.in_features * self.out_features)
             flat[:, self.frozen_index] = self.frozen_values.flatten()[self.frozen_index]
+
+    @torch.no_grad()
+    def decay_towards_anchor(self, rate: float) -> None:
+        """syre's decoupled weight decay, theta <- theta - rate * D * (theta - theta_0), on
+        every member (rate: the learning rate times the weight decay, as AdamW's own decay,
+        which the trainer turns off for an anchored model). A no-op without an anchor."""
+        if self.anchored:
+            self.weight.addcmul_(self.weight - self.anchor_weight, self.anchor_weight_scale, value=-rate)
+            self.bias.addcmul_(self.bias - self.anchor_bias, self.anchor_bias_scale, value=-rate)
 
     @torch.no_grad()
     def set_members(self, weight: Tensor, bias: Tensor) -> None:

@@ -8,6 +8,10 @@ Architecture (docs/protocol.md): Linear(d, h) GELU Linear(h, h) GELU Linear(h, h
   gate with its own frozen random matrix C per hidden layer (``layers.sigma_gate``), shared by
   every member. The paper compares only ``mlp`` and ``wmlp``; ``smlp`` asks whether the way
   symmetry is broken matters.
+- ``syre``: the plain network trained with syre (Ziyin et al., 2025): weight decay pulls every
+  parameter towards a fixed random anchor, at a random rate per entry, instead of towards 0
+  (``layers.syre_anchor``); the anchor is shared by every member. Symmetry is broken in the
+  objective, not in the architecture, so a syre network computes like an MLP.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ from torch import Tensor, nn
 
 from .backprop import Workspace, mlp_loss_and_gradients
 from .checks import check_choice, check_input, check_int, check_n_fix, check_number, check_seeds
-from .layers import LinearEnsemble, set_stacked_parameters, sigma_gate, wasym_entries
+from .layers import LinearEnsemble, set_stacked_parameters, sigma_gate, syre_anchor, wasym_entries
 
-Kind = Literal["mlp", "wmlp", "smlp"]
+Kind = Literal["mlp", "wmlp", "smlp", "syre"]
 #: The paper's two types, the default of the deep-ensemble section.
 KINDS: tuple[str, ...] = ("mlp", "wmlp")
 #: Every type an ``MLPEnsemble`` can be.
-MODEL_TYPES: tuple[str, ...] = ("mlp", "wmlp", "smlp")
+MODEL_TYPES: tuple[str, ...] = ("mlp", "wmlp", "smlp", "syre")
 
 
 def default_n_fix(hidden: int, n_layers: int = 4) -> tuple[int, ...]:
@@ -37,19 +41,19 @@ def default_n_fix(hidden: int, n_layers: int = 4) -> tuple[int, ...]:
 
 
 class MLPEnsemble(nn.Module):
-    """``members`` MLPs (``kind="mlp"``), W-Asymmetric MLPs (``"wmlp"``) or sigma-Asymmetric
-    MLPs (``"smlp"``).
+    """``members`` MLPs (``kind="mlp"``), W-Asymmetric MLPs (``"wmlp"``), sigma-Asymmetric
+    MLPs (``"smlp"``) or MLPs trained with syre (``"syre"``).
 
     Args:
         in_features: d, the number of input features.
         hidden: h, the width of the three hidden layers.
         out_features: 1 for regression, the number of classes otherwise.
         members: E, the number of independent networks.
-        kind: "mlp", "wmlp" or "smlp".
+        kind: "mlp", "wmlp", "smlp" or "syre".
         init_seeds: E seeds, one per member, for PyTorch's default initialisation;
             ``None`` uses 0..E-1.
-        mask_seed: seed of the W-Asymmetric frozen entries (or of the sigma-Asymmetric gates),
-            shared by every member; a non-negative integer.
+        mask_seed: seed of the W-Asymmetric frozen entries (or of the sigma-Asymmetric gates,
+            or of the syre anchors), shared by every member; a non-negative integer.
         n_fix: frozen entries per output unit for each of the 4 layers (default: the paper's),
             each in 1..that layer's in_features.
         kappa: standard deviation of the frozen values (finite, >= 0).
@@ -90,7 +94,9 @@ class MLPEnsemble(nn.Module):
             if kind == "wmlp":
                 # The layer index enters the seed so layers of equal shape get different masks.
                 frozen = wasym_entries(fan_in, fan_out, n_fix=self.n_fix[i], kappa=kappa, seed=(mask_seed, i))
-            layers.append(LinearEnsemble(fan_in, fan_out, members=members, frozen=frozen))
+            # syre: the layer index enters the anchor's seed for the same reason
+            anchor = syre_anchor(fan_in, fan_out, seed=(mask_seed, i)) if kind == "syre" else None
+            layers.append(LinearEnsemble(fan_in, fan_out, members=members, frozen=frozen, anchor=anchor))
         self.layers = nn.ModuleList(layers)
         # smlp: one frozen gate matrix per hidden layer, a buffer (never trained, moves with .to)
         for i in range(len(sizes) - 2):
@@ -169,6 +175,18 @@ class MLPEnsemble(nn.Module):
         set_stacked_parameters(self, parameters)
         self.members = parameters[0].shape[0]
         self._workspace = None  # sized for the old members
+
+    @property
+    def anchored(self) -> bool:
+        """Whether training decays towards anchors (``syre``) rather than towards 0: ``fit``
+        then calls ``decay_towards_anchors`` before each step and turns AdamW's decay off."""
+        return self.kind == "syre"
+
+    @torch.no_grad()
+    def decay_towards_anchors(self, rate: float) -> None:
+        """syre's weight decay on every layer (``LinearEnsemble.decay_towards_anchor``)."""
+        for layer in self.layers:
+            layer.decay_towards_anchor(rate)
 
     @torch.no_grad()
     def apply_frozen(self) -> None:

@@ -10,7 +10,8 @@ back to the host in between. The runner
 - takes a step with the model's hand-written forward and backward pass when it has one
   (``hand_written_step`` and ``loss_and_gradients``: ``MLPEnsemble`` of GELU networks and
   ``MixtureEnsemble``) and with autograd otherwise (SMLPs, and any model under bfloat16
-  autocast), then AdamW and the W-Asymmetric rewrite;
+  autocast), then AdamW (for syre: its decay towards the anchors, then AdamW without decay)
+  and the W-Asymmetric rewrite;
 - on a CUDA device, records the whole epoch (block gathers and steps) in one CUDA graph and
   replays it in later epochs, so that an epoch costs one launch instead of thousands.
   The graph is recorded in the second epoch of a set of members (the first runs eagerly on
@@ -107,12 +108,22 @@ def precision_context(precision: str, device: torch.device, *, for_graph: bool =
 
 
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, y: Tensor, *, task: str, hand_written: bool
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: Tensor,
+    y: Tensor,
+    *,
+    task: str,
+    hand_written: bool,
+    anchor_decay: float = 0.0,
 ) -> Tensor:
     """One AdamW step of every member on its batch; returns the (E,) batch losses.
 
     x: (E, batch, d), y: (E, batch). ``hand_written`` uses the model's
     ``loss_and_gradients`` (it overwrites the gradients); otherwise autograd.
+    anchor_decay: for an anchored model (syre), the rate of its decay towards its anchors,
+    applied where AdamW applies its own (after the gradients, before the update), the
+    optimizer's weight decay being 0.
     """
     if hand_written:
         losses = model.loss_and_gradients(x, y, task=task)
@@ -125,6 +136,8 @@ def train_step(
         # Summing keeps each member's gradient equal to that of its own mean loss.
         objective.sum().backward()
         losses = losses.detach()
+    if anchor_decay:
+        model.decay_towards_anchors(anchor_decay)
     optimizer.step()
     model.apply_frozen()  # undo weight decay on the W-Asymmetric entries
     return losses
@@ -146,8 +159,10 @@ class EpochRunner:
         task: str,
         precision: str = "float32",
         use_graph: bool | None = None,
+        anchor_decay: float = 0.0,
     ):
         self.model, self.optimizer, self.data, self.task, self.precision = model, optimizer, data, task, precision
+        self.anchor_decay = anchor_decay
         self.device = data.X.device
         self.hand_written = getattr(model, "hand_written_step", False) and precision != "bf16"
         self.finite = torch.ones(data.members, dtype=torch.bool, device=self.device)
@@ -158,7 +173,15 @@ class EpochRunner:
     def _run_steps(self) -> None:
         with precision_context(self.precision, self.device, for_graph=self.graph is not None):
             for x, y in self.data.batches():
-                losses = train_step(self.model, self.optimizer, x, y, task=self.task, hand_written=self.hand_written)
+                losses = train_step(
+                    self.model,
+                    self.optimizer,
+                    x,
+                    y,
+                    task=self.task,
+                    hand_written=self.hand_written,
+                    anchor_decay=self.anchor_decay,
+                )
                 self.finite &= torch.isfinite(losses)
 
     def run_epoch(self, order: Tensor) -> Tensor:

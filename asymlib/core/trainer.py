@@ -151,14 +151,20 @@ def _check_batched(model: nn.Module) -> int:
     return members
 
 
-def _adamw(params: Sequence[nn.Parameter], config: TrainConfig, state: dict | None = None):
+def _adamw(params: Sequence[nn.Parameter], config: TrainConfig, state: dict | None = None, *, decay: bool = True):
+    """AdamW at the config's settings; ``decay=False``: without its weight decay (an anchored
+    model decays towards its anchors itself, ``steps.train_step``)."""
     params = list(params)
     device = params[0].device.type
     # The fused kernel is one pass over the parameters instead of a dozen (CPU and CUDA);
     # capturable keeps its step count on the GPU, so that a CUDA graph can replay it.
     fused = device in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(
-        params, lr=config.lr, weight_decay=config.weight_decay, fused=fused, capturable=device == "cuda"
+        params,
+        lr=config.lr,
+        weight_decay=config.weight_decay if decay else 0.0,
+        fused=fused,
+        capturable=device == "cuda",
     )
     if state is not None:
         optimizer.load_state_dict(state)
@@ -174,7 +180,12 @@ def _keep_members(model: BatchedModel, optimizer, config: TrainConfig, keep: Ten
             if name != "step":
                 moments[name] = value[keep]
     model.set_members([p.detach()[keep] for p in model.parameters()], running)
-    return _adamw(model.parameters(), config, state)
+    return _adamw(model.parameters(), config, state, decay=not _anchored(model))
+
+
+def _anchored(model: nn.Module) -> bool:
+    """Whether the model decays towards anchors of its own (syre) instead of towards 0."""
+    return bool(getattr(model, "anchored", False))
 
 
 @contextmanager
@@ -312,11 +323,13 @@ def fit(
     generators = [torch.Generator().manual_seed(int(s)) for s in order_seeds]
     n = len(X_train)
     book = _Bookkeeping.start(model, config)
-    optimizer = _adamw(model.parameters(), config)
+    anchored = _anchored(model)
+    optimizer = _adamw(model.parameters(), config, decay=not anchored)
+    anchor_decay = config.lr * config.weight_decay if anchored else 0.0
 
     def runner_for_running_members() -> EpochRunner:
         data = EpochBatches(X_train, y_train, members=len(book.running), batch_size=config.batch_size)
-        return EpochRunner(model, optimizer, data, task=task, precision=config.precision)
+        return EpochRunner(model, optimizer, data, task=task, precision=config.precision, anchor_decay=anchor_decay)
 
     runner = runner_for_running_members()
     bar = tqdm(total=config.max_epochs, desc=description, disable=not progress, leave=False)

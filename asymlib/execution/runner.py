@@ -133,7 +133,7 @@ def combine(
     """The section's tables over the finished units of ``datasets`` (stale shards left out)."""
     store = section.store(out_dir, settings)
     units = [u for d in datasets for u in section.units(settings, d)]
-    return section.finish({table: store.read(units, table) for table in section.tables})
+    return section.finish({table: store.read(units, table) for table in settings.tables})
 
 
 def _run_section(

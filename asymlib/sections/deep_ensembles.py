@@ -21,17 +21,21 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..core.alignment import aligned_ensemble, match_members
+from ..core.barriers import barrier_curves, barrier_summary
 from ..core.data import Dataset
 from ..core.evaluation import UNCERTAINTY_SCORES, evaluate_ensemble, metric_name, relative_improvement, score
 from ..core.models import KINDS, MODEL_TYPES, MLPEnsemble, default_n_fix
 from ..core.trainer import TrainResult, fit, predict
 from ..core.uncertainty import residual_variances
-from .settings import SectionSettings, list_of, positive_int, positive_number, setting
+from .settings import SectionSettings, is_int, list_of, positive_int, positive_number, setting
 from .units import ShardStore, derive_seed, mask_seed, on_device
 
 PAPER_ENSEMBLE_SIZES = (2, 4, 8, 16, 32, 64)
 #: The tables a deep-ensemble unit writes, the completion marker last.
 DEEP_ENSEMBLE_TABLES = ("models", "ensembles")
+#: The table a unit writes too when it measures loss barriers (``barrier_pairs``).
+BARRIER_TABLE = "barriers"
 PAPER_HIDDEN_SIZES = (64, 128, 256)
 
 
@@ -77,14 +81,17 @@ class DeepEnsembleSettings(SectionSettings):
     SECTION = "deep_ensembles"
     TABLES = DEEP_ENSEMBLE_TABLES
     UNIT_COLUMNS = ("dataset", "hidden", "repeat")
+    OPTIONAL_TABLES = (BARRIER_TABLE,)
     METRIC_COLUMNS = {
         "models": ("metric", "metric_in_range"),
-        "ensembles": ("ensemble_metric", "interpolated_metric", "single_mean"),
+        "ensembles": ("ensemble_metric", "interpolated_metric", "interpolated_metric_aligned", "single_mean"),
+        BARRIER_TABLE: ("metric",),
     }
     IMPROVEMENT_COLUMNS = {
         "ensembles": {
             "relative_improvement": ("ensemble_metric", "single_mean"),
             "interpolated_relative_improvement": ("interpolated_metric", "single_mean"),
+            "interpolated_relative_improvement_aligned": ("interpolated_metric_aligned", "single_mean"),
         }
     }
 
@@ -108,7 +115,17 @@ class DeepEnsembleSettings(SectionSettings):
     types: tuple[str, ...] = setting(
         KINDS,
         list_of(lambda v: v in MODEL_TYPES),
-        f"a non-empty list out of {', '.join(MODEL_TYPES)} (smlp: sigma-Asymmetric)",
+        f"a non-empty list out of {', '.join(MODEL_TYPES)} (smlp: sigma-Asymmetric; syre: decay to a random anchor)",
+    )
+    barrier_pairs: int = setting(
+        0,
+        lambda v: is_int(v) and v >= 0,
+        "a non-negative integer (members paired with the first for loss barriers on the test set; 0: none)",
+    )
+    alignment: bool = setting(
+        False,
+        lambda v: isinstance(v, bool),
+        "true or false (align the members to the first by weight matching: aligned barriers and interpolation)",
     )
     n_fix: tuple[int, ...] | None = setting(
         None,
@@ -126,10 +143,19 @@ class DeepEnsembleSettings(SectionSettings):
         largest = max(self.ensemble_sizes)
         if largest > self.members:
             return [("ensemble_sizes", f"has {largest}, more than members = {self.members}")]
+        if self.barrier_pairs >= self.members:
+            return [("barrier_pairs", f"= {self.barrier_pairs} pairs the first member with more than the other {self.members - 1}")]
         too_many = [n for n in self.n_fix or () if n > min(self.hidden_sizes)]
         if too_many:  # a unit has only `hidden` incoming weights to freeze
             return [("n_fix", f"has {too_many[0]}, more than the smallest hidden size {min(self.hidden_sizes)}")]
         return []
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables each unit writes: with ``barrier_pairs``, the barrier curves too."""
+        if not self.barrier_pairs:
+            return self.TABLES
+        return (*self.TABLES[:-1], BARRIER_TABLE, self.TABLES[-1])
 
     def units(self, dataset: str) -> dict[str, dict]:
         return {
@@ -219,9 +245,10 @@ def deep_ensemble_tables(
     kind: str,
     n_fix: int | None = None,
     kappa: float = 1.0,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score a trained type on the test set: its ``models`` and ``ensembles`` tables
-    (``train_deep_ensemble``)."""
+) -> dict[str, pd.DataFrame]:
+    """Score a trained type on the test set: its tables (``settings.tables``): ``models``
+    and ``ensembles`` (``train_deep_ensemble``), with what ``between_members`` measures
+    when ``barrier_pairs`` or ``alignment`` ask for it, and then the ``barriers`` table."""
     model, result, device = trained.model, trained.result, settings.device
     batch_size = settings.config.eval_batch_size
     to = lambda t: t.to(device)  # noqa: E731
@@ -279,10 +306,73 @@ def deep_ensemble_tables(
         }
     )
     ensembles = _ensembles_table(data, settings, trained, key, member_scores, ensembles)
+    tables = {"models": models, "ensembles": ensembles}
+    if settings.barrier_pairs or settings.alignment:
+        tables = between_members(data, settings, trained, key, **tables)
     if result.precision != "float32":  # an opt-in lower matmul precision is part of the result
-        models["precision"] = ensembles["precision"] = result.precision
+        for frame in tables.values():
+            frame["precision"] = result.precision
     front = list(key) + ["ensemble_size"]
-    return models, ensembles[front + [c for c in ensembles.columns if c not in front]]
+    ensembles = tables["ensembles"]
+    tables["ensembles"] = ensembles[front + [c for c in ensembles.columns if c not in front]]
+    return {table: tables[table] for table in settings.tables}
+
+
+def between_members(
+    data: Dataset,
+    settings: DeepEnsembleSettings,
+    trained: TrainedEnsemble,
+    key: dict,
+    *,
+    models: pd.DataFrame,
+    ensembles: pd.DataFrame,
+) -> dict[str, pd.DataFrame]:
+    """Loss barriers and alignment on the test set (``core.barriers``, ``core.alignment``).
+
+    The reference is the first member that did not diverge; the pairs are it against the
+    next ``settings.barrier_pairs`` such members. With ``alignment`` every member is first
+    permuted towards the reference by weight matching, and its frozen parts replaced by the
+    reference's (an aligned WMLP or SMLP member then computes the same function only where
+    the matching left its units in place; the aligned average is the same network either way).
+    Adds to ``models`` (members paired with the reference; NaN elsewhere): loss_barrier and
+    metric_barrier, and with alignment their ``_aligned`` twins; to ``ensembles``:
+    interpolated_metric_aligned and its relative improvement. Returns the tables, with
+    ``barriers``: per pair, alignment and alpha, the blend's test loss and metric.
+    """
+    model, device = trained.model, settings.device
+    healthy = np.flatnonzero(~trained.result.diverged)
+    X, y = data.X_test.to(device), data.y_test.to(device)
+    batch_size = settings.config.eval_batch_size
+    models, ensembles = models.copy(), ensembles.copy()
+    variants = {"": model}
+    if settings.alignment and len(healthy):
+        aligned = aligned_ensemble(model, match_members(model, reference=int(healthy[0])))
+        aligned.apply_frozen()  # the reference's frozen entries, in every member
+        variants["_aligned"] = aligned
+        scores = []
+        for k in ensembles["ensemble_size"]:
+            kept = [int(m) for m in healthy if m < k]
+            averaged = predict(aligned.interpolate(kept), X, batch_size=batch_size)[0] if kept else None
+            scores.append(np.nan if averaged is None else float(score(averaged, y, task=data.task)))
+        ensembles["interpolated_metric_aligned"] = scores
+        ensembles["interpolated_relative_improvement_aligned"] = relative_improvement(
+            ensembles["interpolated_metric_aligned"], ensembles["single_mean"], task=data.task
+        )
+    pairs = [(int(healthy[0]), int(b)) for b in healthy[1 : settings.barrier_pairs + 1]]
+    curves = []
+    for suffix, network in variants.items():
+        if not pairs:
+            break
+        measured = barrier_curves(network, X, y, task=data.task, pairs=pairs, batch_size=batch_size)
+        summary = barrier_summary(measured, task=data.task).set_index("pair_b")
+        for column in ("loss_barrier", "metric_barrier"):
+            models[column + suffix] = models["member"].map(summary[column])
+        curves.append(measured.assign(aligned=bool(suffix)))
+    barriers = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
+        {"pair_a": [], "pair_b": [], "alpha": [], "loss": [], "metric": [], "aligned": []}
+    )
+    barriers = barriers.assign(**key)[[*key, "aligned", "pair_a", "pair_b", "alpha", "loss", "metric"]]
+    return {"models": models, "ensembles": ensembles, BARRIER_TABLE: barriers}
 
 
 def _ensembles_table(
@@ -344,7 +434,8 @@ def train_deep_ensemble(
     """
     model = dict(hidden=hidden, repeat=repeat, kind=kind, n_fix=n_fix, kappa=kappa)
     trained = fit_deep_ensemble(data, settings, **model, progress=progress)
-    return deep_ensemble_tables(data, settings, trained, **model)
+    tables = deep_ensemble_tables(data, settings, trained, **model)
+    return tables["models"], tables["ensembles"]
 
 
 def wasym_variants(n_fix: Sequence[int] | None, kappa: Sequence[float]) -> list[tuple[int | None, float]]:
@@ -361,19 +452,19 @@ def train_deep_ensemble_unit(
     A pure function of the unit and its settings: it writes nothing, so a task that runs it
     on a cluster can be retried anywhere, and whoever holds the ``ShardStore`` saves the
     result. The data are placed on ``settings.device`` once for the whole unit.
-    Returns ``{"models": ..., "ensembles": ...}`` (``DEEP_ENSEMBLE_TABLES`` order), the
-    tables of ``train_deep_ensemble`` of every model one below the other.
+    Returns ``{"models": ..., "ensembles": ...}`` (``settings.tables`` order: with
+    ``barrier_pairs``, ``barriers`` before ``ensembles``), the tables of every model one
+    below the other (``deep_ensemble_tables``).
     """
     data = on_device(data, settings.device)
-    tables = [
-        train_deep_ensemble(
-            data, settings, hidden=hidden, repeat=repeat, kind=kind, n_fix=fixed, kappa=scale, progress=progress
-        )
-        for kind, fixed, scale in settings.variants()
-    ]
-    models = pd.concat([m for m, _ in tables], ignore_index=True)
-    ensembles = pd.concat([e for _, e in tables], ignore_index=True)
-    return {"models": models, "ensembles": ensembles.assign(settings=settings.table_settings())}
+    parts = []
+    for kind, fixed, scale in settings.variants():
+        model = dict(hidden=hidden, repeat=repeat, kind=kind, n_fix=fixed, kappa=scale)
+        trained = fit_deep_ensemble(data, settings, **model, progress=progress)
+        parts.append(deep_ensemble_tables(data, settings, trained, **model))
+    tables = {table: pd.concat([part[table] for part in parts], ignore_index=True) for table in settings.tables}
+    tables["ensembles"] = tables["ensembles"].assign(settings=settings.table_settings())
+    return tables
 
 
 def run_deep_ensembles(
@@ -401,3 +492,10 @@ def run_deep_ensembles(
         for name, unit in todo.items():
             store.save(name, **train_deep_ensemble_unit(data, settings, **unit, progress=progress))
     return store.read(list(units), "models"), store.read(list(units), "ensembles")
+
+
+def read_barriers(dataset: str, settings: DeepEnsembleSettings, *, out_dir: str | os.PathLike) -> pd.DataFrame:
+    """The ``barriers`` table of one dataset's finished units in ``out_dir`` (empty when the
+    settings measure no barriers): what ``run_deep_ensembles`` stored beside its tables."""
+    store = ShardStore(out_dir, settings=settings)
+    return store.read(list(settings.units(dataset)), BARRIER_TABLE)

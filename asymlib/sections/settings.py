@@ -157,6 +157,8 @@ class SectionSettings(Mapping):
 
     SECTION: ClassVar[str] = "section"
     TABLES: ClassVar[tuple[str, ...]] = ()
+    #: Tables a unit writes only under some settings (``tables``), before the marker.
+    OPTIONAL_TABLES: ClassVar[tuple[str, ...]] = ()
     SCHEMA: ClassVar[int] = 1
     #: Settings of the run, not of the results: neither recorded nor passed to a notebook.
     RUNNER_KEYS: ClassVar[tuple[str, ...]] = ("datasets", "workers", "threads")
@@ -424,10 +426,16 @@ class SectionSettings(Mapping):
         tables, found = tuple(tables), list(SectionSettings.__subclasses__())
         while found:
             section = found.pop(0)
-            if section.TABLES == tables:
+            if section.TABLES == tuple(t for t in tables if t not in section.OPTIONAL_TABLES):
                 return section
             found += section.__subclasses__()
         return None
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """The tables each unit writes under these settings (``TABLES``, and those of
+        ``OPTIONAL_TABLES`` that the settings ask for), the completion marker last."""
+        return self.TABLES
 
     def table_settings(self) -> str:
         """The ``settings`` column the completion-marker table carries (a unit's own record

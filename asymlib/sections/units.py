@@ -119,9 +119,9 @@ class ShardStore:
         redo: bool = False,
     ) -> None:
         if settings is not None:
-            if tables is not None and tuple(tables) != settings.TABLES:
-                raise ValueError(f"{type(settings).__name__} writes the tables {settings.TABLES}, not {tuple(tables)}")
-            tables = settings.TABLES
+            if tables is not None and tuple(tables) != settings.tables:
+                raise ValueError(f"{type(settings).__name__} writes the tables {settings.tables}, not {tuple(tables)}")
+            tables = settings.tables
         if not tables:
             raise ValueError("a ShardStore needs the names of its tables, the completion marker last")
         self.root = Path(root)
@@ -215,7 +215,9 @@ class ShardStore:
     def delete(self, unit: str) -> None:
         """Forget a unit (completion marker first, so a crash leaves it 'not done'), and its
         dataset's entry in ``settings.yaml`` once the dataset has no unit left."""
-        for table in reversed(self.tables):
+        section = self._section()
+        optional = section.OPTIONAL_TABLES if section is not None else ()
+        for table in (*reversed(self.tables), *optional):
             self.path(unit, table).unlink(missing_ok=True)
         dataset, summary = _dataset_of(unit), self.summary()
         if dataset in summary and not self.dataset_units(dataset):
@@ -246,8 +248,14 @@ class ShardStore:
     # ----------------------------------------------------------------- reading
 
     def read(self, units: Sequence[str], table: str) -> pd.DataFrame:
-        """One table of the given finished units, concatenated (empty if there are none)."""
-        parts = [pd.read_parquet(self.path(unit, table)) for unit in units if self.done(unit)]
+        """One table of the given finished units, concatenated (empty if there are none). A
+        table that is not one of the store's (an optional one, e.g. ``barriers``) is read
+        from the finished units that have it."""
+        parts = [
+            pd.read_parquet(self.path(unit, table))
+            for unit in units
+            if self.done(unit) and (table in self.tables or self.path(unit, table).exists())
+        ]
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
     def summary(self) -> dict:
