@@ -13,7 +13,8 @@ Every difference is oriented so that a positive number means *WMLP is better*:
 - a relative improvement (``relative_improvement``, ``interpolated_relative_improvement``):
   ``wmlp - mlp`` for every task, in percentage points, because each type's gain over its own
   mean single model is already oriented that way;
-- an uncertainty score (NLL, Brier score, ECE: lower is better on every task): ``mlp - wmlp``;
+- an uncertainty score (NLL, Brier score, ECE) or a loss barrier between members (lower is
+  better on every task): ``mlp - wmlp``;
 - a diversity (``disagreement``, ``ambiguity``, ``mean_pairwise_l2``): ``wmlp - mlp``, where
   positive means *WMLP's members differ more*, neither better nor worse in itself.
 
@@ -32,7 +33,8 @@ from scipy import stats
 METRIC_COLUMNS = ("ensemble_metric", "interpolated_metric", "single_mean")
 #: Columns that are already "higher is better" whatever the metric.
 GAIN_COLUMNS = ("relative_improvement", "interpolated_relative_improvement")
-#: Scores where lower is better on every task (NLL, Brier score, calibration error).
+#: Scores where lower is better on every task (NLL, Brier score, calibration error, and the
+#: loss barriers between members, ``core.barriers``, whose metric barrier is oriented so).
 LOWER_IS_BETTER_COLUMNS = (
     "ensemble_nll",
     "ensemble_brier",
@@ -40,6 +42,8 @@ LOWER_IS_BETTER_COLUMNS = (
     "single_nll",
     "single_brier",
     "single_ece",
+    "loss_barrier",
+    "metric_barrier",
 )
 #: Measures with no better side (diversity): the difference is taken as it is, positive
 #: meaning that ``better`` has more of it.

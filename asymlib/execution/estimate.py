@@ -88,7 +88,7 @@ TYPICAL_EPOCHS: dict[str, dict[str, dict[str, tuple[float, float]]]] = {
     },
 }
 #: The measured type that stands for an unmeasured one.
-_MEASURED_AS = {"wmlp": "mlp", "smlp": "mlp", "iwmlp": "imlp"}
+_MEASURED_AS = {"wmlp": "mlp", "smlp": "mlp", "syre": "mlp", "iwmlp": "imlp"}
 TYPICAL_EPOCHS_SOURCE = (
     "TYPICAL_EPOCHS in asymlib/execution/estimate.py (a calibration run with the paper's stopping rule)"
 )

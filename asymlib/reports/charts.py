@@ -20,7 +20,7 @@ from .html import chart_html
 
 # Tab10's first colours, fixed so each type looks the same in every chart; these are also
 # the types at the paper's settings (``tables.paper_types``).
-TYPE_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e", "smlp": "#9467bd"}
+TYPE_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e", "smlp": "#9467bd", "syre": "#8c564b"}
 
 # Tab10's first four colours: MoE kinds as the deep-ensemble types, MoIE kinds after them.
 KIND_COLORS = {"mlp": "#1f77b4", "wmlp": "#ff7f0e", "imlp": "#2ca02c", "iwmlp": "#d62728"}

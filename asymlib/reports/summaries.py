@@ -23,6 +23,7 @@ from ..core.data import DATASETS
 from ..core.datasets import dataset_order
 from ..core.project import project_path, project_root
 from . import beyond_paper as beyond
+from . import mechanism
 from .figures_deep_ensembles import PAPER_FIGURE1, PAPER_FIGURE1_SIZE
 from .tables import (
     compare_mixtures_with_paper,
@@ -238,14 +239,30 @@ def uncertainty_section(ensembles: pd.DataFrame) -> None:
     display(paired.round(4))
 
 
-def sigma_asymmetric_section(ensembles: pd.DataFrame) -> None:
-    """SMLP - MLP per dataset at the largest ensemble, then over datasets; one line when
-    the run trained no SMLP."""
-    if not (ensembles["type"] == "smlp").any():
-        print("This run trained no sigma-Asymmetric MLPs (its types: " + ", ".join(ensembles["type"].unique()) + ").")
+def versus_mlp_section(ensembles: pd.DataFrame, *, better: str = "smlp", name: str = "sigma-Asymmetric MLPs") -> None:
+    """``better`` - MLP per dataset at the largest ensemble, then over datasets; one line
+    when the run trained no ``better`` (``name``: how to call them in that line)."""
+    if not (ensembles["type"] == better).any():
+        print(f"This run trained no {name} (its types: " + ", ".join(ensembles["type"].unique()) + ").")
         return
-    display(statistics.improvement_statistics(_largest(ensembles), better="smlp").round(4))
-    display(statistics.across_datasets(ensembles, better="smlp").round(3))
+    display(statistics.improvement_statistics(_largest(ensembles), better=better).round(4))
+    display(statistics.across_datasets(ensembles, better=better).round(3))
+
+
+def mechanism_section(models: pd.DataFrame, ensembles: pd.DataFrame) -> None:
+    """Loss barriers and alignment (``reports.mechanism``): the paired comparisons at the
+    largest ensemble, then the barriers per type; one line when the run measured none."""
+    if not mechanism.has_barriers(models):
+        print("This run measured no loss barriers (barrier_pairs: 0; params/mechanism.yaml does).")
+        return
+    table = mechanism.comparisons(models, ensembles)
+    print(
+        "Paired over repeats at the largest ensemble (positive: the first condition better: lower barrier, "
+        "better metric); 95 % t intervals, p Holm-corrected over datasets per comparison and measure"
+    )
+    show_all(table[["comparison", "measure", "dataset", "n", "mean", "ci_low", "ci_high", "p_holm", "significant"]].round(4))
+    display(mechanism.barrier_chart(models, ensembles, measure="loss_barrier"))
+    display(mechanism.barrier_chart(models, ensembles, measure="metric_barrier"))
 
 
 def ablation_section(everything: pd.DataFrame, *, axis: str) -> None:

@@ -365,7 +365,7 @@ def _in_grid_order(table: pd.DataFrame) -> pd.DataFrame:
 
 #: The deep-ensemble types at the paper's settings: every other type is an ablation's
 #: WMLP variant (``sections.deep_ensembles.model_type``).
-PAPER_TYPES = ("mlp", "wmlp", "smlp")
+PAPER_TYPES = ("mlp", "wmlp", "smlp", "syre")
 
 
 def paper_types(ensembles: pd.DataFrame) -> pd.DataFrame:
