@@ -77,7 +77,8 @@ def _meta_epoch(model, *, task, n=50, batch_size=8):
     # PyTorch's capturable AdamW (the one a GPU uses) runs on CUDA-like devices only
     optimizer = torch.optim.AdamW(model.parameters(), fused=False, capturable=False)
     data = EpochBatches(X, y, members=members, batch_size=batch_size)
-    runner = EpochRunner(model, optimizer, data, task=task)
+    anchor_decay = 1e-5 if getattr(model, "anchored", False) else 0.0  # syre's decay is in the step too
+    runner = EpochRunner(model, optimizer, data, task=task, anchor_decay=anchor_decay)
     assert runner.graph is None  # graphs are for CUDA devices
     return runner.run_epoch(torch.empty(members, n, dtype=torch.long))
 

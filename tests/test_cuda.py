@@ -33,7 +33,9 @@ def _epochs(model, *, task, use_graph, epochs, sync_check_from=None):
     epoch ``sync_check_from`` on, any host synchronisation raises."""
     X, y, _, _ = (t.cuda() for t in toy_data(task))
     optimizer = _adamw(list(model.parameters()), TrainConfig(lr=1e-2))  # fit's: fused, capturable on a GPU
-    runner = EpochRunner(model, optimizer, EpochBatches(X, y, members=3, batch_size=64), task=task, use_graph=use_graph)
+    anchor_decay = 1e-2 * 3e-2 if getattr(model, "anchored", False) else 0.0  # syre: its decay in the graph too
+    batches = EpochBatches(X, y, members=3, batch_size=64)
+    runner = EpochRunner(model, optimizer, batches, task=task, use_graph=use_graph, anchor_decay=anchor_decay)
     generators = [torch.Generator().manual_seed(100 + m) for m in range(3)]
     for epoch in range(epochs):
         order = torch.stack([torch.randperm(len(X), generator=g) for g in generators]).cuda()

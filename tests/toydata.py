@@ -12,6 +12,7 @@ RECORDABLE_MODELS = {
     "mlp": lambda d, out: MLPEnsemble(d, 16, out, members=3, kind="mlp", init_seeds=[1, 2, 3]),
     "wmlp": lambda d, out: MLPEnsemble(d, 16, out, members=3, kind="wmlp", init_seeds=[1, 2, 3], mask_seed=4),
     "smlp": lambda d, out: MLPEnsemble(d, 16, out, members=3, kind="smlp", init_seeds=[1, 2, 3], mask_seed=4),
+    "syre": lambda d, out: MLPEnsemble(d, 16, out, members=3, kind="syre", init_seeds=[1, 2, 3], mask_seed=4),
     "moe": lambda d, out: MixtureEnsemble(
         d, 8, out, members=3, experts=4, kind="wmlp", init_seeds=[1, 2, 3], balance_weight=0.1
     ),
