@@ -103,3 +103,14 @@ def test_the_barrier_chart_draws_each_condition_per_dataset():
     assert len(drawn) == 2 * 8
     with pytest.raises(ValueError, match="loss_barrier"):
         mechanism.barrier_chart(models, ensembles, measure="ensemble_metric")
+
+
+def test_the_answers_count_significant_datasets_on_each_side():
+    models, ensembles = tables()
+    lines = mechanism.answers(mechanism.comparisons(models, ensembles))
+    wmlp = next(line for line in lines if "wmlp - mlp:" in line)
+    assert "loss barrier: better on 2 of 2, worse on 0" in wmlp
+    aligned = next(line for line in lines if "wmlp - mlp aligned:" in line)
+    assert "weight average: better on 2 of 2" in aligned and "loss barrier: better on 2 of 2, worse on 0" in aligned
+    alignment = next(line for line in lines if "mlp aligned - mlp:" in line)
+    assert "loss barrier: better on 2 of 2" in alignment and "ensemble: better on 0 of 2, worse on 0" in alignment

@@ -184,3 +184,34 @@ def barrier_chart(
         .facet(column=alt.Column("dataset:N", title=None))
         .resolve_scale(y="independent")
     )
+
+
+_QUESTIONS = {
+    "wmlp - mlp": "Does W-Asymmetry lower the barriers and help interpolation and ensembles?",
+    "smlp - mlp": "Does sigma-Asymmetry?",
+    "syre - mlp": "Does syre?",
+    "mlp aligned - mlp": "What does alignment buy MLPs?",
+    "wmlp - mlp aligned": "Does alignment give MLPs what W-Asymmetry gives (WMLP against aligned MLP)?",
+}
+_MEASURE_WORDS = {
+    "loss_barrier": "loss barrier",
+    "metric_barrier": "metric barrier",
+    "interpolated_metric": "weight average",
+    "ensemble_metric": "ensemble",
+}
+
+
+def answers(table: pd.DataFrame) -> list[str]:
+    """One line per comparison of ``comparisons``' table: per measure, on how many datasets
+    the first condition is significantly better and significantly worse (after Holm), e.g.
+    "loss barrier: better on 5 of 5, worse on 0"."""
+    lines = []
+    for comparison, group in table.groupby("comparison", sort=False):
+        parts = []
+        for measure, rows in group.groupby("measure", sort=False):
+            better = int((rows["significant"] & (rows["mean"] > 0)).sum())
+            worse = int((rows["significant"] & (rows["mean"] < 0)).sum())
+            parts.append(f"{_MEASURE_WORDS.get(measure, measure)}: better on {better} of {len(rows)}, worse on {worse}")
+        question = _QUESTIONS.get(comparison, comparison)
+        lines.append(f"{question} {comparison}: " + "; ".join(parts) + ".")
+    return lines

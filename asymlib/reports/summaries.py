@@ -256,6 +256,7 @@ def mechanism_section(models: pd.DataFrame, ensembles: pd.DataFrame) -> None:
         print("This run measured no loss barriers (barrier_pairs: 0; params/mechanism.yaml does).")
         return
     table = mechanism.comparisons(models, ensembles)
+    print("\n".join(mechanism.answers(table)) + "\n")
     print(
         "Paired over repeats at the largest ensemble (positive: the first condition better: lower barrier, "
         "better metric); 95 % t intervals, p Holm-corrected over datasets per comparison and measure"
