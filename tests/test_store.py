@@ -249,3 +249,16 @@ def test_the_barriers_table_is_optional_in_reading_completing_and_deleting(tmp_p
     ShardStore(tmp_path, settings=TINY).delete(UNIT)
     assert not list((tmp_path / "shards").glob(f"{UNIT}-*")) and store.units() == [other]
 
+
+def test_an_optional_shard_of_another_unit_is_never_read(tmp_path):
+    """The barriers shard is held to what every other shard is: its record must name its
+    unit and table, even where the store reads it as an optional table."""
+    run_deep_ensembles("churn", dataclasses.replace(TINY, barrier_pairs=1, repeats=2), out_dir=tmp_path, progress=False)
+    other = "churn-h8-r1"
+    store = ShardStore(tmp_path, tables=("models", "ensembles"))
+    shutil.copyfile(store.path(UNIT, "barriers"), store.path(other, "barriers"))
+    assert store.done(other)  # its own tables are sound
+    with pytest.raises(ShardMismatch, match=r"its barriers shard shards/churn-h8-r1-barriers\.parquet was written for"):
+        store.read([UNIT, other], "barriers")
+    redo = ShardStore(tmp_path, tables=("models", "ensembles"), redo=True)
+    assert set(redo.read([UNIT, other], "barriers")["repeat"]) == {0}  # left out, as with redo a unit is
