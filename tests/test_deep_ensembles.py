@@ -1,16 +1,25 @@
-"""Deep-ensemble work units: seeds, repeatability, tidy tables, resuming."""
+"""Deep-ensemble work units: seeds, repeatability, tidy tables, resuming, loss barriers and
+alignment between members."""
 
 import dataclasses
 
 import pandas as pd
 import pytest
 
+from asymlib.core.alignment import aligned_ensemble, match_members
+from asymlib.core.barriers import barrier_curves, barrier_summary
 from asymlib.core.data import load_dataset
+from asymlib.core.evaluation import relative_improvement, score
+from asymlib.core.trainer import predict
+from asymlib.execution.params import ParamsError
 from asymlib.sections.deep_ensembles import (
     DeepEnsembleSettings,
+    deep_ensemble_tables,
+    fit_deep_ensemble,
     member_seeds,
     run_deep_ensembles,
     train_deep_ensemble,
+    train_deep_ensemble_unit,
 )
 from asymlib.sections.units import ShardStore
 
@@ -76,3 +85,154 @@ def test_a_lower_precision_is_recorded_in_the_tables(churn):
     lower = dataclasses.replace(settings, max_epochs=2, precision="bf16")
     models, ensembles = train_deep_ensemble(churn, lower, **common)
     assert set(models["precision"]) == set(ensembles["precision"]) == {"bf16"}
+
+
+# --------------------------------------------------------------------------- barriers and alignment
+
+#: A unit of every type that measures loss barriers (member 0 against 1 and 2) and aligns.
+BETWEEN = DeepEnsembleSettings(
+    types=["mlp", "wmlp", "smlp", "syre"],
+    hidden_sizes=[8],
+    members=4,
+    ensemble_sizes=[2, 4],
+    max_epochs=3,
+    patience=2,
+    max_rows=1500,
+    barrier_pairs=2,
+    alignment=True,
+)
+BARRIER_COLUMNS = ["loss_barrier", "metric_barrier", "loss_barrier_aligned", "metric_barrier_aligned"]
+UNIT_KEY = ["dataset", "split", "hidden", "repeat", "type", "metric_name", "n_fix", "kappa"]
+
+
+@pytest.fixture(scope="module")
+def churn1500():
+    return BETWEEN.load_data("churn")
+
+
+@pytest.fixture(scope="module")
+def between_unit(churn1500):
+    return train_deep_ensemble_unit(churn1500, BETWEEN, hidden=8, repeat=0, progress=False)
+
+
+def test_a_unit_with_barriers_writes_the_barriers_table_between_its_others(between_unit):
+    assert BETWEEN.tables == ("models", "barriers", "ensembles")
+    assert list(between_unit) == ["models", "barriers", "ensembles"]
+    models, barriers, ensembles = between_unit.values()
+    assert set(models["type"]) == set(barriers["type"]) == set(ensembles["type"])
+    assert len(set(models["type"])) == 4
+    for kind, rows in models.groupby("type"):
+        healthy = rows.loc[~rows["diverged"], "member"].tolist()
+        paired = healthy[1:3]  # the first healthy member against the next two
+        measured = rows.set_index("member")[BARRIER_COLUMNS]
+        assert measured.loc[paired].notna().all().all(), kind
+        assert measured.drop(index=paired).isna().all().all(), kind
+        if not rows["diverged"].any():
+            assert paired == [1, 2]
+        assert (measured.loc[paired] >= 0).all().all(), kind  # 0 and 1 are among the alphas
+
+    # per type: 2 pairs x 5 alphas x (unaligned, aligned), with the unit's key
+    assert list(barriers.columns) == [*UNIT_KEY, "aligned", "pair_a", "pair_b", "alpha", "loss", "metric"]
+    assert barriers.groupby("type").size().tolist() == [2 * 5 * 2] * 4
+    for (kind, aligned), rows in barriers.groupby(["type", "aligned"]):
+        assert sorted(set(zip(rows["pair_a"], rows["pair_b"]))) == [(0, 1), (0, 2)], (kind, aligned)
+        assert sorted(rows["alpha"].unique()) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert set(barriers["dataset"]) == {"churn"} and set(barriers["hidden"]) == {8} and set(barriers["repeat"]) == {0}
+    assert barriers["metric"].between(0, 1).all() and (barriers["loss"] > 0).all()  # accuracy, cross-entropy
+
+    # the aligned weight average, beside the plain one
+    for column in ("interpolated_metric_aligned", "interpolated_relative_improvement_aligned"):
+        assert column in ensembles.columns
+    assert ensembles["interpolated_metric_aligned"].between(0, 1).all()
+    assert list(ensembles.columns[: len(UNIT_KEY) + 1]) == [*UNIT_KEY, "ensemble_size"]
+
+
+def test_the_barrier_columns_are_barrier_summary_of_the_trained_members(churn1500, between_unit):
+    common = dict(hidden=8, repeat=0, kind="mlp")
+    trained = fit_deep_ensemble(churn1500, BETWEEN, **common, progress=False)
+    tables = deep_ensemble_tables(churn1500, BETWEEN, trained, **common)
+    assert list(tables) == ["models", "barriers", "ensembles"]
+    # one type on its own gives what the unit gave for it (training repeats exactly)
+    for name, table in tables.items():
+        in_unit = between_unit[name]
+        in_unit = in_unit[in_unit["type"] == "mlp"].reset_index(drop=True)
+        if name == "ensembles":
+            in_unit = in_unit.drop(columns="settings")
+        timing = ["train_time", "batch_wall_time"]
+        pd.testing.assert_frame_equal(
+            table.drop(columns=timing, errors="ignore"), in_unit.drop(columns=timing, errors="ignore")
+        )
+
+    assert not trained.result.diverged.any()
+    model, task = trained.model, churn1500.task
+    X, y = churn1500.X_test, churn1500.y_test
+    pairs = [(0, 1), (0, 2)]
+    aligned = aligned_ensemble(model, match_members(model, reference=0))
+    models = tables["models"].set_index("member")
+    for suffix, network in (("", model), ("_aligned", aligned)):
+        curves = barrier_curves(network, X, y, task=task, pairs=pairs)
+        summary = barrier_summary(curves, task=task).set_index("pair_b")
+        for column in ("loss_barrier", "metric_barrier"):
+            assert models.loc[[1, 2], column + suffix].tolist() == pytest.approx(summary[column].tolist(), abs=1e-7)
+        stored = tables["barriers"][tables["barriers"]["aligned"] == bool(suffix)]
+        for column in ("pair_a", "pair_b", "alpha"):
+            assert stored[column].tolist() == curves[column].tolist()
+        for column in ("loss", "metric"):
+            assert stored[column].tolist() == pytest.approx(curves[column].tolist(), abs=1e-7)
+
+    # the aligned weight average of the first k members
+    ensembles = tables["ensembles"].set_index("ensemble_size")
+    for k in BETWEEN.ensemble_sizes:
+        averaged = predict(aligned.interpolate(list(range(k))), X, batch_size=4096)[0]
+        expected = float(score(averaged, y, task=task))
+        assert ensembles.loc[k, "interpolated_metric_aligned"] == pytest.approx(expected, abs=1e-7)
+        assert ensembles.loc[k, "interpolated_relative_improvement_aligned"] == pytest.approx(
+            float(relative_improvement(expected, ensembles.loc[k, "single_mean"], task=task)), abs=1e-7
+        )
+
+
+@pytest.mark.parametrize("kind", ["mlp", "syre"])
+def test_alignment_keeps_the_ends_of_every_path(between_unit, kind):
+    """A permutation of hidden units leaves an MLP's function unchanged (syre computes like
+    one): aligned or not, the path starts at member 0 and ends at the same function."""
+    barriers = between_unit["barriers"]
+    barriers = barriers[(barriers["type"] == kind) & barriers["alpha"].isin([0.0, 1.0])]
+    plain = barriers[~barriers["aligned"]].reset_index(drop=True)
+    aligned = barriers[barriers["aligned"]].reset_index(drop=True)
+    assert len(plain) == len(aligned) == 2 * 2
+    pd.testing.assert_frame_equal(plain[["pair_a", "pair_b", "alpha"]], aligned[["pair_a", "pair_b", "alpha"]])
+    for column in ("loss", "metric"):
+        assert aligned[column].to_numpy() == pytest.approx(plain[column].to_numpy(), abs=1e-5)
+
+
+def test_without_barriers_or_alignment_a_unit_is_as_before(churn1500):
+    settings = dataclasses.replace(BETWEEN, types=["mlp", "syre"], barrier_pairs=0, alignment=False)
+    assert settings.tables == ("models", "ensembles")
+    tables = train_deep_ensemble_unit(churn1500, settings, hidden=8, repeat=0, progress=False)
+    assert list(tables) == ["models", "ensembles"]
+    new = {*BARRIER_COLUMNS, "interpolated_metric_aligned", "interpolated_relative_improvement_aligned"}
+    assert not new & {*tables["models"].columns, *tables["ensembles"].columns}
+    assert set(tables["models"]["type"]) == {"mlp", "syre"}
+
+    # alignment alone: the aligned weight average, but no barriers (no pairs) and no table
+    aligned = dataclasses.replace(settings, types=["mlp"], alignment=True)
+    assert aligned.tables == ("models", "ensembles")
+    models, ensembles = train_deep_ensemble(churn1500, aligned, hidden=8, kind="mlp", progress=False)
+    assert not set(BARRIER_COLUMNS) & set(models.columns)
+    assert ensembles["interpolated_metric_aligned"].between(0, 1).all()
+
+
+def test_barrier_pairs_and_alignment_are_checked():
+    base = dict(members=4, ensemble_sizes=[2, 4])
+    assert DeepEnsembleSettings(**base, barrier_pairs=3).barrier_pairs == 3  # every other member
+    with pytest.raises(ParamsError, match=r"deep_ensembles\.barrier_pairs = 4 .*other 3"):
+        DeepEnsembleSettings(**base, barrier_pairs=4)
+    for bad in (-1, 1.5, "2", True, None):
+        with pytest.raises(ParamsError, match=r"^deep_ensembles\.barrier_pairs must be a non-negative integer"):
+            DeepEnsembleSettings(**base, barrier_pairs=bad)
+    for bad in ("yes", 1, 0, None):
+        with pytest.raises(ParamsError, match=r"^deep_ensembles\.alignment must be true or false"):
+            DeepEnsembleSettings(**base, alignment=bad)
+    assert DeepEnsembleSettings(**base).tables == ("models", "ensembles")
+    assert DeepEnsembleSettings(**base, alignment=True).tables == ("models", "ensembles")
+    assert DeepEnsembleSettings(**base, barrier_pairs=1).tables == ("models", "barriers", "ensembles")

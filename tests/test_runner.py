@@ -262,12 +262,35 @@ def test_failed_unit_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
     assert "deep_ensembles/churn" in printed.err
 
 
+@needs_data
+def test_a_profile_with_barrier_pairs_writes_the_barriers_table(tmp_path, data_env):
+    """One small unit (churn) through the runner and the notebook: the optional barriers
+    table is combined and written beside the others, as Parquet and CSV."""
+    profile = yaml.safe_load(SMOKE.read_text())
+    del profile["mixtures"]
+    profile["deep_ensembles"].update(datasets=["churn"], barrier_pairs=1, workers=1, threads=1)
+    path = tmp_path / "barriers.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    run = run_profile(path, out_root=tmp_path / "runs", progress=False, report=False)["deep_ensembles"]
+    out_dir = tmp_path / "runs" / "barriers" / "deep_ensembles"
+    assert run.ok and run.executed == ["churn"] and notebook_succeeded(out_dir / "churn.ipynb")
+    assert list(run.tables) == ["models", "barriers", "ensembles"]
+    barriers = pd.read_parquet(out_dir / "barriers.parquet")
+    assert len(barriers) == 2 * 1 * 5  # mlp and wmlp, member 0 against 1, five alphas
+    assert set(barriers["pair_b"]) == {1} and not barriers["aligned"].any()
+    assert len(pd.read_csv(out_dir / "barriers.csv")) == len(barriers)
+    models = pd.read_parquet(out_dir / "models.parquet")
+    assert models.loc[models["member"] == 1, "loss_barrier"].notna().all()
+    assert models.loc[models["member"] != 1, "loss_barrier"].isna().all()
+
+
 def test_shipped_profiles_are_valid():
     for profile, sections in [
         ("smoke", ["deep_ensembles", "mixtures"]),
         ("quick", ["deep_ensembles", "mixtures"]),
         ("verdict", ["deep_ensembles"]),  # the claim under test is about deep ensembles
         ("paper", ["deep_ensembles", "mixtures"]),
+        ("mechanism", ["deep_ensembles"]),  # barriers and alignment of four types
     ]:
         path = REPO / "params" / f"{profile}.yaml"
         assert params.profile_sections(path) == sections
@@ -276,6 +299,9 @@ def test_shipped_profiles_are_valid():
     verdict = load_params(REPO / "params" / "verdict.yaml")["deep_ensembles"]
     assert verdict["split"] == "release" and verdict["repeats"] >= 5 and verdict["hidden_sizes"] == (64,)
     assert verdict["patience"] == 16 and verdict["max_epochs"] == 1000 and verdict["max_rows"] is None
+    mechanism = load_params(REPO / "params" / "mechanism.yaml")["deep_ensembles"]
+    assert mechanism["types"] == ("mlp", "wmlp", "smlp", "syre") and mechanism["alignment"] is True
+    assert mechanism.tables == ("models", "barriers", "ensembles")
 
 
 def test_sections_default_to_those_in_the_file(tmp_path, monkeypatch):

@@ -165,7 +165,10 @@ class ShardStore:
         unit with problems raises ``ShardMismatch``, or with ``redo`` is not done."""
         if not self.complete(unit):
             return False
-        problems = self.problems(unit)
+        return self._accepted(unit, self.problems(unit))
+
+    def _accepted(self, unit: str, problems: list[str]) -> bool:
+        """True without problems; with them, False under ``redo``, else ``ShardMismatch``."""
         if not problems:
             return True
         if self.redo:
@@ -250,13 +253,20 @@ class ShardStore:
     def read(self, units: Sequence[str], table: str) -> pd.DataFrame:
         """One table of the given finished units, concatenated (empty if there are none). A
         table that is not one of the store's (an optional one, e.g. ``barriers``) is read
-        from the finished units that have it."""
+        from the finished units that have it, each such shard checked as ``done`` checks the
+        others (ShardMismatch, or with ``redo`` left out)."""
         parts = [
             pd.read_parquet(self.path(unit, table))
             for unit in units
-            if self.done(unit) and (table in self.tables or self.path(unit, table).exists())
+            if self.done(unit) and (table in self.tables or self._optional_shard(unit, table))
         ]
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    def _optional_shard(self, unit: str, table: str) -> bool:
+        """Whether a finished unit has a readable shard of a table not among the store's, and
+        one without problems (it names its unit and table, holds results, its settings match)."""
+        metadata = _metadata(self.path(unit, table))
+        return metadata is not None and self._accepted(unit, self._problems(unit, table, metadata))
 
     def summary(self) -> dict:
         """``settings.yaml``: dataset -> the settings its units were last saved with (read
