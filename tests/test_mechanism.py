@@ -113,4 +113,4 @@ def test_the_answers_count_significant_datasets_on_each_side():
     aligned = next(line for line in lines if "wmlp - mlp aligned:" in line)
     assert "weight average: better on 2 of 2" in aligned and "loss barrier: better on 2 of 2, worse on 0" in aligned
     alignment = next(line for line in lines if "mlp aligned - mlp:" in line)
-    assert "loss barrier: better on 2 of 2" in alignment and "ensemble: better on 0 of 2, worse on 0" in alignment
+    assert "weight average: better on 2 of 2" in alignment and "ensemble: better on 0 of 2, worse on 0" in alignment
