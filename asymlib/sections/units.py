@@ -128,7 +128,11 @@ class ShardStore:
         self.shards = self.root / "shards"
         self.tables = tuple(tables)
         self.marker = self.tables[-1]
+        # what every unit has, whatever its settings: the tables but the optional ones (a
+        # unit made without barriers is complete, and then refused for its settings)
         self.settings = settings
+        optional = () if (section := self._section()) is None else section.OPTIONAL_TABLES
+        self.required = tuple(t for t in self.tables if t not in optional)
         self.redo = redo
         self._summary: tuple[tuple | None, dict] = (None, {})
         self._checked: dict[str, tuple[tuple, list[str]]] = {}
@@ -140,8 +144,10 @@ class ShardStore:
     # ----------------------------------------------------------------- state
 
     def complete(self, unit: str) -> bool:
-        """Whether every table of the unit is stored and readable, whatever made it."""
-        return all(_metadata(self.path(unit, table)) is not None for table in self.tables)
+        """Whether every table of the unit is stored and readable, whatever made it (an
+        optional table, such as ``barriers``, only when the settings that made it ask for it:
+        ``problems`` says so otherwise)."""
+        return all(_metadata(self.path(unit, table)) is not None for table in self.required)
 
     def problems(self, unit: str) -> list[str]:
         """Why a stored unit is not this store's, e.g. ``["members: 4 -> 8"]``; empty when it
@@ -150,11 +156,12 @@ class ShardStore:
         if unit in self._checked and self._checked[unit][0] == stamps:  # files unchanged since
             return list(self._checked[unit][1])
         found: list[str] = []
+        if not self.complete(unit):
+            return []
         for table in self.tables:
             metadata = _metadata(self.path(unit, table))
-            if metadata is None:
-                return []
-            for problem in self._problems(unit, table, metadata):
+            problems = [f"no {table} shard"] if metadata is None else self._problems(unit, table, metadata)
+            for problem in problems:
                 if problem not in found:
                     found.append(problem)
         self._checked[unit] = (stamps, found)
