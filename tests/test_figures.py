@@ -167,7 +167,8 @@ def test_legends_list_only_the_types_a_chart_draws():
     scale = next(
         e["scale"] for e in _encodings(figures.figure3(with_smlp).to_dict(), "color") if "domain" in e.get("scale", {})
     )
-    assert scale["domain"] == ["mlp", "wmlp", "smlp"] and scale["range"] == list(charts.TYPE_COLORS.values())
+    assert scale["domain"] == ["mlp", "wmlp", "smlp"]
+    assert scale["range"] == [charts.TYPE_COLORS[t] for t in ("mlp", "wmlp", "smlp")]
     # The mixtures' kinds likewise: MoE kinds only, no MoIE in the legend.
     moe = _mixtures()
     moe = moe[moe["kind"].isin(["mlp", "wmlp"])]

@@ -42,6 +42,11 @@ def color_scale(colors: dict[str, str], present: Iterable[str]) -> alt.Scale:
     return present_scale(colors, present)
 
 
+def interval_tooltip() -> list[alt.Tooltip]:
+    """Tooltips for a mean with its interval (columns mean, ci_low, ci_high), 4 decimals."""
+    return [alt.Tooltip(f"{column}:Q", format=".4f") for column in ("mean", "ci_low", "ci_high")]
+
+
 def inline_data(frame: pd.DataFrame) -> alt.InlineData:
     """``frame`` written into the spec itself, whatever data transformer is enabled (a
     "json" transformer would write files beside the notebook, which the HTML copy lacks);

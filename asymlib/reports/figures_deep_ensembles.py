@@ -34,6 +34,7 @@ from .charts import (
     color_scale,
     dash_legend,
     inline_data,
+    interval_tooltip,
     present_scale,
     range_slider,
     save_charts,
@@ -592,9 +593,7 @@ def improvement_chart(
         "hidden:O",
         "ensemble_size:Q",
         "n:Q",
-        alt.Tooltip("mean:Q", format=".4f"),
-        alt.Tooltip("ci_low:Q", format=".4f"),
-        alt.Tooltip("ci_high:Q", format=".4f"),
+        *interval_tooltip(),
         alt.Tooltip("p_value:Q", format=".3g"),
     ]
     zero = alt.Chart().mark_rule(color="grey", strokeDash=[2, 2]).encode(y=alt.datum(0))

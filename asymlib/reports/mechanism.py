@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from ..core.statistics import improvement_statistics, summarize_differences
-from .charts import TYPE_COLORS, color_scale, inline_data
+from .charts import TYPE_COLORS, color_scale, inline_data, interval_tooltip
 
 #: The per-repeat measures of a condition.
 MEASURES = ("loss_barrier", "metric_barrier", "interpolated_metric", "ensemble_metric")
@@ -168,14 +168,7 @@ def barrier_chart(
         color=alt.Color("type:N", scale=color_scale(TYPE_COLORS, types), legend=None),
         shape=alt.Shape("alignment:N", sort=["as trained", "aligned"], title="members"),
         opacity=alt.condition("datum.aligned", alt.value(0.55), alt.value(1.0)),
-        tooltip=[
-            "dataset:N",
-            "condition:N",
-            "n:Q",
-            alt.Tooltip("mean:Q", format=".4f"),
-            alt.Tooltip("ci_low:Q", format=".4f"),
-            alt.Tooltip("ci_high:Q", format=".4f"),
-        ],
+        tooltip=["dataset:N", "condition:N", "n:Q", *interval_tooltip()],
     )
     bars = base.mark_rule().encode(y="ci_low:Q", y2="ci_high:Q", color=alt.Color("type:N", legend=None))
     return (
