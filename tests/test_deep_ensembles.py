@@ -3,6 +3,7 @@ alignment between members."""
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -236,3 +237,20 @@ def test_barrier_pairs_and_alignment_are_checked():
     assert DeepEnsembleSettings(**base).tables == ("models", "ensembles")
     assert DeepEnsembleSettings(**base, alignment=True).tables == ("models", "ensembles")
     assert DeepEnsembleSettings(**base, barrier_pairs=1).tables == ("models", "barriers", "ensembles")
+
+
+def test_syre_scale_sets_the_anchor_and_is_recorded_in_syre_rows_only(churn):
+    for bad in (0, -0.1, "big", None):
+        with pytest.raises(ParamsError, match=r"^deep_ensembles\.syre_scale must be a positive number"):
+            DeepEnsembleSettings(members=4, ensemble_sizes=[2, 4], syre_scale=bad)
+    settings = DeepEnsembleSettings(
+        members=2, ensemble_sizes=[2], max_epochs=1, patience=1, types=["mlp", "syre"], syre_scale=1.0
+    )
+    trained = fit_deep_ensemble(churn, settings, hidden=8, repeat=0, kind="syre", progress=False)
+    first = trained.model.layers[0]
+    # an anchor as large as a fresh initialisation's weights: std 1 / sqrt(fan-in)
+    assert first.anchor_weight.std().item() == pytest.approx(1 / churn.n_features**0.5, rel=0.2)
+    assert trained.model.subset([0]).layers[0].anchor_weight.equal(first.anchor_weight)  # copies keep it
+    tables = train_deep_ensemble_unit(churn, settings, hidden=8, repeat=0, progress=False)
+    scales = tables["models"].groupby("type")["syre_scale"].first()
+    assert scales["syre"] == 1.0 and np.isnan(scales["mlp"])

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 
 from .backprop import Workspace, mlp_loss_and_gradients
 from .checks import check_choice, check_input, check_int, check_n_fix, check_number, check_seeds
-from .layers import LinearEnsemble, set_stacked_parameters, sigma_gate, syre_anchor, wasym_entries
+from .layers import SYRE_ANCHOR_SCALE, LinearEnsemble, set_stacked_parameters, sigma_gate, syre_anchor, wasym_entries
 
 Kind = Literal["mlp", "wmlp", "smlp", "syre"]
 #: The paper's two types, the default of the deep-ensemble section.
@@ -57,6 +57,8 @@ class MLPEnsemble(nn.Module):
         n_fix: frozen entries per output unit for each of the 4 layers (default: the paper's),
             each in 1..that layer's in_features.
         kappa: standard deviation of the frozen values (finite, >= 0).
+        anchor_scale: a syre anchor's entries have standard deviation anchor_scale /
+            sqrt(fan-in) (finite, >= 0; ``layers.syre_anchor``); other kinds ignore it.
 
     Every argument is checked here (``core/checks.py``): sizes are positive integers, a
     wrong type raises TypeError and a wrong value ValueError, naming the argument.
@@ -74,6 +76,7 @@ class MLPEnsemble(nn.Module):
         mask_seed: int = 0,
         n_fix: Sequence[int] | None = None,
         kappa: float = 1.0,
+        anchor_scale: float = SYRE_ANCHOR_SCALE,
     ) -> None:
         super().__init__()
         for name, size in (("in_features", in_features), ("hidden", hidden), ("out_features", out_features)):
@@ -82,8 +85,9 @@ class MLPEnsemble(nn.Module):
         check_choice(kind, MODEL_TYPES, name="kind")
         check_int(mask_seed, name="mask_seed", minimum=0)
         check_number(kappa, name="kappa", minimum=0.0)
+        check_number(anchor_scale, name="anchor_scale", minimum=0.0)
         self.kind, self.members, self.hidden = kind, members, hidden
-        self.mask_seed, self.kappa = mask_seed, kappa
+        self.mask_seed, self.kappa, self.anchor_scale = mask_seed, kappa, anchor_scale
         sizes = [in_features, hidden, hidden, hidden, out_features]
         self.n_fix = default_n_fix(hidden)
         if n_fix is not None:
@@ -95,7 +99,9 @@ class MLPEnsemble(nn.Module):
                 # The layer index enters the seed so layers of equal shape get different masks.
                 frozen = wasym_entries(fan_in, fan_out, n_fix=self.n_fix[i], kappa=kappa, seed=(mask_seed, i))
             # syre: the layer index enters the anchor's seed for the same reason
-            anchor = syre_anchor(fan_in, fan_out, seed=(mask_seed, i)) if kind == "syre" else None
+            anchor = None
+            if kind == "syre":
+                anchor = syre_anchor(fan_in, fan_out, seed=(mask_seed, i), scale=anchor_scale)
             layers.append(LinearEnsemble(fan_in, fan_out, members=members, frozen=frozen, anchor=anchor))
         self.layers = nn.ModuleList(layers)
         # smlp: one frozen gate matrix per hidden layer, a buffer (never trained, moves with .to)
@@ -236,5 +242,6 @@ class MLPEnsemble(nn.Module):
             mask_seed=self.mask_seed,
             n_fix=self.n_fix,
             kappa=self.kappa,
+            anchor_scale=self.anchor_scale,
         )
         return clone.to(self.layers[0].weight.device)

@@ -25,6 +25,7 @@ from ..core.alignment import aligned_ensemble, match_members
 from ..core.barriers import barrier_curves, barrier_summary
 from ..core.data import Dataset
 from ..core.evaluation import UNCERTAINTY_SCORES, evaluate_ensemble, metric_name, relative_improvement, score
+from ..core.layers import SYRE_ANCHOR_SCALE
 from ..core.models import KINDS, MODEL_TYPES, MLPEnsemble, default_n_fix
 from ..core.trainer import TrainResult, fit, predict
 from ..core.uncertainty import residual_variances
@@ -116,6 +117,11 @@ class DeepEnsembleSettings(SectionSettings):
         KINDS,
         list_of(lambda v: v in MODEL_TYPES),
         f"a non-empty list out of {', '.join(MODEL_TYPES)} (smlp: sigma-Asymmetric; syre: decay to a random anchor)",
+    )
+    syre_scale: float = setting(
+        SYRE_ANCHOR_SCALE,
+        positive_number,
+        "a positive number (syre's anchor: entries of standard deviation syre_scale / sqrt(fan-in))",
     )
     barrier_pairs: int = setting(
         0,
@@ -217,6 +223,7 @@ def fit_deep_ensemble(
         mask_seed=mask_seed(settings.seed, repeat),
         n_fix=wasym_n_fix(hidden, n_fix),
         kappa=kappa,
+        anchor_scale=settings.syre_scale,
     ).to(device)
     to = lambda t: t.to(device)  # noqa: E731
     started = time.perf_counter()
@@ -284,6 +291,8 @@ def deep_ensemble_tables(
         "n_fix": wasym_n_fix(hidden, n_fix)[1] if wasym else 0,
         "kappa": float(kappa) if wasym else 0.0,
     }
+    if kind == "syre":  # the anchor's scale, only in runs that train syre (older tables lack it)
+        key["syre_scale"] = float(settings.syre_scale)
     models = pd.DataFrame(
         {
             **key,
