@@ -40,7 +40,8 @@ def _syre_anchors(model):
     if model.kind != "syre":
         return None
     return [
-        (l.anchor_weight.T, l.anchor_bias, l.anchor_weight_scale.T, l.anchor_bias_scale) for l in model.layers
+        (layer.anchor_weight.T, layer.anchor_bias, layer.anchor_weight_scale.T, layer.anchor_bias_scale)
+        for layer in model.layers
     ]
 
 

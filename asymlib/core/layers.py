@@ -136,7 +136,9 @@ def syre_anchor(
         rng.uniform(1.0 - spread, 1.0 + spread, size=shape).astype(np.float32)
     )
     weight, bias = draw(in_features, out_features), draw(out_features)
-    return Anchor(weight=weight, bias=bias, weight_scale=spread_of(in_features, out_features), bias_scale=spread_of(out_features))
+    return Anchor(
+        weight=weight, bias=bias, weight_scale=spread_of(in_features, out_features), bias_scale=spread_of(out_features)
+    )
 
 
 def linear_init(in_features: int, out_features: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:

@@ -261,7 +261,9 @@ def mechanism_section(models: pd.DataFrame, ensembles: pd.DataFrame) -> None:
         "Paired over repeats at the largest ensemble (positive: the first condition better: lower barrier, "
         "better metric); 95 % t intervals, p Holm-corrected over datasets per comparison and measure"
     )
-    show_all(table[["comparison", "measure", "dataset", "n", "mean", "ci_low", "ci_high", "p_holm", "significant"]].round(4))
+    show_all(
+        table[["comparison", "measure", "dataset", "n", "mean", "ci_low", "ci_high", "p_holm", "significant"]].round(4)
+    )
     display(mechanism.barrier_chart(models, ensembles, measure="loss_barrier"))
     display(mechanism.barrier_chart(models, ensembles, measure="metric_barrier"))
 

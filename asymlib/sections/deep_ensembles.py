@@ -150,7 +150,10 @@ class DeepEnsembleSettings(SectionSettings):
         if largest > self.members:
             return [("ensemble_sizes", f"has {largest}, more than members = {self.members}")]
         if self.barrier_pairs >= self.members:
-            return [("barrier_pairs", f"= {self.barrier_pairs} pairs the first member with more than the other {self.members - 1}")]
+            others = self.members - 1
+            return [
+                ("barrier_pairs", f"= {self.barrier_pairs} pairs the first member with more than the other {others}")
+            ]
         too_many = [n for n in self.n_fix or () if n > min(self.hidden_sizes)]
         if too_many:  # a unit has only `hidden` incoming weights to freeze
             return [("n_fix", f"has {too_many[0]}, more than the smallest hidden size {min(self.hidden_sizes)}")]
@@ -291,7 +294,7 @@ def deep_ensemble_tables(
         "n_fix": wasym_n_fix(hidden, n_fix)[1] if wasym else 0,
         "kappa": float(kappa) if wasym else 0.0,
     }
-    if kind == "syre":  # the anchor's scale, only in runs that train syre (older tables lack it)
+    if kind == "syre" and settings.syre_scale != SYRE_ANCHOR_SCALE:  # named where it is not the default
         key["syre_scale"] = float(settings.syre_scale)
     models = pd.DataFrame(
         {
@@ -377,8 +380,10 @@ def between_members(
         for column in ("loss_barrier", "metric_barrier"):
             models[column + suffix] = models["member"].map(summary[column])
         curves.append(measured.assign(aligned=bool(suffix)))
-    barriers = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
-        {"pair_a": [], "pair_b": [], "alpha": [], "loss": [], "metric": [], "aligned": []}
+    barriers = (
+        pd.concat(curves, ignore_index=True)
+        if curves
+        else pd.DataFrame({"pair_a": [], "pair_b": [], "alpha": [], "loss": [], "metric": [], "aligned": []})
     )
     barriers = barriers.assign(**key)[[*key, "aligned", "pair_a", "pair_b", "alpha", "loss", "metric"]]
     return {"models": models, "ensembles": ensembles, BARRIER_TABLE: barriers}
