@@ -343,9 +343,9 @@ def between_members(
 
     The reference is the first member that did not diverge; the pairs are it against the
     next ``settings.barrier_pairs`` such members. With ``alignment`` every member is first
-    permuted towards the reference by weight matching, and its frozen parts replaced by the
-    reference's (an aligned WMLP or SMLP member then computes the same function only where
-    the matching left its units in place; the aligned average is the same network either way).
+    permuted towards the reference by weight matching and given the reference's frozen
+    parts (so an aligned WMLP or SMLP member computes what it did only where the matching
+    left its units in place; an MLP or syre member always does).
     Adds to ``models`` (members paired with the reference; NaN elsewhere): loss_barrier and
     metric_barrier, and with alignment their ``_aligned`` twins; to ``ensembles``:
     interpolated_metric_aligned and its relative improvement. Returns the tables, with
@@ -356,11 +356,11 @@ def between_members(
     X, y = data.X_test.to(device), data.y_test.to(device)
     batch_size = settings.config.eval_batch_size
     models, ensembles = models.copy(), ensembles.copy()
-    variants = {"": model}
+    networks = {"": model}  # column suffix -> the members measured
     if settings.alignment and len(healthy):
         aligned = aligned_ensemble(model, match_members(model, reference=int(healthy[0])))
         aligned.apply_frozen()  # the reference's frozen entries, in every member
-        variants["_aligned"] = aligned
+        networks["_aligned"] = aligned
         scores = []
         for k in ensembles["ensemble_size"]:
             kept = [int(m) for m in healthy if m < k]
@@ -372,7 +372,7 @@ def between_members(
         )
     pairs = [(int(healthy[0]), int(b)) for b in healthy[1 : settings.barrier_pairs + 1]]
     curves = []
-    for suffix, network in variants.items():
+    for suffix, network in networks.items():
         if not pairs:
             break
         measured = barrier_curves(network, X, y, task=data.task, pairs=pairs, batch_size=batch_size)

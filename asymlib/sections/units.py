@@ -128,9 +128,9 @@ class ShardStore:
         self.shards = self.root / "shards"
         self.tables = tuple(tables)
         self.marker = self.tables[-1]
+        self.settings = settings
         # what every unit has, whatever its settings: the tables but the optional ones (a
         # unit made without barriers is complete, and then refused for its settings)
-        self.settings = settings
         optional = () if (section := self._section()) is None else section.OPTIONAL_TABLES
         self.required = tuple(t for t in self.tables if t not in optional)
         self.redo = redo
